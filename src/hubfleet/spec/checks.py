@@ -1,0 +1,94 @@
+"""Checks that span several fields of a fleet file (references between sections, collisions)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from hubfleet.spec.models import Fleet, Hub
+
+Finding = tuple[tuple[str | int, ...], str, str]
+"""(location in the fleet data, message, hint)."""
+
+EVERYONE = "everyone"
+"""The pseudo-group of every user of a hub, usable in shared-folder access."""
+
+
+def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
+    """Every cross-reference problem of a structurally valid fleet."""
+    ports = fleet.internal_ports
+    if ports.start <= fleet.front_door.port <= ports.end:
+        yield (
+            ("front_door", "port"),
+            f"port {fleet.front_door.port} is inside internal_ports ({ports.start}-{ports.end})",
+            "move the front door or the internal port range",
+        )
+    if ports.end - ports.start + 1 < 4 * len(fleet.hubs):
+        yield (("internal_ports",), "too few internal ports: each hub needs 4", "widen the range")
+    for name, hub in fleet.hubs.items():
+        yield from _check_hub(hub, ("hubs", name), base_dir)
+
+
+def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:
+    groups = set(hub.groups)
+    for group in hub.groups:
+        if group == EVERYONE:
+            yield (
+                (*at, "groups", group),
+                f"'{EVERYONE}' is reserved for all users of the hub",
+                "rename the group",
+            )
+    for user_list, where in (
+        (hub.auth.admins, (*at, "auth", "admins")),
+        (hub.auth.allowed_users, (*at, "auth", "allowed_users")),
+        *((members, (*at, "groups", group)) for group, members in hub.groups.items()),
+    ):
+        for index, user in enumerate(user_list):
+            if user != user.lower():
+                yield (
+                    (*where, index),
+                    f"user name '{user}' has upper-case letters",
+                    f"JupyterHub lower-cases user names: write '{user.lower()}'",
+                )
+    seen_profiles: set[str] = set()
+    defaults = 0
+    for index, profile in enumerate(hub.profiles):
+        if profile.name in seen_profiles:
+            yield (*at, "profiles", index, "name"), f"profile '{profile.name}' is defined twice", ""
+        seen_profiles.add(profile.name)
+        defaults += profile.default
+        for g_index, group in enumerate(profile.groups):
+            if group not in groups:
+                yield _unknown_group((*at, "profiles", index, "groups", g_index), group, groups)
+    if defaults > 1:
+        yield (*at, "profiles"), "more than one profile has default: true", "keep one default profile"
+    if not hub.profiles:
+        yield (
+            (*at, "profiles"),
+            "a hub needs at least one profile",
+            "remove 'profiles:' to get the default one",
+        )
+    seen_folders: set[str] = set()
+    for index, folder in enumerate(hub.storage.shared):
+        if folder.name in seen_folders:
+            yield (
+                (*at, "storage", "shared", index, "name"),
+                f"shared folder '{folder.name}' is defined twice",
+                "",
+            )
+        seen_folders.add(folder.name)
+        for group in folder.access:
+            if group != EVERYONE and group not in groups:
+                yield _unknown_group((*at, "storage", "shared", index, "access", group), group, groups)
+    for field in ("password_file", "client_secret_file"):
+        value = getattr(hub.auth, field, None)
+        if value is not None:
+            resolved = value if value.is_absolute() else base_dir / value
+            if not os.access(resolved, os.R_OK):
+                yield (*at, "auth", field), f"cannot read {resolved}", "create the file or fix the path"
+
+
+def _unknown_group(loc: tuple[str | int, ...], group: str, groups: set[str]) -> Finding:
+    known = ", ".join(sorted(groups | {EVERYONE})) or "none"
+    return loc, f"unknown group '{group}'", f"groups of this hub: {known}"

@@ -1,0 +1,342 @@
+"""Load a fleet file into a `Fleet`, reporting every problem at once with file:line:column, field path and hint."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from hubfleet.spec.models import Fleet, HubName, Slug, Username
+
+_PATTERN_HINTS = {
+    typing.get_args(alias)[1].pattern: typing.get_args(alias)[2].description for alias in (HubName, Slug, Username)
+}
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a fleet file."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+
+class SpecError(Exception):
+    """A fleet file that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        header = f"{count} problem{'s' if count != 1 else ''} in the fleet file"
+        super().__init__(header + ":\n" + "\n".join(str(p) for p in self.problems))
+
+
+class FleetDocument:
+    """The parsed YAML of a fleet file, with the position of every key and value."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.file = str(path)
+        yaml = YAML(typ="rt")
+        yaml.allow_duplicate_keys = False
+        try:
+            self.root: Any = yaml.load(text)
+        except DuplicateKeyError as exc:
+            raise SpecError([self._yaml_problem(exc, "a key appears twice in the same mapping")]) from None
+        except MarkedYAMLError as exc:
+            raise SpecError([self._yaml_problem(exc, "this is not valid YAML")]) from None
+        except YAMLError as exc:
+            raise SpecError([Problem(self.file, 1, 1, "", f"this is not valid YAML: {exc}")]) from None
+        if self.root is None:
+            raise SpecError([Problem(self.file, 1, 1, "", "the fleet file is empty", "start from examples/fleet.yaml")])
+        if not isinstance(self.root, CommentedMap):
+            raise SpecError(
+                [
+                    Problem(
+                        self.file,
+                        1,
+                        1,
+                        "",
+                        "the fleet file must be a mapping (name:, hubs:, …) at the top level",
+                    )
+                ]
+            )
+
+    def _yaml_problem(self, exc: MarkedYAMLError, summary: str) -> Problem:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        detail = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        return Problem(self.file, line, column, "", f"{summary}: {detail}".rstrip(": "))
+
+    def node(self, loc: Loc) -> Any:
+        """The YAML node at `loc`, or None when it is not in the file."""
+        node = self.root
+        for step in loc:
+            if not _has(node, step):
+                return None
+            node = node[step]
+        return node
+
+    def position(self, loc: Loc, *, key: bool = False) -> tuple[int, int, bool]:
+        """1-based (line, column) of the deepest part of `loc` present in the file, and whether all of it was.
+
+        Steps that are not in the document (such as pydantic's union tags) are skipped.
+        """
+        node = self.root
+        line, column = 1, 1
+        found_all = True
+        for index, step in enumerate(loc):
+            last = index == len(loc) - 1
+            if isinstance(node, CommentedMap) and step in node:
+                row, col = node.lc.key(step) if (key and last) else node.lc.value(step)
+                line, column = row + 1, col + 1
+                node = node[step]
+            elif isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node):
+                row, col = node.lc.item(step)
+                line, column = row + 1, col + 1
+                node = node[step]
+            elif isinstance(step, str) and not last and _is_union_tag(node, step):
+                continue
+            else:
+                found_all = False
+                break
+        return line, column, found_all
+
+
+def _has(node: Any, step: str | int) -> bool:
+    if isinstance(node, CommentedMap):
+        return step in node
+    return isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node)
+
+
+def _is_union_tag(node: Any, step: str) -> bool:
+    return isinstance(node, CommentedMap) and node.get("type") == step
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    """`override` laid over `base`: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _deep_merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers as plain dicts and lists."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _model_fields_at(loc: Loc) -> list[str]:
+    """The keys the fleet model accepts at `loc` (for "did you mean" hints)."""
+    annotation: Any = Fleet
+    for step in loc:
+        annotation = _step_into(annotation, step)
+        if annotation is None:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return annotation
+
+
+def _step_into(annotation: Any, step: str | int) -> Any:
+    annotation = _unwrap(annotation)
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(step))
+        return field.annotation if field else None
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if origin is list:
+        return typing.get_args(annotation)[0]
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(annotation):
+            member = _unwrap(member)
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                tag = member.model_fields.get("type")
+                if tag is not None and step in typing.get_args(tag.annotation):
+                    return member
+    return None
+
+
+def _hint(error: dict[str, Any], loc: Loc) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _model_fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        if close:
+            return f"did you mean '{close[0]}'?"
+        return f"allowed keys here: {', '.join(allowed)}" if allowed else ""
+    if kind == "missing":
+        return f"add '{loc[-1]}:' here"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return f"set 'type:' to one of {expected}" if expected else ""
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_HINTS.get(error.get("ctx", {}).get("pattern", ""), "")
+    return ""
+
+
+def _message(error: dict[str, Any], loc: Loc) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc[-1]}'"
+    if kind == "missing":
+        return f"required key '{loc[-1]}' is missing"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} is not allowed here"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    text = ""
+    for step in loc:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text
+
+
+class _Reporter:
+    """Turns locations in the (merged) data into problems pointing at the right place in the file."""
+
+    def __init__(self, doc: FleetDocument):
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self._seen: set[tuple[int, int, str]] = set()
+
+    def add(self, loc: Loc, message: str, hint: str = "", *, key: bool = False) -> None:
+        shown = tuple(step for step in loc if not (isinstance(step, str) and self._is_tag(loc, step)))
+        signature_message = message
+        if loc[:1] == ("hubs",) and loc[2:] == ("name",) and self.doc.node(loc) is None:
+            loc, key = loc[:2], True  # the name comes from the hub's key
+        line, column, found = self.doc.position(loc, key=key)
+        if not found and len(loc) > 2 and loc[0] == "hubs":
+            # The value may come from `defaults:` rather than from the hub itself.
+            d_line, d_column, d_found = self.doc.position(("defaults", *loc[2:]), key=key)
+            if d_found:
+                line, column = d_line, d_column
+                message = f"{message} (inherited from defaults)"
+        signature = (line, column, signature_message)
+        if signature in self._seen:
+            return
+        self._seen.add(signature)
+        self.problems.append(Problem(self.doc.file, line, column, _dotted(shown), message, hint))
+
+    def _is_tag(self, loc: Loc, step: str) -> bool:
+        index = loc.index(step)
+        return _is_union_tag(self.doc.node(loc[:index]), step)
+
+
+def load(path: str | Path) -> Fleet:
+    """Read and validate a fleet file. Raises `SpecError` listing every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([Problem(str(path), 1, 1, "", f"cannot read the fleet file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise SpecError([Problem(str(path), 1, 1, "", "the fleet file is not UTF-8 text")]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path = Path("fleet.yaml")) -> Fleet:
+    """Validate fleet-file text; `path` names it in messages and anchors relative paths."""
+    from hubfleet.spec.checks import cross_check
+
+    doc = FleetDocument(path, text)
+    reporter = _Reporter(doc)
+    data = _merged_data(doc, reporter)
+    fleet: Fleet | None = None
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = tuple(error["loc"])
+            key = error["type"] == "extra_forbidden"
+            reporter.add(loc, _message(error, loc), _hint(error, loc), key=key)
+    if fleet is not None and not reporter.problems:
+        for loc, message, hint in cross_check(fleet, base_dir=path.parent):
+            reporter.add(loc, message, hint)
+    if reporter.problems:
+        raise SpecError(sorted(reporter.problems, key=lambda p: (p.line, p.column)))
+    assert fleet is not None
+    return _anchored(fleet, path.parent)
+
+
+def _merged_data(doc: FleetDocument, reporter: _Reporter) -> dict[str, Any]:
+    """Plain data for validation: each hub gets its name from its key and `defaults:` merged under it."""
+    data = _plain(doc.root)
+    defaults = data.get("defaults") or {}
+    hubs = data.get("hubs")
+    if isinstance(hubs, dict) and isinstance(defaults, dict):
+        merged = {}
+        for name, hub in hubs.items():
+            if not isinstance(hub, dict):
+                merged[name] = hub
+                continue
+            if "name" in hub and hub["name"] != name:
+                reporter.add(
+                    ("hubs", name, "name"),
+                    f"the hub's name '{hub['name']}' differs from its key '{name}'",
+                    "drop 'name:' — the key under hubs: is the name",
+                )
+            hub = {**hub, "name": name}
+            merged[name] = _deep_merge(copy.deepcopy(defaults), hub)
+        data["hubs"] = merged
+    return data
+
+
+def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
+    """Relative paths in the fleet file are relative to the file's directory."""
+    base_dir = base_dir.resolve()
+    updates: dict[str, Any] = {}
+    if fleet.state_dir is not None and not fleet.state_dir.is_absolute():
+        updates["state_dir"] = base_dir / fleet.state_dir
+    hubs = {}
+    for name, hub in fleet.hubs.items():
+        auth = hub.auth
+        for field in ("password_file", "client_secret_file"):
+            value = getattr(auth, field, None)
+            if value is not None and not value.is_absolute():
+                auth = auth.model_copy(update={field: base_dir / value})
+        hubs[name] = hub.model_copy(update={"auth": auth})
+    updates["hubs"] = hubs
+    return fleet.model_copy(update=updates)

@@ -1,0 +1,300 @@
+"""The typed model of a fleet file: one `Fleet` of many `Hub`s. Every other part of hubfleet reads these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from hubfleet.spec.units import ByteSize, Seconds
+
+HubName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$"),
+    Field(description="DNS-safe: lower-case letters, digits and '-', starting with a letter, at most 20 characters"),
+]
+Slug = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$"),
+    Field(description="lower-case letters, digits, '-' and '_', at most 32 characters"),
+]
+Username = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/:,]+$"),
+    Field(description="a JupyterHub user name (no spaces, '/', ':' or ',')"),
+]
+
+
+class SpecModel(BaseModel):
+    """Base of every fleet-file model: unknown keys are errors, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FrontDoor(SpecModel):
+    """The one address users reach every hub through."""
+
+    host: str = Field("127.0.0.1", description="address the front door listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port the front door listens on")
+    public_url: AnyHttpUrl | None = Field(
+        None, description="URL users type, if it differs from http://host:port (e.g. behind TLS termination)"
+    )
+
+    @property
+    def url(self) -> str:
+        """The public base URL, without a trailing slash."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class Paths(SpecModel):
+    """Where hubfleet keeps things on this machine."""
+
+    user_env: Path = Field(
+        Path("/opt/hubfleet/user-env"),
+        description="Python environment user servers run from (must be readable by every user)",
+    )
+    home_root: Path = Field(Path("/home"), description="parent directory of users' home directories")
+    shared_root: Path = Field(Path("/srv/hubfleet"), description="parent directory of hubs' shared folders")
+
+
+class PortRange(SpecModel):
+    """Loopback ports hubfleet may give to hubs' internal services (hub API, proxies, services)."""
+
+    start: int = Field(18100, ge=1024, le=65535)
+    end: int = Field(18999, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.end <= self.start:
+            raise ValueError("end must be greater than start")
+        return self
+
+
+class Community(SpecModel):
+    """Who a hub is for."""
+
+    name: str = Field(description="the community's name")
+    url: AnyHttpUrl | None = Field(None, description="the community's web site")
+    contact: str | None = Field(None, description="who to contact about this hub (e-mail or URL)")
+
+
+class Template(StrEnum):
+    """Community templates a hub starts from."""
+
+    generic = "generic"
+    course = "course"
+    pangeo = "pangeo"
+
+
+class PilotPlan(SpecModel):
+    """A time-limited pilot hub."""
+
+    type: Literal["pilot"]
+    start: dt.date = Field(description="first day of the pilot")
+    end: dt.date = Field(description="last day of the pilot")
+    budget: float | None = Field(None, ge=0, description="budget for the whole pilot (currency units)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PilotPlan:
+        if self.end < self.start:
+            raise ValueError("the pilot must end on or after its start date")
+        return self
+
+
+class PaidPlan(SpecModel):
+    """A paid hub with a monthly fee and budget."""
+
+    type: Literal["paid"]
+    monthly_fee: float = Field(0, ge=0, description="fixed monthly fee (currency units)")
+    monthly_budget: float | None = Field(None, ge=0, description="monthly budget (currency units)")
+
+
+Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
+
+
+class AuthBase(SpecModel):
+    """Who may log in and who administers the hub."""
+
+    admins: list[Username] = Field(default_factory=list, description="hub administrators")
+    allowed_users: list[Username] = Field(
+        default_factory=list, description="users allowed in (members of any group are allowed too)"
+    )
+    allow_all: bool = Field(False, description="let anyone who can authenticate in")
+
+
+class SharedPasswordAuth(AuthBase):
+    """One shared password (demos, workshops)."""
+
+    type: Literal["shared-password"]
+    password: SecretStr | None = Field(None, description="the shared password (at least 8 characters)")
+    password_file: Path | None = Field(None, description="file holding the shared password")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SharedPasswordAuth:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password or password_file")
+        if self.password is not None and len(self.password.get_secret_value()) < 8:
+            raise ValueError("the shared password must be at least 8 characters")
+        return self
+
+
+class NativeAuth(AuthBase):
+    """Users sign up with a password an admin approves (jupyterhub-nativeauthenticator)."""
+
+    type: Literal["native"]
+    open_signup: bool = Field(False, description="new sign-ups are authorized without an admin")
+    minimum_password_length: int = Field(8, ge=1)
+
+
+class GitHubAuth(AuthBase):
+    """Log in with GitHub (oauthenticator)."""
+
+    type: Literal["github"]
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    allowed_organizations: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GitHubAuth:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("give exactly one of client_secret or client_secret_file")
+        return self
+
+
+Auth = Annotated[SharedPasswordAuth | NativeAuth | GitHubAuth, Field(discriminator="type")]
+
+
+class Profile(SpecModel):
+    """A resource profile users choose from when they start a server."""
+
+    name: Slug
+    display_name: str | None = None
+    description: str = ""
+    cpu: float = Field(1.0, gt=0, le=256, description="CPU cores (a hard cgroup quota)")
+    memory: ByteSize = Field(2 * 1024**3, description="memory limit; the server is killed beyond it")
+    groups: list[Slug] = Field(default_factory=list, description="groups allowed this profile (empty: everyone)")
+    default: bool = False
+
+    @field_validator("memory")
+    @classmethod
+    def _enough_memory(cls, value: int) -> int:
+        if value < 64 * 1024**2:
+            raise ValueError("a server needs at least 64M of memory")
+        return value
+
+
+class SharedFolder(SpecModel):
+    """A folder shared by groups of a hub, mounted into users' servers."""
+
+    name: Slug
+    access: dict[str, Literal["read", "write"]] = Field(
+        description="group name (or 'everyone') → read or write", min_length=1
+    )
+
+
+class Storage(SpecModel):
+    """Home directories and shared folders."""
+
+    home_quota: ByteSize | None = Field(None, description="home directory size limit per user")
+    shared: list[SharedFolder] = Field(default_factory=list)
+
+
+class Culling(SpecModel):
+    """Stop idle servers (jupyterhub-idle-culler)."""
+
+    enabled: bool = True
+    timeout: Seconds = Field(3600, description="stop a server idle this long")
+    max_age: Seconds = Field(0, description="stop a server this old whatever its activity (0: never)")
+    every: Seconds = Field(300, description="how often to check")
+
+    @field_validator("timeout", "every")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+DEFAULT_PROFILE = Profile(name="default", display_name="Default", cpu=1.0, memory=2 * 1024**3, default=True)
+
+
+class Hub(SpecModel):
+    """One JupyterHub of the fleet."""
+
+    name: HubName
+    display_name: str | None = None
+    community: Community | None = None
+    template: Template = Template.generic
+    backend: Literal["local"] = Field("local", description="where the hub runs")
+    plan: Plan | None = None
+    auth: Auth
+    groups: dict[Slug, list[Username]] = Field(default_factory=dict, description="group name → members")
+    profiles: list[Profile] = Field(default_factory=lambda: [DEFAULT_PROFILE])
+    storage: Storage = Field(default_factory=Storage)
+    culling: Culling = Field(default_factory=Culling)
+
+    @property
+    def title(self) -> str:
+        """The name people see."""
+        return self.display_name or self.name
+
+    @property
+    def users(self) -> set[str]:
+        """Every user the fleet file names for this hub."""
+        names = set(self.auth.admins) | set(self.auth.allowed_users)
+        for members in self.groups.values():
+            names.update(members)
+        return names
+
+    def default_profile(self) -> Profile:
+        """The profile used when a user makes no choice."""
+        return next((p for p in self.profiles if p.default), self.profiles[0])
+
+
+class HubDefaults(SpecModel):
+    """Settings every hub inherits unless it sets its own (merged key by key)."""
+
+    template: Template | None = None
+    plan: Plan | None = None
+    auth: dict | None = Field(None, description="auth settings merged under each hub's auth")
+    groups: dict[Slug, list[Username]] | None = None
+    profiles: list[Profile] | None = None
+    storage: Storage | None = None
+    culling: Culling | None = None
+
+
+class Fleet(SpecModel):
+    """A fleet of hubs on one front door."""
+
+    name: Slug = Field(description="the fleet's name")
+    front_door: FrontDoor = Field(default_factory=FrontDoor)
+    state_dir: Path | None = Field(
+        None, description="where hubfleet keeps state (default: .hubfleet in the current directory)"
+    )
+    paths: Paths = Field(default_factory=Paths)
+    internal_ports: PortRange = Field(default_factory=PortRange)
+    defaults: HubDefaults = Field(default_factory=HubDefaults)
+    hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
+
+    def hub(self, name: str) -> Hub:
+        """The hub called `name` (KeyError with the known names otherwise)."""
+        try:
+            return self.hubs[name]
+        except KeyError:
+            raise KeyError(f"no hub {name!r} in fleet {self.name!r} (hubs: {', '.join(self.hubs)})") from None
