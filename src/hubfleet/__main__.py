@@ -1,0 +1,5 @@
+"""`python -m hubfleet` runs the command line."""
+
+from hubfleet.cli import main
+
+main()

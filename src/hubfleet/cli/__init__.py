@@ -1,0 +1,22 @@
+"""The `hubfleet` command line: thin commands that call into the spec, the fleet and the health checks."""
+
+from __future__ import annotations
+
+import typer
+
+from hubfleet.cli import check, fleet
+
+app = typer.Typer(
+    name="hubfleet",
+    help="Run a fleet of JupyterHubs from one fleet file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+fleet.register(app)
+check.register(app)
+
+
+def main() -> None:
+    """Entry point of the `hubfleet` command."""
+    app()

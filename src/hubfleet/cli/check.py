@@ -1,0 +1,86 @@
+"""`hubfleet check`: a synthetic user goes through each hub end to end, through the front door."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hubfleet.cli.output import STATE_DIR_OPTION, console, fail, state_root
+from hubfleet.fleet.control import ControlClient, NotRunning
+from hubfleet.fleet.hubapi import HubAPI
+from hubfleet.fleet.state import FleetState
+from hubfleet.health.check import CheckReport, PasswordLogin, TokenLogin, run_check
+from hubfleet.hub.settings import CHECK_USER, HubSettings
+
+
+async def _login_for(settings: HubSettings, hub_url: str) -> PasswordLogin | TokenLogin:
+    """The shared password where there is one (a real form login), else a short-lived token minted by the fleet."""
+    if settings.auth_type == "shared-password":
+        return PasswordLogin(CHECK_USER, settings.secret("shared_password"))
+    async with HubAPI(f"{hub_url}hub/api", settings.secret("service_token")) as api:
+        token = await api.new_token(CHECK_USER, note="hubfleet check", expires_in=600)
+    return TokenLogin(CHECK_USER, token)
+
+
+async def check_hubs(state: FleetState, front_door: str, names: list[str], timeout: float) -> list[CheckReport]:
+    """Run the check on each hub in turn (one at a time, so timings are not skewed by each other)."""
+    reports = []
+    for name in names:
+        settings = HubSettings.read(state.hub(name).settings_file)
+        hub_url = f"{front_door}{settings.base_url}"
+        login = await _login_for(settings, hub_url)
+        reports.append(await run_check(name, hub_url, login, timeout=timeout))
+    return reports
+
+
+def _report_table(reports: list[CheckReport]) -> Table:
+    table = Table(title="hubfleet check", title_justify="left")
+    table.add_column("hub")
+    table.add_column("result")
+    table.add_column("total")
+    table.add_column("steps")
+    for report in reports:
+        steps = "  ".join(
+            f"{'[green]' if s.ok else '[red]'}{s.name}[/] {s.seconds:.2f}s"
+            + (f" [dim]{escape(s.detail)}[/]" if not s.ok and s.detail else "")
+            for s in report.steps
+        )
+        result = "[green]pass[/]" if report.ok else "[red]FAIL[/]"
+        table.add_row(report.hub, result, f"{report.total_seconds:.2f}s", steps)
+    return table
+
+
+def check(
+    hub: str | None = typer.Argument(None, help="the hub to check (default: every hub)"),
+    state_dir: Path | None = STATE_DIR_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    timeout: float = typer.Option(120.0, help="seconds allowed per hub"),
+) -> None:
+    """Log a synthetic user in, start a server, run code in a kernel, stop it; exit 1 if any hub fails."""
+    state = FleetState(state_root(state_dir))
+    try:
+        document: dict[str, Any] = ControlClient(state, timeout=30).status()
+    except NotRunning as exc:
+        raise fail(str(exc), code=3) from None
+    known = [h["name"] for h in document["hubs"]]
+    if hub is not None and hub not in known:
+        raise fail(f"no hub {hub!r} is running (hubs: {', '.join(known)})")
+    names = [hub] if hub else known
+    reports = asyncio.run(check_hubs(state, document["front_door"], names, timeout))
+    if as_json:
+        print(json.dumps({"ok": all(r.ok for r in reports), "hubs": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        console.print(_report_table(reports))
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the check command to `app`."""
+    app.command()(check)

@@ -1,0 +1,314 @@
+"""Fleet commands: validate, schema, plan, up, apply, status, down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
+from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
+from hubfleet.fleet.plan import FleetPlan, plan
+from hubfleet.fleet.processes import kill_pid_file
+from hubfleet.fleet.state import FleetState, state_dir_for
+from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
+from hubfleet.spec.models import SharedPasswordAuth
+from hubfleet.system import cgroups
+
+PROCESSES = ("idle-culler", "hub", "proxy")
+"""A hub's processes, in the order `down` stops them."""
+
+FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)
+
+
+def _load(path: Path) -> Fleet:
+    try:
+        return load(path)
+    except SpecError as exc:
+        print_problems(exc)
+        raise typer.Exit(1) from None
+
+
+def validate(file: Path = FILE_ARGUMENT) -> None:
+    """Check a fleet file and report every problem at once (file:line:column, field, hint)."""
+    fleet = _load(file)
+    console.print(
+        f"[green]✓[/] {escape(str(file))}: fleet [bold]{fleet.name}[/] with {len(fleet.hubs)} hub(s): "
+        + ", ".join(fleet.hubs)
+    )
+
+
+def schema() -> None:
+    """Print the fleet file's JSON Schema (point your editor's YAML language server at it)."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+def _applied_fleet(state: FleetState) -> Fleet | None:
+    applied = state.applied()
+    if applied is None:
+        return None
+    source, text = applied
+    try:
+        return parse(text, source)
+    except SpecError:
+        return None
+
+
+def _print_plan(changes: FleetPlan) -> None:
+    if changes.empty:
+        console.print("No changes: the running fleet matches the file.")
+        return
+    for field in changes.fleet_changed:
+        console.print(f"[yellow]![/] fleet setting [bold]{field}[/] changed: needs `hubfleet down` then `hubfleet up`")
+    symbols = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]", "unchanged": " "}
+    for change in changes.hubs:
+        if change.kind == "unchanged":
+            continue
+        console.print(f"{symbols[change.kind]} hub [bold]{change.name}[/]: {change.kind}")
+        if change.kind == "changed":
+            for line in change.lines():
+                console.print(f"    {escape(line)}")
+
+
+def plan_command(
+    file: Path = FILE_ARGUMENT,
+    state_dir: Path | None = STATE_DIR_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Show what `apply` would change on the running fleet."""
+    desired = _load(file)
+    state = FleetState(state_root(state_dir))
+    changes = plan(_applied_fleet(state), desired)
+    if as_json:
+        print(json.dumps(changes.to_dict(), indent=2))
+    else:
+        _print_plan(changes)
+
+
+def _check_ready_to_run(fleet: Fleet) -> None:
+    singleuser = fleet.paths.user_env / "bin" / "jupyterhub-singleuser"
+    if not os.access(singleuser, os.X_OK):
+        raise fail(f"the user environment has no {singleuser}: run `make setup` or set paths.user_env")
+    if os.geteuid() != 0:
+        errors.print(
+            "[bold yellow]WARNING: not running as root — every user's server runs as YOUR user, with no isolation "
+            "between users and no cgroup limits. Run as root for real Unix users and limits.[/]"
+        )
+    elif cgroups.detect() is None:
+        errors.print("[bold yellow]WARNING: no writable cgroup hierarchy: memory and CPU limits are not enforced.[/]")
+
+
+def _logins(fleet: Fleet) -> list[str]:
+    lines = []
+    for hub in fleet.hubs.values():
+        if isinstance(hub.auth, SharedPasswordAuth) and hub.auth.password is not None:
+            users = ", ".join(sorted(hub.users)) or "any name"
+            lines.append(f"{hub.name}: log in as {users} with password {hub.auth.password.get_secret_value()}")
+    return lines
+
+
+def _status_table(document: dict[str, Any]) -> Table:
+    table = Table(title=f"fleet {document['fleet']} — {document['front_door']}", title_justify="left")
+    for column in ("hub", "state", "url", "pids", "users", "servers", "restarts"):
+        table.add_column(column)
+    for hub in document["hubs"]:
+        state = "[green]up[/]" if hub["healthy"] else f"[red]{hub['state']}[/]"
+        pids = " ".join(f"{k}={v}" for k, v in hub["pids"].items() if v)
+        restarts = sum(hub["restarts"].values()) if hub["restarts"] else 0
+        users = "" if hub["users"] is None else str(hub["users"])
+        servers = "" if hub["running_servers"] is None else str(hub["running_servers"])
+        detail = f"\n[dim]{escape(hub['detail'])}[/]" if hub["detail"] else ""
+        table.add_row(hub["name"], state + detail, hub["url"], pids, users, servers, str(restarts))
+    return table
+
+
+def _setup_logging(state: FleetState, verbose: bool) -> None:
+    handler = logging.FileHandler(state.supervisor_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def up(
+    file: Path = FILE_ARGUMENT,
+    state_dir: Path | None = STATE_DIR_OPTION,
+    detach: bool = typer.Option(False, "--detach", "-d", help="run in the background and return once hubs are up"),
+    live: bool = typer.Option(True, "--live/--no-live", help="show a live status view (foreground only)"),
+    verbose: bool = typer.Option(False, "--verbose", help="debug logging in supervisor.log"),
+) -> None:
+    """Start every hub of the fleet file behind one front door (foreground, or --detach)."""
+    from hubfleet.fleet.supervisor import Supervisor
+
+    source = file.resolve()
+    fleet = _load(file)
+    state = FleetState(state_dir_for(fleet, state_dir)).create()
+    if supervisor_pid(state) is not None:
+        raise fail(f"a fleet is already running from {state.root}: use `hubfleet apply` or `hubfleet down`")
+    _check_ready_to_run(fleet)
+    if detach:
+        _up_detached(source, state, verbose)
+        return
+    _setup_logging(state, verbose)
+    text = source.read_text(encoding="utf-8")
+    supervisor = Supervisor(fleet, source, text, state)
+
+    async def ready(sup: Supervisor) -> None:
+        document = await sup.status_document()
+        console.print(_status_table(document))
+        for line in _logins(fleet):
+            console.print(f"  {escape(line)}")
+        console.print(f"Fleet up at [bold]{sup.front_door.url}/[/] — Ctrl-C or `hubfleet down` stops it.")
+        if live and console.is_terminal:
+            asyncio.get_running_loop().create_task(_live_view(sup))
+
+    asyncio.run(supervisor.run(on_ready=ready))
+    console.print("Fleet stopped.")
+
+
+async def _live_view(supervisor: Any) -> None:
+    with Live(console=console, refresh_per_second=1, transient=False) as view:
+        while True:
+            document = await supervisor.status_document()
+            view.update(_status_table(document))
+            await asyncio.sleep(2)
+
+
+def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
+    argv = [sys.executable, "-m", "hubfleet", "up", str(source), "--state-dir", str(state.root), "--no-live"]
+    if verbose:
+        argv.append("--verbose")
+    with open(state.root / "supervisor.out", "ab") as out:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    client = ControlClient(state, timeout=10)
+    deadline = time.monotonic() + 300
+    with console.status("Starting the fleet in the background…"):
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise fail(f"the fleet supervisor exited with {process.returncode}; see {state.root}/supervisor.out")
+            try:
+                document = client.status()
+            except (NotRunning, OSError, ValueError):
+                time.sleep(0.2)
+                continue
+            if document["hubs"] and all(h["healthy"] or h["state"] == "failed" for h in document["hubs"]):
+                break
+            time.sleep(0.2)
+        else:
+            raise fail("the fleet did not come up within 300 s; see supervisor.log in the state directory")
+    console.print(_status_table(document))
+    for line in _logins(load(source)):
+        console.print(f"  {escape(line)}")
+    console.print(f"Fleet running in the background (pid {process.pid}); `hubfleet down` stops it.")
+    if not all(h["healthy"] for h in document["hubs"]):
+        raise typer.Exit(1)
+
+
+def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
+    """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
+    source = file.resolve()
+    _load(file)
+    state = FleetState(state_root(state_dir))
+    try:
+        with console.status("Applying…"):
+            response = ControlClient(state).apply(source, source.read_text(encoding="utf-8"))
+    except NotRunning as exc:
+        raise fail(f"{exc}: start it with `hubfleet up {file}`") from None
+    document = response.json()
+    if response.status_code != 200:
+        raise fail(document.get("error", response.text))
+    changes = document["plan"]
+    applied = [h for h in changes["hubs"] if h["kind"] != "unchanged"]
+    if not applied:
+        console.print("No changes: the running fleet already matches the file.")
+    for hub in applied:
+        console.print(f"[green]✓[/] hub [bold]{hub['name']}[/]: {hub['kind']}")
+    for name, reason in document["failed"].items():
+        errors.print(f"[red]✗[/] hub [bold]{name}[/]: {escape(reason)}")
+    if document["failed"]:
+        raise typer.Exit(1)
+
+
+def status(
+    state_dir: Path | None = STATE_DIR_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Show the running fleet: hubs, URLs, pids, health, users and running servers."""
+    state = FleetState(state_root(state_dir))
+    try:
+        document = ControlClient(state, timeout=30).status()
+    except NotRunning as exc:
+        if as_json:
+            print(json.dumps({"running": False, "error": str(exc)}))
+        else:
+            errors.print(f"[yellow]{escape(str(exc))}[/]")
+        raise typer.Exit(3) from None
+    if as_json:
+        print(json.dumps({"running": True, **document}, indent=2))
+        return
+    console.print(_status_table(document))
+    if not all(h["healthy"] for h in document["hubs"]):
+        raise typer.Exit(1)
+
+
+def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
+    """Stop the fleet: user servers, hubs, proxies and the front door; nothing is left running."""
+    state = FleetState(state_root(state_dir))
+    pid = supervisor_pid(state)
+    if pid is not None:
+        with console.status("Stopping user servers, hubs and proxies…"):
+            try:
+                ControlClient(state, timeout=30).down()
+            except NotRunning:
+                os.kill(pid, 15)
+            if not wait_gone(pid, 180):
+                raise fail(f"the supervisor (pid {pid}) did not stop within 180 s")
+    leftovers = _kill_leftovers(state)
+    if pid is None and not leftovers:
+        console.print(f"No fleet is running from {state.root}.")
+        return
+    console.print("Fleet stopped." + (f" (also stopped {leftovers} orphaned process(es))" if leftovers else ""))
+
+
+def _kill_leftovers(state: FleetState) -> int:
+    """Processes of a supervisor that died without cleaning up (found by their pid files and cgroups)."""
+    stopped = 0
+    pid_files = [state.frontdoor_dir / "proxy.pid"]
+    for name in state.hub_names():
+        hub = state.hub(name)
+        pid_files += [hub.root / f"{process}.pid" for process in PROCESSES]
+    for pid_file in pid_files:
+        stopped += kill_pid_file(pid_file)
+    driver = cgroups.detect()
+    if driver is not None:
+        for name in state.hub_names():
+            group = driver.open(f"hubfleet/{name}")
+            if group is not None:
+                stopped += len(group.pids())
+                group.remove()
+    return stopped
+
+
+def register(app: typer.Typer) -> None:
+    """Add the fleet commands to `app`."""
+    app.command()(validate)
+    app.command()(schema)
+    app.command("plan")(plan_command)
+    app.command()(up)
+    app.command()(apply)
+    app.command()(status)
+    app.command()(down)

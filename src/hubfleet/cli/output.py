@@ -1,0 +1,43 @@
+"""Shared console output for the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hubfleet.fleet.state import state_dir_for
+from hubfleet.spec import SpecError
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+STATE_DIR_OPTION: Any = typer.Option(
+    None, "--state-dir", help="fleet state directory (default: $HUBFLEET_STATE_DIR or ./.hubfleet)"
+)
+
+
+def state_root(explicit: Path | None) -> Path:
+    return state_dir_for(explicit=explicit)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error and return the Exit to raise."""
+    errors.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def print_problems(exc: SpecError) -> None:
+    """Every problem of a fleet file, one block each."""
+    count = len(exc.problems)
+    errors.print(f"[bold red]{count} problem{'s' if count != 1 else ''}[/] in the fleet file:")
+    for problem in exc.problems:
+        where = f"{problem.file}:{problem.line}:{problem.column}"
+        path = f" [cyan]{escape(problem.path)}[/]:" if problem.path else ""
+        errors.print(f"  [bold]{escape(where)}[/]:{path} {escape(problem.message)}")
+        if problem.hint:
+            errors.print(f"      [dim]hint:[/] {escape(problem.hint)}")
+    errors.print("Nothing was changed.")

@@ -1,0 +1,154 @@
+"""The front door: one configurable-http-proxy on the fleet's public port, routing /hubs/<name>/ to each hub's
+own proxy, and a landing page listing the hubs at /."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
+from hubfleet.fleet.state import FleetState, allocate_ports, write_private
+from hubfleet.spec.models import Fleet
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+ROUTE_MARK = "hubfleet"
+"""Key set on the route data of routes the fleet owns (others are left alone)."""
+
+
+class LandingHandler(web.RequestHandler):
+    """The page at / listing every hub of the fleet."""
+
+    def initialize(self, hubs: Callable[[], list[dict[str, Any]]], fleet: Callable[[], Fleet]) -> None:
+        self.hubs = hubs
+        self.fleet = fleet
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.render("landing.html", fleet=self.fleet(), hubs=self.hubs())
+
+
+class HealthHandler(web.RequestHandler):
+    """/_hubfleet/health: 200 with the hubs' health when the front door and every hub answer, else 503."""
+
+    def initialize(self, hubs: Callable[[], list[dict[str, Any]]]) -> None:
+        self.hubs = hubs
+
+    def get(self) -> None:
+        hubs = self.hubs()
+        healthy = all(h["healthy"] for h in hubs)
+        self.set_status(200 if healthy else 503)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"healthy": healthy, "hubs": {h["name"]: h["healthy"] for h in hubs}}))
+
+
+class NotFoundHandler(web.RequestHandler):
+    def prepare(self) -> None:
+        raise web.HTTPError(404)
+
+
+class FrontDoor:
+    """The fleet's public entry point."""
+
+    def __init__(self, fleet: Fleet, state: FleetState, hubs: Callable[[], list[dict[str, Any]]]):
+        self.fleet = fleet
+        self.state = state
+        self.hubs = hubs
+        ports_file = state.frontdoor_dir / "ports.json"
+        if ports_file.exists():
+            self.landing_port, self.api_port = json.loads(ports_file.read_text())
+        else:
+            self.landing_port, self.api_port = allocate_ports(2, fleet.internal_ports, state.all_ports())
+            write_private(ports_file, json.dumps([self.landing_port, self.api_port]))
+        self.token_file = state.frontdoor_dir / "proxy_token"
+        self._server: HTTPServer | None = None
+        self._routes: dict[str, str] = {}
+        self.proxy = self._proxy_process()
+
+    def _token(self) -> str:
+        if not self.token_file.exists():
+            import secrets
+
+            write_private(self.token_file, secrets.token_hex(32))
+        return self.token_file.read_text().strip()
+
+    def _proxy_process(self) -> ManagedProcess:
+        token = self._token()
+        door = self.fleet.front_door
+        argv = [
+            find_proxy_command(),
+            f"--ip={door.host}",
+            f"--port={door.port}",
+            "--api-ip=127.0.0.1",
+            f"--api-port={self.api_port}",
+            f"--default-target=http://127.0.0.1:{self.landing_port}",
+            "--log-level=warn",
+        ]
+        api = f"http://127.0.0.1:{self.api_port}/api/routes"
+
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                response = await client.get(api, headers={"Authorization": f"token {token}"})
+            return response.status_code == 200
+
+        process = ManagedProcess(
+            "front-door",
+            argv,
+            cwd=self.state.frontdoor_dir,
+            log_path=self.state.frontdoor_dir / "proxy.log",
+            env={"CONFIGPROXY_AUTH_TOKEN": token},
+            ready=ready,
+            pid_file=self.state.frontdoor_dir / "proxy.pid",
+        )
+
+        async def restarted(_: ManagedProcess) -> None:
+            routes, self._routes = self._routes, {}
+            await self.set_routes(routes)
+
+        process.on_restart = restarted
+        return process
+
+    @property
+    def url(self) -> str:
+        return self.fleet.front_door.url
+
+    async def start(self) -> None:
+        app = web.Application(
+            [
+                (r"/", LandingHandler, {"hubs": self.hubs, "fleet": lambda: self.fleet}),
+                (r"/_hubfleet/health", HealthHandler, {"hubs": self.hubs}),
+                (r".*", NotFoundHandler),
+            ],
+            template_path=str(TEMPLATES),
+            xsrf_cookies=False,
+        )
+        self._server = app.listen(self.landing_port, address="127.0.0.1", xheaders=True)
+        await self.proxy.start()
+
+    async def set_routes(self, routes: dict[str, str]) -> None:
+        """Make the proxy route exactly `routes` (prefix → target) among the routes the fleet owns."""
+        token = self._token()
+        api = f"http://127.0.0.1:{self.api_port}/api/routes"
+        headers = {"Authorization": f"token {token}"}
+        async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
+            current = (await client.get(api)).raise_for_status().json()
+            for prefix, target in routes.items():
+                if current.get(prefix, {}).get("target") != target:
+                    body = {"target": target, ROUTE_MARK: True}
+                    (await client.post(f"{api}{prefix}", json=body)).raise_for_status()
+            for prefix, data in current.items():
+                if data.get(ROUTE_MARK) and prefix not in routes:
+                    (await client.delete(f"{api}{prefix}")).raise_for_status()
+        self._routes = dict(routes)
+
+    async def stop(self) -> None:
+        await self.proxy.stop()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

@@ -1,0 +1,132 @@
+"""A small client for one hub's JupyterHub REST API, authenticated as the fleet's service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+class HubAPI:
+    """The JupyterHub REST API of one hub (`api_url` ends with `/hub/api`)."""
+
+    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0):
+        self.api_url = api_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.api_url, headers={"Authorization": f"token {token}"}, timeout=timeout
+        )
+
+    async def __aenter__(self) -> HubAPI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request that must succeed (raises httpx.HTTPStatusError otherwise)."""
+        response = await self._client.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response
+
+    async def alive(self) -> bool:
+        """Whether the hub answers its API."""
+        try:
+            response = await self._client.get("/")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def users(self, state: str | None = None) -> AsyncIterator[dict]:
+        """Every user (optionally only those with `state` active/ready/inactive), page by page."""
+        offset = 0
+        while True:
+            params: dict[str, Any] = {"offset": offset, "limit": 200}
+            if state:
+                params["state"] = state
+            page = (await self.request("GET", "/users", params=params, headers={"Accept": PAGINATION})).json()
+            for user in page["items"]:
+                yield user
+            following = page["_pagination"].get("next")
+            if not following:
+                return
+            offset = following["offset"]
+
+    async def count_users(self, state: str | None = None) -> int:
+        params: dict[str, Any] = {"limit": 1}
+        if state:
+            params["state"] = state
+        page = (await self.request("GET", "/users", params=params, headers={"Accept": PAGINATION})).json()
+        return int(page["_pagination"]["total"])
+
+    async def user(self, name: str) -> dict | None:
+        response = await self._client.get(f"/users/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    async def create_users(self, names: Iterable[str], admin: bool = False) -> None:
+        names = sorted(names)
+        if names:
+            await self.request("POST", "/users", json={"usernames": names, "admin": admin})
+
+    async def set_admin(self, name: str, admin: bool) -> None:
+        await self.request("PATCH", f"/users/{name}", json={"admin": admin})
+
+    async def delete_user(self, name: str) -> None:
+        response = await self._client.delete(f"/users/{name}")
+        if response.status_code != 404:
+            response.raise_for_status()
+
+    async def ensure_group(self, name: str) -> None:
+        response = await self._client.post(f"/groups/{name}")
+        if response.status_code not in (201, 409):
+            response.raise_for_status()
+
+    async def delete_group(self, name: str) -> None:
+        response = await self._client.delete(f"/groups/{name}")
+        if response.status_code != 404:
+            response.raise_for_status()
+
+    async def add_members(self, group: str, users: Iterable[str]) -> None:
+        users = sorted(users)
+        if users:
+            await self.request("POST", f"/groups/{group}/users", json={"users": users})
+
+    async def remove_members(self, group: str, users: Iterable[str]) -> None:
+        users = sorted(users)
+        if users:
+            await self.request("DELETE", f"/groups/{group}/users", json={"users": users})
+
+    async def new_token(self, user: str, note: str, expires_in: int = 600) -> str:
+        """A fresh API token for `user` (who is created if needed)."""
+        if await self.user(user) is None:
+            await self.create_users([user])
+        body = {"note": note, "expires_in": expires_in}
+        return (await self.request("POST", f"/users/{user}/tokens", json=body)).json()["token"]
+
+    async def stop_all_servers(self, timeout: float = 90.0) -> int:
+        """Stop every running or pending server and wait until they are gone. Returns how many there were."""
+        targets: list[tuple[str, str]] = []
+        async for user in self.users(state="active"):
+            for server_name in user.get("servers", {}):
+                targets.append((user["name"], server_name))
+
+        async def stop(user: str, server: str) -> None:
+            path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+            response = await self._client.delete(path)
+            if response.status_code not in (202, 204, 400, 404):
+                response.raise_for_status()
+
+        await asyncio.gather(*(stop(u, s) for u, s in targets))
+        deadline = time.monotonic() + timeout
+        while targets and time.monotonic() < deadline:
+            if await self.count_users(state="active") == 0:
+                break
+            await asyncio.sleep(0.25)
+        return len(targets)

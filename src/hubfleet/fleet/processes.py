@@ -1,0 +1,195 @@
+"""Child processes the supervisor keeps alive: started, watched, restarted when they die, stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+log = logging.getLogger("hubfleet.processes")
+
+Probe = Callable[[], Awaitable[bool]]
+
+RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
+"""Seconds to wait before each successive restart of a process that keeps dying (then stays at the last)."""
+
+
+CHP_ENV = "HUBFLEET_CHP"
+
+
+def find_proxy_command() -> str:
+    """configurable-http-proxy: `$HUBFLEET_CHP`, the one npm installed into this environment, or on PATH."""
+    candidates = [os.environ.get(CHP_ENV), str(Path(sys.prefix) / "node_modules" / ".bin" / "configurable-http-proxy")]
+    candidates.append(shutil.which("configurable-http-proxy"))
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        "configurable-http-proxy not found: run `make setup` (npm install --prefix .venv configurable-http-proxy)"
+        f" or set ${CHP_ENV}"
+    )
+
+
+class ProcessFailed(RuntimeError):
+    """A managed process exited or never became ready."""
+
+
+class ManagedProcess:
+    """One long-running child: its command, environment and log file, and the watch that restarts it."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        ready: Probe | None = None,
+        pid_file: Path | None = None,
+    ):
+        self.name = name
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.log_path = log_path
+        self.env = env
+        self.ready_probe = ready
+        self.pid_file = pid_file
+        self.restarts = 0
+        self.started_at: float | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+        self.on_restart: Callable[[ManagedProcess], Awaitable[None]] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start the process, wait until it is ready, then keep it alive until `stop`."""
+        self._stopping = False
+        await self._spawn()
+        await self.wait_ready(timeout)
+        self._watch = asyncio.create_task(self._keep_alive(), name=f"watch {self.name}")
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, **(self.env or {})}
+        with open(self.log_path, "ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # our signals are ours: Ctrl-C on the supervisor does not reach it
+            )
+        self.started_at = time.time()
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self._process.pid}\n")
+        log.debug("started %s (pid %s)", self.name, self._process.pid)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the readiness probe answers (or the process dies, or `timeout` passes)."""
+        if self.ready_probe is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self._process
+            if process is None or process.returncode is not None:
+                raise ProcessFailed(f"{self.name} exited during start-up; see {self.log_path}")
+            with contextlib.suppress(Exception):
+                if await self.ready_probe():
+                    return
+            await asyncio.sleep(0.1)
+        raise ProcessFailed(f"{self.name} was not ready after {timeout:.0f} s; see {self.log_path}")
+
+    async def _keep_alive(self) -> None:
+        failures = 0
+        while not self._stopping:
+            process = self._process
+            assert process is not None
+            code = await process.wait()
+            if self._stopping:
+                return
+            uptime = time.time() - (self.started_at or time.time())
+            failures = 0 if uptime > 60 else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else 0.0
+            log.warning("%s exited with %s after %.0f s; restarting in %.1f s", self.name, code, uptime, delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            self.restarts += 1
+            try:
+                await self._spawn()
+                await self.wait_ready(60.0)
+                if self.on_restart is not None:
+                    await self.on_restart(self)
+            except Exception as exc:  # keep watching: the next exit triggers the next try
+                log.error("restarting %s failed: %s", self.name, exc)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after `timeout`) and its watch."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        process = self._process
+        if process is not None and process.returncode is None:
+            await terminate(process, timeout)
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
+
+
+async def terminate(process: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGTERM the process's session, SIGKILL it if it is still there after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def kill_pid_file(pid_file: Path, timeout: float = 10.0) -> bool:
+    """Stop a process known only by its pid file (when its supervisor is gone). True if one was stopped."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True

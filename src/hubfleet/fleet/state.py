@@ -1,0 +1,192 @@
+"""The fleet's state directory: where the supervisor, the front door and every hub keep their files."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubfleet.hub.settings import HubPorts
+from hubfleet.spec.models import Fleet, PortRange
+
+DEFAULT_STATE_DIR = ".hubfleet"
+STATE_ENV = "HUBFLEET_STATE_DIR"
+
+
+def state_dir_for(fleet: Fleet | None = None, explicit: Path | None = None) -> Path:
+    """The state directory: given explicitly, else `$HUBFLEET_STATE_DIR`, else the fleet's, else ./.hubfleet."""
+    if explicit is not None:
+        return explicit.resolve()
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).resolve()
+    if fleet is not None and fleet.state_dir is not None:
+        return fleet.state_dir.resolve()
+    return Path(DEFAULT_STATE_DIR).resolve()
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class HubState:
+    """One hub's folder in the state directory."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def create(self) -> HubState:
+        _private_dir(self.root)
+        _private_dir(self.secrets_dir)
+        return self
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.root / "ports.json"
+
+    def log(self, process: str) -> Path:
+        return self.root / f"{process}.log"
+
+    def secret(self, name: str) -> Path:
+        """The file holding secret `name`, created with a random token on first use."""
+        path = self.secrets_dir / name
+        if not path.exists():
+            write_private(path, secrets.token_hex(32))
+        return path
+
+    def store_secret(self, name: str, value: str) -> Path:
+        """Keep `value` as secret `name` (rewritten only when it changed)."""
+        path = self.secrets_dir / name
+        if not path.exists() or path.read_text(encoding="utf-8") != value:
+            write_private(path, value)
+        return path
+
+    def ports(self) -> HubPorts | None:
+        """The ports this hub was given, if any."""
+        if not self.ports_file.exists():
+            return None
+        return HubPorts.model_validate_json(self.ports_file.read_text(encoding="utf-8"))
+
+    def keep_ports(self, ports: HubPorts) -> None:
+        write_private(self.ports_file, ports.model_dump_json())
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """The whole state directory."""
+
+    root: Path
+
+    def create(self) -> FleetState:
+        _private_dir(self.root)
+        _private_dir(self.root / "hubs")
+        _private_dir(self.root / "frontdoor")
+        return self
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / "hubs").is_dir()
+
+    def hub(self, name: str) -> HubState:
+        return HubState(self.root / "hubs" / name)
+
+    def hub_names(self) -> list[str]:
+        hubs = self.root / "hubs"
+        return sorted(p.name for p in hubs.iterdir() if p.is_dir()) if hubs.is_dir() else []
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "supervisor.sock"
+
+    @property
+    def supervisor_pid_file(self) -> Path:
+        return self.root / "supervisor.pid"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.root / "supervisor.log"
+
+    @property
+    def frontdoor_dir(self) -> Path:
+        return self.root / "frontdoor"
+
+    @property
+    def applied_file(self) -> Path:
+        """The fleet file as last applied (text and original path), for `plan` and restarts."""
+        return self.root / "applied.json"
+
+    def record_applied(self, source: Path, text: str) -> None:
+        write_private(self.applied_file, json.dumps({"path": str(source), "text": text}))
+
+    def applied(self) -> tuple[Path, str] | None:
+        if not self.applied_file.exists():
+            return None
+        data = json.loads(self.applied_file.read_text(encoding="utf-8"))
+        return Path(data["path"]), data["text"]
+
+    def all_ports(self) -> set[int]:
+        """Every port given to some hub of this state directory."""
+        taken: set[int] = set()
+        for name in self.hub_names():
+            ports = self.hub(name).ports()
+            if ports:
+                taken.update(ports.model_dump().values())
+        return taken
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP port can be bound on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_ports(count: int, port_range: PortRange, taken: set[int]) -> list[int]:
+    """`count` free loopback ports from `port_range`, avoiding `taken`."""
+    found: list[int] = []
+    for port in range(port_range.start, port_range.end + 1):
+        if port not in taken and port_is_free(port):
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"no {count} free ports left in {port_range.start}-{port_range.end}")
+
+
+def hub_ports(state: FleetState, hub: HubState, port_range: PortRange) -> HubPorts:
+    """The hub's ports: the ones it had before (so running servers keep reaching it), else new ones."""
+    existing = hub.ports()
+    if existing is not None:
+        return existing
+    hub_port, proxy, proxy_api, spare = allocate_ports(4, port_range, state.all_ports())
+    ports = HubPorts(hub=hub_port, proxy=proxy, proxy_api=proxy_api, spare=spare)
+    hub.keep_ports(ports)
+    return ports

@@ -1,0 +1,1 @@
+"""Health checks that exercise a running hub end to end."""

@@ -1,0 +1,107 @@
+"""Turn a hub's `HubSettings` into JupyterHub configuration (traitlets), pointing at hubfleet's hub-side classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nativeauthenticator
+
+from hubfleet.hub.settings import CHECK_USER, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
+
+AUTHENTICATORS = {
+    "shared-password": "hubfleet.hub.auth.SharedPasswordAuthenticator",
+    "native": "hubfleet.hub.auth.NativeAuthenticator",
+    "github": "hubfleet.hub.auth.GitHubAuthenticator",
+}
+
+SPAWNERS = {
+    "unix-users": "hubfleet.hub.spawner.IsolatedSpawner",
+    "same-user": "hubfleet.hub.spawner.SameUserSpawner",
+}
+
+FLEET_SERVICE_SCOPES = [
+    "admin:users",
+    "admin:groups",
+    "admin:servers",
+    "tokens",
+    "read:hub",
+    "list:users",
+    "read:users",
+    "read:servers",
+    "read:metrics",
+]
+"""What the fleet may do on each hub: manage users, groups and servers, mint the health-check token."""
+
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+def configure(c: Any, settings: HubSettings) -> None:
+    """Fill JupyterHub's config object `c` from `settings`."""
+    state = settings.state_dir
+    c.JupyterHub.base_url = settings.base_url
+    c.JupyterHub.public_url = settings.public_url
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{settings.ports.proxy}{settings.base_url}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.ports.hub}"
+    c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.ports.hub}"
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    # User servers outlive a hub restart; `hubfleet down` stops them through the API.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.cleanup_proxy = False
+    c.JupyterHub.template_vars = {"announcement_login": f"Welcome to {settings.title}"}
+
+    # The proxy is started and kept alive by the fleet supervisor, not by the hub.
+    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.ports.proxy_api}"
+    c.ConfigurableHTTPProxy.auth_token = settings.secret("proxy_token")
+
+    _configure_auth(c, settings)
+
+    c.JupyterHub.spawner_class = SPAWNERS[settings.isolation]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.ip = "127.0.0.1"
+    c.Spawner.http_timeout = 60
+    c.Spawner.start_timeout = 120
+    c.HubfleetSpawnerMixin.hub_name = settings.hub
+    c.HubfleetSpawnerMixin.env_prefix = str(settings.user_env)
+    c.HubfleetSpawnerMixin.home_root = str(settings.home_root)
+    c.HubfleetSpawnerMixin.shared_root = str(settings.shared_root / settings.hub)
+    c.HubfleetSpawnerMixin.profiles = [p.model_dump(mode="json") for p in settings.profiles]
+    c.HubfleetSpawnerMixin.shared_folders = [f.model_dump(mode="json") for f in settings.shared_folders]
+    c.SameUserSpawner.homes_dir = str(state / "homes")
+
+    c.JupyterHub.load_groups = {name: {"users": members} for name, members in settings.groups.items()}
+    services = [{"name": SERVICE_NAME, "api_token": settings.secret("service_token")}]
+    roles = [{"name": "hubfleet-fleet", "scopes": FLEET_SERVICE_SCOPES, "services": [SERVICE_NAME]}]
+    if settings.culling.enabled:
+        services.append({"name": CULLER_SERVICE_NAME, "api_token": settings.secret("culler_token")})
+        roles.append({"name": "hubfleet-culler", "scopes": CULLER_SCOPES, "services": [CULLER_SERVICE_NAME]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+def _configure_auth(c: Any, settings: HubSettings) -> None:
+    c.JupyterHub.authenticator_class = AUTHENTICATORS[settings.auth_type]
+    c.Authenticator.admin_users = set(settings.admins)
+    members = {user for users in settings.groups.values() for user in users}
+    c.Authenticator.allowed_users = set(settings.allowed_users) | members | set(settings.admins) | {CHECK_USER}
+    c.Authenticator.allow_all = settings.allow_all
+    # Users the fleet adds later through the API (hubfleet apply) may log in without a restart.
+    c.Authenticator.allow_existing_users = True
+    c.LoginRecorderMixin.log_path = str(settings.state_dir / "logins.jsonl")
+    options = settings.auth_options
+    if settings.auth_type == "shared-password":
+        c.SharedPasswordAuthenticator.user_password = settings.secret("shared_password")
+    elif settings.auth_type == "native":
+        c.NativeAuthenticator.open_signup = bool(options.get("open_signup", False))
+        c.NativeAuthenticator.minimum_password_length = int(options.get("minimum_password_length", 8))
+        c.NativeAuthenticator.check_common_password = True
+        c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
+    elif settings.auth_type == "github":
+        c.GitHubOAuthenticator.client_id = str(options["client_id"])
+        c.GitHubOAuthenticator.client_secret = settings.secret("client_secret")
+        c.GitHubOAuthenticator.oauth_callback_url = f"{settings.public_url}hub/oauth_callback"
+        c.GitHubOAuthenticator.allowed_organizations = set(options.get("allowed_organizations", []))

@@ -1,0 +1,85 @@
+"""What a hub process is told: the contract between the fleet side (which writes it) and the hub side (which reads it).
+
+The fleet side renders one `HubSettings` per hub from the fleet spec and writes it as JSON into the hub's state
+directory; `hubfleet.hub.jupyterhub_config` reads it inside the JupyterHub process. Secrets are never in it: they
+are files (mode 0600) named in `secrets`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hubfleet.spec.models import Culling, Profile, SharedFolder
+
+SETTINGS_ENV = "HUBFLEET_HUB_SETTINGS"
+"""Environment variable holding the path of a hub's settings file."""
+
+SERVICE_NAME = "hubfleet"
+"""The JupyterHub service the fleet uses to manage a hub (status, users, groups, stopping servers)."""
+
+CULLER_SERVICE_NAME = "idle-culler"
+
+CHECK_USER = "hubfleet-check"
+"""The synthetic user `hubfleet check` logs in as."""
+
+
+class HubPorts(BaseModel):
+    """Loopback ports of one hub's processes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hub: int
+    proxy: int
+    proxy_api: int
+    spare: int
+
+
+class HubSettings(BaseModel):
+    """Everything one JupyterHub process needs to configure itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fleet: str
+    hub: str
+    title: str
+    base_url: str
+    public_url: str
+    ports: HubPorts
+    state_dir: Path
+    user_env: Path
+    home_root: Path
+    shared_root: Path
+    isolation: Literal["unix-users", "same-user"]
+    auth_type: Literal["shared-password", "native", "github"]
+    auth_options: dict[str, str | int | bool | list[str]] = {}
+    admins: list[str] = []
+    allowed_users: list[str] = []
+    allow_all: bool = False
+    groups: dict[str, list[str]] = {}
+    profiles: list[Profile]
+    shared_folders: list[SharedFolder] = []
+    culling: Culling
+    secrets: dict[str, Path] = {}
+
+    def secret(self, name: str) -> str:
+        """The content of secret file `name`."""
+        return self.secrets[name].read_text(encoding="utf-8").strip()
+
+    @classmethod
+    def read(cls, path: str | Path | None = None) -> HubSettings:
+        """Read the settings file (by default the one `$HUBFLEET_HUB_SETTINGS` names)."""
+        path = Path(path or os.environ[SETTINGS_ENV])
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write(self, path: Path) -> None:
+        """Write atomically, readable by root only."""
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self.model_dump(mode="json"), out, indent=2)
+        os.replace(tmp, path)
