@@ -1,0 +1,50 @@
+# hubfleet — the two commands of the quickstart are `make demo` and `make test`.
+PYTHON   ?= python3
+VENV     ?= .venv
+# The environment user servers run from: built from Debian's /usr/bin/python3 (not a Python under /root)
+# so that every Unix user can read it.
+USER_ENV ?= /opt/hubfleet/user-env
+USER_PY  ?= /usr/bin/python3
+CHP_VERSION = 5.3.0
+
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean system-packages
+
+setup: system-packages $(VENV)/.installed $(USER_ENV)/.installed
+
+# Debian packages hubfleet uses at run time: ACLs for shared folders (root only; skipped when present).
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && ! command -v setfacl >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq acl >/dev/null; fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	npm install --silent --no-audit --no-fund --prefix $(VENV) configurable-http-proxy@$(CHP_VERSION)
+	touch $@
+
+$(USER_ENV)/.installed: requirements/user-env.txt
+	$(USER_PY) -m venv $(USER_ENV)
+	$(USER_ENV)/bin/pip install -q --upgrade pip
+	$(USER_ENV)/bin/pip install -q -r requirements/user-env.txt
+	touch $@
+
+# Runs the demo fleet in the foreground with a live status view (Ctrl-C stops it).
+demo: setup
+	$(BIN)/hubfleet validate examples/fleet.yaml
+	$(BIN)/hubfleet up examples/fleet.yaml
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
+
+test: setup lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/spawn.py
+
+clean:
+	rm -rf $(VENV) .hubfleet
