@@ -106,9 +106,7 @@ def running_hub(tmp: Path) -> Iterator[Hub]:
             deadline = time.monotonic() + 60
             while True:
                 log_tail = (tmp / "hub.log").read_text()[-3000:]
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    f"hub did not come up:\n{log_tail}"
-                )
+                assert proc.poll() is None and time.monotonic() < deadline, f"hub did not come up:\n{log_tail}"
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{hub.url}hub/api/", timeout=2).status_code == 200:
                         break
@@ -150,9 +148,7 @@ def test_wrong_password_fails_at_login(hub: Hub) -> None:
 
 
 def test_unexpected_output_fails_at_run_code_and_still_stops_the_server(hub: Hub) -> None:
-    report = asyncio.run(
-        run_check("t1", hub.url, PasswordLogin("check-expect", PASSWORD), timeout=60, expected="43")
-    )
+    report = asyncio.run(run_check("t1", hub.url, PasswordLogin("check-expect", PASSWORD), timeout=60, expected="43"))
     assert not report.ok
     assert [step.name for step in report.steps] == STEPS
     assert [step.name for step in report.steps if not step.ok] == ["run-code"]

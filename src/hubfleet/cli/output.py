@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ from rich.markup import escape
 from hubfleet.fleet.state import state_dir_for
 from hubfleet.spec import SpecError
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# Wide enough for the status table when output goes to a file or a pipe.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(highlight=False, width=_WIDTH)
+errors = Console(stderr=True, highlight=False, width=_WIDTH)
 
 STATE_DIR_OPTION: Any = typer.Option(
     None, "--state-dir", help="fleet state directory (default: $HUBFLEET_STATE_DIR or ./.hubfleet)"

@@ -85,8 +85,21 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
         value = getattr(hub.auth, field, None)
         if value is not None:
             resolved = value if value.is_absolute() else base_dir / value
-            if not os.access(resolved, os.R_OK):
+            if not (resolved.is_file() and os.access(resolved, os.R_OK)):
                 yield (*at, "auth", field), f"cannot read {resolved}", "create the file or fix the path"
+            elif field == "password_file" and len(_read_secret(resolved)) < 8:
+                yield (
+                    (*at, "auth", field),
+                    f"the shared password in {resolved} is shorter than 8 characters",
+                    "JupyterHub refuses shorter shared passwords",
+                )
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _unknown_group(loc: tuple[str | int, ...], group: str, groups: set[str]) -> Finding:

@@ -7,7 +7,7 @@ import difflib
 import types
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ class FleetDocument:
     def position(self, loc: Loc, *, key: bool = False) -> tuple[int, int, bool]:
         """1-based (line, column) of the deepest part of `loc` present in the file, and whether all of it was.
 
-        Steps that are not in the document (such as pydantic's union tags) are skipped.
+        `loc` must not hold pydantic's union tags (see `_without_tags`): they are not in the document.
         """
         node = self.root
         line, column = 1, 1
@@ -117,8 +117,6 @@ class FleetDocument:
                 row, col = node.lc.item(step)
                 line, column = row + 1, col + 1
                 node = node[step]
-            elif isinstance(step, str) and not last and _is_union_tag(node, step):
-                continue
             else:
                 found_all = False
                 break
@@ -129,10 +127,6 @@ def _has(node: Any, step: str | int) -> bool:
     if isinstance(node, CommentedMap):
         return step in node
     return isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node)
-
-
-def _is_union_tag(node: Any, step: str) -> bool:
-    return isinstance(node, CommentedMap) and node.get("type") == step
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
@@ -197,6 +191,44 @@ def _step_into(annotation: Any, step: str | int) -> Any:
     return None
 
 
+def _union_tags(annotation: Any) -> list[str]:
+    """The `type:` tags of a discriminated union of models ([] for anything else)."""
+    annotation = _unwrap(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    tags = []
+    for member in typing.get_args(annotation):
+        member = _unwrap(member)
+        if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+            tags.extend(typing.get_args(member.model_fields["type"].annotation))
+    return tags
+
+
+def _annotation_at(loc: Loc) -> Any:
+    """The fleet model's annotation at `loc` (None when the model does not describe it)."""
+    annotation: Any = Fleet
+    for step in loc:
+        annotation = _step_into(annotation, step)
+        if annotation is None:
+            return None
+    return annotation
+
+
+def _without_tags(loc: Loc) -> Loc:
+    """`loc` without pydantic's union tags (`hubs.a.auth.shared-password.password`): they are not in the file."""
+    annotation: Any = Fleet
+    kept: list[str | int] = []
+    for index, step in enumerate(loc):
+        if annotation is None:
+            kept.extend(loc[index:])
+            break
+        is_tag = isinstance(step, str) and step in _union_tags(annotation)
+        annotation = _step_into(annotation, step)
+        if not is_tag:
+            kept.append(step)
+    return tuple(kept)
+
+
 def _hint(error: dict[str, Any], loc: Loc) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -208,8 +240,8 @@ def _hint(error: dict[str, Any], loc: Loc) -> str:
     if kind == "missing":
         return f"add '{loc[-1]}:' here"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"set 'type:' to one of {expected}" if expected else ""
+        tags = _union_tags(_annotation_at(loc[:-1] if kind == "union_tag_invalid" else loc))
+        return f"set 'type:' to one of {', '.join(repr(t) for t in tags)}" if tags else ""
     if kind == "string_pattern_mismatch":
         return _PATTERN_HINTS.get(error.get("ctx", {}).get("pattern", ""), "")
     return ""
@@ -223,6 +255,10 @@ def _message(error: dict[str, Any], loc: Loc) -> str:
         return f"required key '{loc[-1]}' is missing"
     if kind == "string_pattern_mismatch":
         return f"{error['input']!r} is not allowed here"
+    if kind == "union_tag_invalid":
+        return f"unknown type {error.get('ctx', {}).get('tag', '')!r}"
+    if kind == "union_tag_not_found":
+        return "required key 'type' is missing"
     message = error["msg"]
     return message.removeprefix("Value error, ")
 
@@ -240,29 +276,36 @@ class _Reporter:
     def __init__(self, doc: FleetDocument):
         self.doc = doc
         self.problems: list[Problem] = []
-        self._seen: set[tuple[int, int, str]] = set()
+        # (line, column, message) → the problem's index, and the hubs inheriting it from `defaults:` (if so).
+        self._seen: dict[tuple[int, int, str], tuple[int, list[str] | None]] = {}
 
     def add(self, loc: Loc, message: str, hint: str = "", *, key: bool = False) -> None:
-        shown = tuple(step for step in loc if not (isinstance(step, str) and self._is_tag(loc, step)))
-        signature_message = message
+        loc = shown = _without_tags(loc)
         if loc[:1] == ("hubs",) and loc[2:] == ("name",) and self.doc.node(loc) is None:
             loc, key = loc[:2], True  # the name comes from the hub's key
         line, column, found = self.doc.position(loc, key=key)
+        inherited_by: str | None = None
         if not found and len(loc) > 2 and loc[0] == "hubs":
-            # The value may come from `defaults:` rather than from the hub itself.
-            d_line, d_column, d_found = self.doc.position(("defaults", *loc[2:]), key=key)
+            # The value may come from `defaults:` rather than from the hub itself: report it once, there.
+            d_loc = ("defaults", *loc[2:])
+            d_line, d_column, d_found = self.doc.position(d_loc, key=key)
             if d_found:
-                line, column = d_line, d_column
-                message = f"{message} (inherited from defaults)"
-        signature = (line, column, signature_message)
+                line, column, shown, inherited_by = d_line, d_column, d_loc, str(loc[1])
+        signature = (line, column, message)
         if signature in self._seen:
+            index, hubs = self._seen[signature]
+            if inherited_by is not None and hubs is not None and inherited_by not in hubs:
+                hubs.append(inherited_by)
+                self.problems[index] = replace(self.problems[index], message=_inherited(message, hubs))
             return
-        self._seen.add(signature)
-        self.problems.append(Problem(self.doc.file, line, column, _dotted(shown), message, hint))
+        hubs = [inherited_by] if inherited_by is not None else None
+        self._seen[signature] = (len(self.problems), hubs)
+        shown_message = _inherited(message, hubs) if hubs else message
+        self.problems.append(Problem(self.doc.file, line, column, _dotted(shown), shown_message, hint))
 
-    def _is_tag(self, loc: Loc, step: str) -> bool:
-        index = loc.index(step)
-        return _is_union_tag(self.doc.node(loc[:index]), step)
+
+def _inherited(message: str, hubs: list[str]) -> str:
+    return f"{message} (inherited from defaults by hub{'s' if len(hubs) > 1 else ''} {', '.join(hubs)})"
 
 
 def load(path: str | Path) -> Fleet:
@@ -291,7 +334,8 @@ def parse(text: str, path: Path = Path("fleet.yaml")) -> Fleet:
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
             key = error["type"] == "extra_forbidden"
-            reporter.add(loc, _message(error, loc), _hint(error, loc), key=key)
+            where = (*loc, "type") if error["type"] == "union_tag_invalid" else loc
+            reporter.add(where, _message(error, loc), _hint(error, where), key=key)
     if fleet is not None and not reporter.problems:
         for loc, message, hint in cross_check(fleet, base_dir=path.parent):
             reporter.add(loc, message, hint)

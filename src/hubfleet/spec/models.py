@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,11 +79,13 @@ class PortRange(SpecModel):
     start: int = Field(18100, ge=1024, le=65535)
     end: int = Field(18999, ge=1024, le=65535)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> PortRange:
-        if self.end <= self.start:
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: int, info: ValidationInfo) -> int:
+        start = info.data.get("start")
+        if start is not None and end <= start:
             raise ValueError("end must be greater than start")
-        return self
+        return end
 
 
 class Community(SpecModel):
@@ -109,11 +112,13 @@ class PilotPlan(SpecModel):
     end: dt.date = Field(description="last day of the pilot")
     budget: float | None = Field(None, ge=0, description="budget for the whole pilot (currency units)")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> PilotPlan:
-        if self.end < self.start:
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("start")
+        if start is not None and end < start:
             raise ValueError("the pilot must end on or after its start date")
-        return self
+        return end
 
 
 class PaidPlan(SpecModel):
@@ -144,12 +149,17 @@ class SharedPasswordAuth(AuthBase):
     password: SecretStr | None = Field(None, description="the shared password (at least 8 characters)")
     password_file: Path | None = Field(None, description="file holding the shared password")
 
+    @field_validator("password")
+    @classmethod
+    def _long_enough(cls, password: SecretStr | None) -> SecretStr | None:
+        if password is not None and len(password.get_secret_value()) < 8:
+            raise ValueError("the shared password must be at least 8 characters")
+        return password
+
     @model_validator(mode="after")
     def _one_source(self) -> SharedPasswordAuth:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("give exactly one of password or password_file")
-        if self.password is not None and len(self.password.get_secret_value()) < 8:
-            raise ValueError("the shared password must be at least 8 characters")
         return self
 
 

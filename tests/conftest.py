@@ -1,0 +1,167 @@
+"""Shared fixtures: real fleets of real JupyterHubs on loopback, started through the real CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubfleet.system import accounts
+
+USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hubfleet(
+    *args: str, check: bool = True, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real `hubfleet` command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hubfleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"hubfleet {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@dataclass
+class RunningFleet:
+    """A fleet started with `hubfleet up --detach` for a test."""
+
+    root: Path
+    file: Path
+    state_dir: Path
+    port: int
+    shared_root: Path
+    hubs: list[str]
+    password: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hub_url(self, hub: str) -> str:
+        return f"{self.url}/hubs/{hub}/"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return hubfleet(*args, "--state-dir", str(self.state_dir), check=check, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json", check=False).stdout)
+
+    def service_token(self, hub: str) -> str:
+        return (self.state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
+
+    def write(self, text: str) -> Path:
+        self.file.write_text(text)
+        return self.file
+
+
+def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str) -> str:
+    """A fleet file for tests: free ports, a private shared root, and the given hubs (YAML, indented 2)."""
+    return textwrap.dedent(
+        f"""\
+            name: {name}
+            front_door: {{host: 127.0.0.1, port: {port}}}
+            internal_ports: {{start: {ports[0]}, end: {ports[1]}}}
+            paths:
+              user_env: {USER_ENV}
+              shared_root: {shared_root}
+            hubs:
+            """
+    ) + textwrap.indent(textwrap.dedent(hubs), "  ")
+
+
+def _port_block() -> tuple[int, int]:
+    """A block of 200 ports, chosen per test run, so that fleets of parallel runs do not meet."""
+    start = 20000 + (secrets.randbelow(200) * 200)
+    return start, start + 199
+
+
+def cleanup_hub_accounts(hub: str) -> None:
+    """Remove the Unix users and groups a test hub created (homes included)."""
+    prefix = f"{hub}_"
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            accounts.remove_user(entry.pw_name)
+    for entry in grp.getgrall():
+        if entry.gr_name.startswith(prefix) or entry.gr_name == accounts.hub_groupname(hub):
+            accounts.remove_group(entry.gr_name)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that contain `text`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if text in cmdline or text.encode() in environ:
+                found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@contextlib.contextmanager
+def running_fleet(tmp: Path, hubs_yaml: str, hub_names: list[str], password: str) -> Iterator[RunningFleet]:
+    """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: real Unix users and cgroups")
+    if not (USER_ENV / "bin" / "jupyterhub-singleuser").exists():
+        pytest.skip(f"no user environment at {USER_ENV} (run make setup)")
+    tmp.mkdir(parents=True, exist_ok=True)
+    shared_root = Path(f"/srv/hubfleet-test-{secrets.token_hex(3)}")
+    port = free_port()
+    fleet = RunningFleet(
+        root=tmp,
+        file=tmp / "fleet.yaml",
+        state_dir=tmp / "state",
+        port=port,
+        shared_root=shared_root,
+        hubs=hub_names,
+        password=password,
+    )
+    fleet.write(fleet_yaml("testfleet", port, _port_block(), shared_root, hubs_yaml))
+    try:
+        fleet.cli("up", str(fleet.file), "--detach")
+        yield fleet
+    finally:
+        fleet.cli("down", check=False)
+        leftovers = processes_mentioning(str(fleet.state_dir))
+        for name in hub_names:
+            cleanup_hub_accounts(name)
+        shutil.rmtree(shared_root, ignore_errors=True)
+        assert not leftovers, f"processes left behind after down: {leftovers}"
+
+
+def unique_hub(prefix: str) -> str:
+    """A hub name unlikely to exist on this machine (hub names scope Unix accounts)."""
+    return f"{prefix}{secrets.token_hex(2)}"
