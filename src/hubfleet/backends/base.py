@@ -60,6 +60,9 @@ class Backend(ABC):
     async def status(self, name: str) -> HubStatus:
         """The hub's current state."""
 
+    async def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing beyond their hubs
+        """Release what the backend holds besides its hubs (called once every hub is down)."""
+
     @abstractmethod
     def routes(self) -> dict[str, str]:
         """Front-door routes: URL prefix → internal target, one per running hub."""

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from hubfleet.fleet.standby import StandbyPool
+
 log = logging.getLogger("hubfleet.processes")
 
 Probe = Callable[[], Awaitable[bool]]
@@ -54,6 +56,7 @@ class ManagedProcess:
         env: dict[str, str] | None = None,
         ready: Probe | None = None,
         pid_file: Path | None = None,
+        standby: StandbyPool | None = None,
     ):
         self.name = name
         self.argv = list(argv)
@@ -62,6 +65,7 @@ class ManagedProcess:
         self.env = env
         self.ready_probe = ready
         self.pid_file = pid_file
+        self.standby = standby
         self.restarts = 0
         self.started_at: float | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -85,10 +89,15 @@ class ManagedProcess:
         await self.wait_ready(timeout)
         self._watch = asyncio.create_task(self._keep_alive(), name=f"watch {self.name}")
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, *, restart: bool = False) -> None:
         env = {**os.environ, **(self.env or {})}
+        if restart and self.standby is not None:
+            warm = await self.standby.take(self.argv, cwd=self.cwd, env=self.env or {}, log_path=self.log_path)
+            if warm is not None:
+                self._started(warm)
+                return
         with open(self.log_path, "ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *self.argv,
                 cwd=self.cwd,
                 env=env,
@@ -97,6 +106,10 @@ class ManagedProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # our signals are ours: Ctrl-C on the supervisor does not reach it
             )
+        self._started(process)
+
+    def _started(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
         self.started_at = time.time()
         if self.pid_file is not None:
             self.pid_file.write_text(f"{self._process.pid}\n")
@@ -134,7 +147,7 @@ class ManagedProcess:
                 return
             self.restarts += 1
             try:
-                await self._spawn()
+                await self._spawn(restart=True)
                 await self.wait_ready(60.0)
                 if self.on_restart is not None:
                     await self.on_restart(self)

@@ -92,6 +92,7 @@ class Supervisor:
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("stopping hub %s: %s", name, result)
+        await self.backend.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()

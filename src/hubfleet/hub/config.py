@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nativeauthenticator
-
 from hubfleet.hub.settings import CHECK_USER, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
 
 AUTHENTICATORS = {
-    "shared-password": "hubfleet.hub.auth.SharedPasswordAuthenticator",
-    "native": "hubfleet.hub.auth.NativeAuthenticator",
-    "github": "hubfleet.hub.auth.GitHubAuthenticator",
+    "shared-password": "hubfleet.hub.authenticators.SharedPasswordAuthenticator",
+    "native": "hubfleet.hub.authenticators.native.NativeAuthenticator",
+    "github": "hubfleet.hub.authenticators.github.GitHubAuthenticator",
 }
 
 SPAWNERS = {
@@ -39,9 +37,8 @@ CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:se
 def configure(c: Any, settings: HubSettings) -> None:
     """Fill JupyterHub's config object `c` from `settings`."""
     state = settings.state_dir
-    c.JupyterHub.base_url = settings.base_url
     c.JupyterHub.public_url = settings.public_url
-    c.JupyterHub.bind_url = f"http://127.0.0.1:{settings.ports.proxy}{settings.base_url}"
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{settings.ports.proxy}{settings.base_url}"  # also sets base_url
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.ports.hub}"
     c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.ports.hub}"
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
@@ -99,6 +96,8 @@ def _configure_auth(c: Any, settings: HubSettings) -> None:
         c.NativeAuthenticator.open_signup = bool(options.get("open_signup", False))
         c.NativeAuthenticator.minimum_password_length = int(options.get("minimum_password_length", 8))
         c.NativeAuthenticator.check_common_password = True
+        import nativeauthenticator  # only hubs that use it pay for the import
+
         c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
     elif settings.auth_type == "github":
         c.GitHubOAuthenticator.client_id = str(options["client_id"])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from hubfleet.spec.models import Fleet, Hub
+from pydantic import ValidationError
+
+from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange
 
 Finding = tuple[tuple[str | int, ...], str, str]
 """(location in the fleet data, message, hint)."""
@@ -17,17 +20,43 @@ EVERYONE = "everyone"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    ports = fleet.internal_ports
-    if ports.start <= fleet.front_door.port <= ports.end:
-        yield (
-            ("front_door", "port"),
-            f"port {fleet.front_door.port} is inside internal_ports ({ports.start}-{ports.end})",
-            "move the front door or the internal port range",
-        )
-    if ports.end - ports.start + 1 < 4 * len(fleet.hubs):
-        yield (("internal_ports",), "too few internal ports: each hub needs 4", "widen the range")
+    yield from _check_ports(fleet.front_door, fleet.internal_ports, len(fleet.hubs))
     for name, hub in fleet.hubs.items():
         yield from _check_hub(hub, ("hubs", name), base_dir)
+
+
+def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
+    """The cross checks of the parts of a structurally invalid fleet that are valid on their own.
+
+    `data` is the fleet file's data with `defaults:` merged into each hub. Parts that do not validate are
+    skipped: their structural problems are reported already.
+    """
+    hubs = data.get("hubs")
+    try:
+        door = FrontDoor.model_validate(data.get("front_door", {}))
+        ports = PortRange.model_validate(data.get("internal_ports", {}))
+    except ValidationError:
+        pass
+    else:
+        yield from _check_ports(door, ports, len(hubs) if isinstance(hubs, dict) else 0)
+    if isinstance(hubs, dict):
+        for name, hub_data in hubs.items():
+            try:
+                hub = Hub.model_validate(hub_data)
+            except ValidationError:
+                continue
+            yield from _check_hub(hub, ("hubs", name), base_dir)
+
+
+def _check_ports(door: FrontDoor, ports: PortRange, hub_count: int) -> Iterator[Finding]:
+    if ports.start <= door.port <= ports.end:
+        yield (
+            ("front_door", "port"),
+            f"port {door.port} is inside internal_ports ({ports.start}-{ports.end})",
+            "move the front door or the internal port range",
+        )
+    if ports.end - ports.start + 1 < 4 * hub_count:
+        yield (("internal_ports",), "too few internal ports: each hub needs 4", "widen the range")
 
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:

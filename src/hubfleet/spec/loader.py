@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -64,7 +65,7 @@ class FleetDocument:
         try:
             self.root: Any = yaml.load(text)
         except DuplicateKeyError as exc:
-            raise SpecError([self._yaml_problem(exc, "a key appears twice in the same mapping")]) from None
+            raise SpecError([self._duplicate_problem(exc)]) from None
         except MarkedYAMLError as exc:
             raise SpecError([self._yaml_problem(exc, "this is not valid YAML")]) from None
         except YAMLError as exc:
@@ -89,6 +90,21 @@ class FleetDocument:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         detail = " ".join(str(part) for part in (exc.context, exc.problem) if part)
         return Problem(self.file, line, column, "", f"{summary}: {detail}".rstrip(": "))
+
+    def _duplicate_problem(self, exc: DuplicateKeyError) -> Problem:
+        # ruamel's message repeats both values, which for a hub is the whole hub: name the key instead.
+        match = re.match(r'found duplicate key "(.*?)" with value', str(exc.problem or ""))
+        if match is None or exc.problem_mark is None:
+            return self._yaml_problem(exc, "a key appears twice in the same mapping")
+        mark = exc.problem_mark
+        return Problem(
+            self.file,
+            mark.line + 1,
+            mark.column + 1,
+            "",
+            f"the key '{match[1]}' appears twice in the same mapping",
+            "keep only one of them: YAML does not merge repeated keys",
+        )
 
     def node(self, loc: Loc) -> Any:
         """The YAML node at `loc`, or None when it is not in the file."""
@@ -229,6 +245,11 @@ def _without_tags(loc: Loc) -> Loc:
     return tuple(kept)
 
 
+def _names_a_key(loc: Loc) -> bool:
+    """Whether the last step of `loc` is a key of a mapping of names (a group, a folder's access) in the file."""
+    return bool(loc) and isinstance(loc[-1], str) and typing.get_origin(_unwrap(_annotation_at(loc[:-1]))) is dict
+
+
 def _hint(error: dict[str, Any], loc: Loc) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -322,7 +343,7 @@ def load(path: str | Path) -> Fleet:
 
 def parse(text: str, path: Path = Path("fleet.yaml")) -> Fleet:
     """Validate fleet-file text; `path` names it in messages and anchors relative paths."""
-    from hubfleet.spec.checks import cross_check
+    from hubfleet.spec.checks import cross_check, cross_check_parts
 
     doc = FleetDocument(path, text)
     reporter = _Reporter(doc)
@@ -336,9 +357,11 @@ def parse(text: str, path: Path = Path("fleet.yaml")) -> Fleet:
             key = error["type"] == "extra_forbidden"
             where = (*loc, "type") if error["type"] == "union_tag_invalid" else loc
             reporter.add(where, _message(error, loc), _hint(error, where), key=key)
-    if fleet is not None and not reporter.problems:
-        for loc, message, hint in cross_check(fleet, base_dir=path.parent):
-            reporter.add(loc, message, hint)
+    # Cross checks run even when some parts are invalid, on the parts that are valid, so that every problem
+    # is reported at once.
+    findings = cross_check(fleet, path.parent) if fleet is not None else cross_check_parts(data, path.parent)
+    for loc, message, hint in findings:
+        reporter.add(loc, message, hint, key=_names_a_key(loc))
     if reporter.problems:
         raise SpecError(sorted(reporter.problems, key=lambda p: (p.line, p.column)))
     assert fleet is not None

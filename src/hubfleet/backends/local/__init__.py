@@ -16,6 +16,7 @@ from hubfleet.backends.local.render import base_url, prepare_machine, render_set
 from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.fleet.plan import HubChange
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
+from hubfleet.fleet.standby import StandbyPool
 from hubfleet.fleet.state import FleetState, HubState, hub_ports
 from hubfleet.hub.settings import SETTINGS_ENV, HubSettings
 from hubfleet.spec.models import Fleet, Hub
@@ -36,8 +37,9 @@ async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
 class LocalHub:
     """One hub on this machine: its proxy, its JupyterHub and its idle culler, all kept alive."""
 
-    def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState):
+    def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState, standby: StandbyPool):
         self.fleet = fleet
+        self.standby = standby
         self.spec = hub
         self.state = state.create()
         self.ports = hub_ports(fleet_state, self.state, fleet.internal_ports)
@@ -104,6 +106,7 @@ class LocalHub:
             env={SETTINGS_ENV: str(self.state.settings_file)},
             ready=lambda: _http_ok(ready_url),
             pid_file=self.state.root / "hub.pid",
+            standby=self.standby,
         )
 
     def _culler_process(self) -> ManagedProcess | None:
@@ -229,12 +232,14 @@ class LocalBackend(Backend):
     def __init__(self, fleet: Fleet, state: FleetState):
         super().__init__(fleet, state)
         self.hubs: dict[str, LocalHub] = {}
+        # A warm interpreter that replaces any hub process that dies, so a hub is back within seconds.
+        self.standby = StandbyPool(state.root, state.root / "standby.log")
 
     def hub_names(self) -> list[str]:
         return list(self.hubs)
 
     async def up(self, hub: Hub) -> None:
-        local = LocalHub(self.fleet, hub, self.state.hub(hub.name), self.state)
+        local = LocalHub(self.fleet, hub, self.state.hub(hub.name), self.state, self.standby)
         self.hubs[hub.name] = local
         try:
             await local.start()
@@ -242,6 +247,7 @@ class LocalBackend(Backend):
             with contextlib.suppress(Exception):
                 await local.stop()
             raise
+        self.standby.fill()
 
     async def apply(self, hub: Hub, change: HubChange) -> None:
         await self.hubs[hub.name].reconfigure(self.fleet, hub, change)
@@ -253,6 +259,9 @@ class LocalBackend(Backend):
 
     async def status(self, name: str) -> HubStatus:
         return await self.hubs[name].status()
+
+    async def close(self) -> None:
+        await self.standby.close()
 
     def routes(self) -> dict[str, str]:
         return {f"/hubs/{name}": f"http://127.0.0.1:{hub.ports.proxy}" for name, hub in self.hubs.items()}

@@ -1,4 +1,7 @@
-"""hubfleet's authenticators: JupyterHub's and the community's, with a record of every login for usage reports."""
+"""hubfleet's authenticators: JupyterHub's and the community's, with a record of every login for usage reports.
+
+Each lives in its own module so that a hub imports only the one it uses (oauthenticator alone takes seconds).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from typing import Any
 
 from jupyterhub.auth import Authenticator
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator as _SharedPassword
-from nativeauthenticator import NativeAuthenticator as _Native
-from oauthenticator.github import GitHubOAuthenticator as _GitHub
 from traitlets import Unicode
 
 
@@ -34,11 +35,3 @@ class LoginRecorderMixin(Authenticator):
 
 class SharedPasswordAuthenticator(LoginRecorderMixin, _SharedPassword):
     """One password for everybody allowed in (demos and workshops)."""
-
-
-class NativeAuthenticator(LoginRecorderMixin, _Native):
-    """Sign-up with a password, approved by a hub admin (jupyterhub-nativeauthenticator)."""
-
-
-class GitHubAuthenticator(LoginRecorderMixin, _GitHub):
-    """Log in with GitHub (oauthenticator)."""

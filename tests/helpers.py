@@ -1,4 +1,4 @@
-"""Shared fixtures: real fleets of real JupyterHubs on loopback, started through the real CLI."""
+"""Test helpers: real fleets of real JupyterHubs on loopback, started through the real CLI."""
 
 from __future__ import annotations
 
@@ -116,6 +116,18 @@ def cleanup_hub_accounts(hub: str) -> None:
             accounts.remove_group(entry.gr_name)
 
 
+def processes_of_hub_users(hub: str) -> list[str]:
+    """Running processes owned by a Unix account of `hub`."""
+    uids = {entry.pw_uid for entry in pwd.getpwall() if entry.pw_name.startswith(f"{hub}_")}
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}").st_uid in uids:
+                    found.append(pid)
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of running processes that contain `text`."""
     found = []
@@ -156,6 +168,8 @@ def running_fleet(tmp: Path, hubs_yaml: str, hub_names: list[str], password: str
     finally:
         fleet.cli("down", check=False)
         leftovers = processes_mentioning(str(fleet.state_dir))
+        for name in hub_names:
+            leftovers += processes_of_hub_users(name)
         for name in hub_names:
             cleanup_hub_accounts(name)
         shutil.rmtree(shared_root, ignore_errors=True)

@@ -1,0 +1,807 @@
+"""Spawn time-to-ready: a hubfleet hub (through its front door) against a bare JupyterHub 6.1.1, in one run.
+
+Usage (as root, from the repository root):
+
+    .venv/bin/python bench/spawn.py [--users N] [--out bench/results/spawn.json]
+
+For each setup the script starts the hub, warms up (one spawn and stop per user: on hubfleet this is the spawn that
+creates the user's Unix account, reported on its own), then measures one round of N sequential spawns and one
+round of N concurrent spawns, stopping every server between rounds. Time-to-ready is the time from the POST
+`users/<u>/server` until `servers[""]["ready"]` is true in GET `users/<u>` (polled every 0.1 s); each ready server
+is then asked for its `/api/status` once, through the same door, to prove it answers. Everything the script starts
+or creates (fleet, hub, proxies, servers, Unix users and groups) is removed at the end, also on failure or Ctrl-C.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import grp
+import json
+import os
+import platform
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+import jupyterhub
+import psutil
+
+import hubfleet
+from hubfleet.fleet.processes import find_proxy_command
+from hubfleet.fleet.state import port_is_free
+from hubfleet.system import accounts, cgroups
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "bench" / "results" / "spawn.json"
+USER_ENV = Path("/opt/hubfleet/user-env")
+SINGLEUSER = USER_ENV / "bin" / "jupyterhub-singleuser"
+
+POLL_SECONDS = 0.1
+SPAWN_TIMEOUT = 180.0
+STOP_TIMEOUT = 120.0
+HUB_START_TIMEOUT = 120.0
+SETTLE_SECONDS = 1.0
+"""Pause after every stop, so that a round does not start while the previous servers are still exiting."""
+
+MARKER_ENV = "HUBFLEET_BENCH_MARKER"
+"""Environment variable carried by the baseline hub, its proxy and its servers, to find them at clean-up."""
+
+USER_ENV_VERSIONS = ("jupyterhub_version", "jupyterlab_version", "jupyter_server_version", "python_version")
+
+RATIO_MEANING = "1.00 = same speed; > 1 = hubfleet slower"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a hub did not start, a spawn failed, ...)."""
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+
+def busy_percent(before: Any, after: Any) -> float:
+    """Percentage of CPU time not idle between two psutil.cpu_times() samples."""
+    total = sum(after) - sum(before)
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    return round(100.0 * (1.0 - idle / total), 1) if total > 0 else 0.0
+
+
+@dataclass
+class Spawn:
+    """One measured spawn."""
+
+    user: str
+    seconds: float
+    post_status: int
+    api_status: int
+
+
+@dataclass
+class Round:
+    """The spawns of one round, and how long the round and the stop after it took."""
+
+    mode: str
+    spawns: list[Spawn] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    stop_seconds: float = 0.0
+    load_at_start: float = 0.0
+    """1-minute load average when the round started."""
+    cpu_busy_percent: float = 0.0
+    """How busy the machine's CPUs were (all processes, the benchmark's included) while the round spawned."""
+
+    def __post_init__(self) -> None:
+        self.load_at_start = os.getloadavg()[0]
+        self._cpu_start = psutil.cpu_times()
+
+    def spawned(self) -> None:
+        """Record the machine's CPU use since the round started."""
+        self.cpu_busy_percent = busy_percent(self._cpu_start, psutil.cpu_times())
+
+    @property
+    def seconds(self) -> list[float]:
+        return [spawn.seconds for spawn in self.spawns]
+
+
+@dataclass
+class Target:
+    """A hub to benchmark: its REST API and the URL prefix its users' servers live under, as seen by users."""
+
+    label: str
+    api_url: str
+    """Ends with /hub/api."""
+    server_prefix: str
+    """`{server_prefix}/user/<u>/` is a user's server."""
+    token: str
+    users: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Bench:
+    """Spawns and stops servers on one target through its REST API."""
+
+    def __init__(self, target: Target, client: httpx.AsyncClient):
+        self.target = target
+        self.client = client
+        self.user_tokens: dict[str, str] = {}
+
+    def _user_url(self, user: str) -> str:
+        return f"{self.target.api_url}/users/{user}"
+
+    async def _server(self, user: str) -> dict[str, Any] | None:
+        response = await self.client.get(self._user_url(user))
+        response.raise_for_status()
+        return (response.json().get("servers") or {}).get("")
+
+    async def prepare(self) -> None:
+        """Check that every bench user exists on the hub and mint each an API token (for its server's status)."""
+        for user in self.target.users:
+            response = await self.client.get(self._user_url(user))
+            if response.status_code == 404:
+                raise BenchError(f"{self.target.label}: user {user} is not on the hub")
+            response.raise_for_status()
+            if response.json().get("servers"):
+                raise BenchError(f"{self.target.label}: {user} already has a server")
+            minted = await self.client.post(
+                f"{self._user_url(user)}/tokens", json={"note": "spawn benchmark", "expires_in": 3 * 3600}
+            )
+            minted.raise_for_status()
+            self.user_tokens[user] = minted.json()["token"]
+
+    async def spawn(self, user: str) -> Spawn:
+        """Start `user`'s server; return once the hub reports it ready (and it answered /api/status)."""
+        start = time.perf_counter()
+        response = await self.client.post(f"{self._user_url(user)}/server")
+        if response.status_code not in (201, 202):
+            raise BenchError(f"{self.target.label}: POST server of {user}: HTTP {response.status_code} {response.text}")
+        while True:
+            server = await self._server(user)
+            if server is not None and server.get("ready"):
+                break
+            elapsed = time.perf_counter() - start
+            if server is None:
+                raise BenchError(f"{self.target.label}: the server of {user} failed to start (gone after POST)")
+            if elapsed > SPAWN_TIMEOUT:
+                raise BenchError(f"{self.target.label}: the server of {user} not ready after {elapsed:.0f} s")
+            await asyncio.sleep(POLL_SECONDS)
+        seconds = time.perf_counter() - start
+        status = await self.client.get(
+            f"{self.target.server_prefix}/user/{user}/api/status",
+            headers={"Authorization": f"token {self.user_tokens[user]}"},
+        )
+        if status.status_code != 200:
+            raise BenchError(
+                f"{self.target.label}: the ready server of {user} answered /api/status with HTTP {status.status_code}"
+            )
+        return Spawn(user=user, seconds=seconds, post_status=response.status_code, api_status=status.status_code)
+
+    async def stop_all(self) -> float:
+        """Stop every bench user's server and wait until the hub has none left; returns the seconds it took."""
+        start = time.perf_counter()
+
+        async def stop(user: str) -> None:
+            response = await self.client.delete(f"{self._user_url(user)}/server")
+            if response.status_code not in (202, 204, 400, 404):
+                response.raise_for_status()
+            while await self._server(user) is not None:
+                if time.perf_counter() - start > STOP_TIMEOUT:
+                    raise BenchError(f"{self.target.label}: the server of {user} did not stop in {STOP_TIMEOUT:.0f} s")
+                await asyncio.sleep(POLL_SECONDS)
+
+        await asyncio.gather(*(stop(user) for user in self.target.users))
+        seconds = time.perf_counter() - start
+        await asyncio.sleep(SETTLE_SECONDS)
+        return seconds
+
+    async def warm_up(self) -> Round:
+        """One spawn and stop per user, each on an otherwise idle hub (on hubfleet: creates the Unix accounts)."""
+        result = Round("first spawn")
+        for user in self.target.users:
+            spawn = await self.spawn(user)
+            log(f"  {self.target.label:<9} first spawn  {user:<22} {spawn.seconds:6.2f} s")
+            result.spawns.append(spawn)
+            result.stop_seconds += await self.stop_all()
+        result.wall_seconds = sum(result.seconds)
+        result.spawned()
+        return result
+
+    async def sequential(self) -> Round:
+        """N spawns one after the other (servers stay up until the end of the round)."""
+        result = Round("sequential")
+        start = time.perf_counter()
+        for user in self.target.users:
+            spawn = await self.spawn(user)
+            log(f"  {self.target.label:<9} sequential   {user:<22} {spawn.seconds:6.2f} s")
+            result.spawns.append(spawn)
+        result.wall_seconds = time.perf_counter() - start
+        result.spawned()
+        result.stop_seconds = await self.stop_all()
+        return result
+
+    async def concurrent(self) -> Round:
+        """N spawns started at once."""
+        result = Round("concurrent")
+        start = time.perf_counter()
+        result.spawns = list(await asyncio.gather(*(self.spawn(user) for user in self.target.users)))
+        result.wall_seconds = time.perf_counter() - start
+        result.spawned()
+        for spawn in result.spawns:
+            log(f"  {self.target.label:<9} concurrent   {spawn.user:<22} {spawn.seconds:6.2f} s")
+        result.stop_seconds = await self.stop_all()
+        return result
+
+
+async def measure(targets: list[Target]) -> dict[str, list[Round]]:
+    """Warm-up, then the sequential round, then the concurrent round; each step on every target in turn.
+
+    Interleaving the setups step by step (rather than measuring one setup, then the other) spreads whatever else
+    the machine does during the run over both setups alike.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        benches = []
+        for target in targets:
+            headers = {"Authorization": f"token {target.token}"}
+            limits = httpx.Limits(max_connections=4 * len(target.users) + 8)
+            client = await stack.enter_async_context(httpx.AsyncClient(headers=headers, timeout=60.0, limits=limits))
+            bench = Bench(target, client)
+            await bench.prepare()
+            benches.append(bench)
+        rounds: dict[str, list[Round]] = {bench.target.label: [] for bench in benches}
+        try:
+            for step in ("warm_up", "sequential", "concurrent"):
+                for bench in benches:
+                    rounds[bench.target.label].append(await getattr(bench, step)())
+        finally:
+            for bench in benches:
+                with contextlib.suppress(Exception):
+                    await bench.stop_all()
+    return rounds
+
+
+# --------------------------------------------------------------------------------------------- processes and ports
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_block(size: int) -> tuple[int, int]:
+    """`size` consecutive free loopback ports below the ephemeral range (for the fleet's internal_ports)."""
+    for _ in range(200):
+        start = 20000 + secrets.randbelow(240) * 50
+        if all(port_is_free(port) for port in range(start, start + size)):
+            return start, start + size - 1
+    raise BenchError(f"no block of {size} free ports found in 20000-32000")
+
+
+def processes_where(predicate: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if predicate(process):
+                found.append(process)
+    return found
+
+
+def kill_processes(processes: list[psutil.Process], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL what is left after `timeout`. Returns how many there were."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(processes)
+
+
+def owned_by(uids: set[int]) -> Callable[[psutil.Process], bool]:
+    return lambda process: process.uids().real in uids or process.uids().effective in uids
+
+
+def environ_has(marker: str) -> Callable[[psutil.Process], bool]:
+    def check(process: psutil.Process) -> bool:
+        return process.environ().get(MARKER_ENV) == marker
+
+    return check
+
+
+def cmdline_mentions(text: str) -> Callable[[psutil.Process], bool]:
+    return lambda process: any(text in arg for arg in process.cmdline())
+
+
+def uids_of(names: list[str]) -> set[int]:
+    uids = set()
+    for name in names:
+        with contextlib.suppress(KeyError):
+            uids.add(pwd.getpwnam(name).pw_uid)
+    return uids
+
+
+def wait_http_ok(url: str, process: subprocess.Popen[bytes] | None, log_file: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"exited with {process.returncode} during start-up:\n{tail(log_file)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no {path})"
+
+
+@contextlib.contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Clean-up runs to the end even if Ctrl-C is pressed again."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def attempt(what: str, action: Callable[[], object]) -> None:
+    """Run one clean-up step; report its failure and go on with the next."""
+    try:
+        action()
+    except Exception as exc:
+        log(f"  clean-up: {what} failed: {exc}")
+
+
+# --------------------------------------------------------------------------------------------- hubfleet
+
+
+def fleet_file(name: str, hub: str, port: int, ports: tuple[int, int], shared_root: Path, users: list[str]) -> str:
+    password = secrets.token_urlsafe(12)
+    return textwrap.dedent(
+        f"""\
+        name: {name}
+        front_door: {{host: 127.0.0.1, port: {port}}}
+        internal_ports: {{start: {ports[0]}, end: {ports[1]}}}
+        paths:
+          user_env: {USER_ENV}
+          shared_root: {shared_root}
+        hubs:
+          {hub}:
+            display_name: Spawn benchmark
+            auth:
+              type: shared-password
+              password: {password}
+              allowed_users: [{", ".join(users)}]
+            profiles:
+              - name: bench
+                display_name: Bench (1 CPU, 1G)
+                cpu: 1
+                memory: 1G
+                default: true
+        """
+    )
+
+
+def run_hubfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubfleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def remove_hub_accounts(hub: str) -> list[str]:
+    """Remove the Unix users `<hub>_*` and groups `<hub>_*` / `hf-<hub>` (homes included); returns their names."""
+    prefix = f"{hub}_"
+    removed = []
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            accounts.remove_user(entry.pw_name)
+            removed.append(entry.pw_name)
+    for group in grp.getgrall():
+        if group.gr_name.startswith(prefix) or group.gr_name == accounts.hub_groupname(hub):
+            accounts.remove_group(group.gr_name)
+            removed.append(group.gr_name)
+    return removed
+
+
+@contextlib.contextmanager
+def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
+    """A one-hub fleet started with the real CLI; every spawn goes through the front door."""
+    hub = f"bench{secrets.token_hex(2)}"
+    users = [f"bench-{i}" for i in range(1, n + 1)]
+    root = workdir / "hubfleet"
+    root.mkdir()
+    state_dir = root / "state"
+    front = free_port()
+    ports = free_port_block(40)
+    source = root / "fleet.yaml"
+    source.write_text(fleet_file("spawnbench", hub, front, ports, root / "shared", users))
+    log(f"hubfleet: starting hub {hub} (front door 127.0.0.1:{front}, internal ports {ports[0]}-{ports[1]})")
+    try:
+        started = time.perf_counter()
+        result = run_hubfleet("up", str(source), "--detach", "--state-dir", str(state_dir))
+        if result.returncode != 0:
+            raise BenchError(
+                f"hubfleet up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
+                + tail(state_dir / "supervisor.out")
+            )
+        up_seconds = time.perf_counter() - started
+        log(f"hubfleet: fleet up in {up_seconds:.1f} s")
+        token = (state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
+        door = f"http://127.0.0.1:{front}/hubs/{hub}"
+        yield Target(
+            label="hubfleet",
+            api_url=f"{door}/hub/api",
+            server_prefix=door,
+            token=token,
+            users=users,
+            info={"hub": hub, "front_door_port": front, "internal_ports": list(ports), "up_seconds": up_seconds},
+        )
+    finally:
+        with no_interrupts():
+            log("hubfleet: stopping the fleet and removing its Unix accounts")
+            unix_users = [accounts.unix_username(hub, user) for user in users]
+            down = run_hubfleet("down", "--state-dir", str(state_dir), timeout=300)
+            if down.returncode != 0:
+                log(f"  clean-up: hubfleet down exited with {down.returncode}: {down.stdout} {down.stderr}")
+            leftovers = processes_where(cmdline_mentions(str(state_dir)))
+            leftovers += processes_where(owned_by(uids_of(unix_users)))
+            if leftovers:
+                log(f"  clean-up: {len(leftovers)} process(es) left after hubfleet down: killing them")
+                kill_processes(leftovers)
+            attempt("removing the hub's Unix users and groups", lambda: remove_hub_accounts(hub))
+
+
+# --------------------------------------------------------------------------------------------- bare JupyterHub
+
+
+def bare_config(
+    root: Path, public: int, proxy_api: int, hub_port: int, token: str, marker: str, users: list[str]
+) -> str:
+    scopes = ["admin:users", "admin:servers", "tokens", "list:users", "read:users", "read:servers"]
+    return textwrap.dedent(
+        f"""\
+        # A bare JupyterHub with its own configurable-http-proxy and JupyterHub's own LocalProcessSpawner.
+        c = get_config()  # noqa: F821
+        c.JupyterHub.bind_url = "http://127.0.0.1:{public}/"
+        c.JupyterHub.base_url = "/"
+        c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+        c.JupyterHub.db_url = {f"sqlite:///{root / 'jupyterhub.sqlite'}"!r}
+        c.JupyterHub.cookie_secret_file = {str(root / "jupyterhub_cookie_secret")!r}
+        c.JupyterHub.pid_file = {str(root / "jupyterhub.pid")!r}
+        c.ConfigurableHTTPProxy.command = [{find_proxy_command()!r}]
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"
+        c.ConfigurableHTTPProxy.auth_token = {secrets.token_hex(32)!r}
+        c.JupyterHub.authenticator_class = "shared-password"
+        c.SharedPasswordAuthenticator.user_password = {secrets.token_urlsafe(12)!r}
+        c.Authenticator.allowed_users = {set(users)!r}
+        c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
+        c.Spawner.cmd = [{str(SINGLEUSER)!r}]
+        c.Spawner.default_url = "/lab"
+        c.Spawner.ip = "127.0.0.1"
+        c.Spawner.http_timeout = 60
+        c.Spawner.start_timeout = 120
+        c.Spawner.environment = {{{MARKER_ENV!r}: {marker!r}}}
+        c.JupyterHub.services = [{{"name": "bench-admin", "api_token": {token!r}}}]
+        c.JupyterHub.load_roles = [{{"name": "bench-admin", "scopes": {scopes!r}, "services": ["bench-admin"]}}]
+        """
+    )
+
+
+def stop_bare_hub(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)  # the hub stops its servers (cleanup_servers) and its proxy
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def userdel(name: str) -> None:
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        result = subprocess.run(["userdel", "-r", name], capture_output=True, text=True, check=False)
+        # 12: the home or mail spool could not be removed (e.g. there was no mail spool): the user is gone.
+        if result.returncode not in (0, 12):
+            raise BenchError(f"userdel -r {name}: {result.returncode} {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def bare_setup(n: int, workdir: Path) -> Iterator[Target]:
+    """A bare JupyterHub 6.1.1 spawning the same kind of real Unix users with LocalProcessSpawner."""
+    prefix = f"bhf{secrets.token_hex(2)}"
+    users = [f"{prefix}u{i}" for i in range(1, n + 1)]
+    root = workdir / "baseline"
+    root.mkdir()
+    marker = secrets.token_hex(8)
+    token = secrets.token_hex(32)
+    public, proxy_api, hub_port = free_port(), free_port(), free_port()
+    created: list[str] = []
+    process: subprocess.Popen[bytes] | None = None
+    log_file = root / "jupyterhub.log"
+    try:
+        for user in users:
+            if user in {entry.pw_name for entry in pwd.getpwall()}:
+                raise BenchError(f"user {user} already exists")
+            subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True, capture_output=True, text=True)
+            created.append(user)
+        config = root / "jupyterhub_config.py"
+        config.write_text(bare_config(root, public, proxy_api, hub_port, token, marker, users))
+        log(f"baseline: starting a bare JupyterHub {jupyterhub.__version__} on 127.0.0.1:{public} (users {prefix}u*)")
+        started = time.perf_counter()
+        with open(log_file, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, MARKER_ENV: marker},
+            )
+        try:
+            wait_http_ok(f"http://127.0.0.1:{public}/hub/api/", process, log_file, HUB_START_TIMEOUT)
+        except BenchError as exc:
+            raise BenchError(f"the bare JupyterHub {exc}") from None
+        up_seconds = time.perf_counter() - started
+        log(f"baseline: hub up in {up_seconds:.1f} s")
+        yield Target(
+            label="baseline",
+            api_url=f"http://127.0.0.1:{public}/hub/api",
+            server_prefix=f"http://127.0.0.1:{public}",
+            token=token,
+            users=users,
+            info={"public_port": public, "up_seconds": up_seconds},
+        )
+    finally:
+        with no_interrupts():
+            log("baseline: stopping the hub and removing its Unix users")
+            if process is not None:
+                attempt("stopping the bare hub", lambda: stop_bare_hub(process))
+            leftovers = processes_where(environ_has(marker)) + processes_where(owned_by(uids_of(created)))
+            if leftovers:
+                log(f"  clean-up: {len(leftovers)} process(es) of the bare hub left: killing them")
+                kill_processes(leftovers)
+            for user in created:
+                attempt(f"userdel -r {user}", lambda user=user: userdel(user))  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
+    return {
+        "median": round(statistics.median(ordered), 3),
+        "p90": round(p90, 3),
+        "max": round(ordered[-1], 3),
+        "min": round(ordered[0], 3),
+        "mean": round(statistics.fmean(ordered), 3),
+    }
+
+
+def command_output(*argv: str) -> str:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    return result.stdout.strip() or result.stderr.strip()
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    user_env = command_output(
+        str(USER_ENV / "bin" / "python"),
+        "-c",
+        "import jupyterhub, jupyterlab, jupyter_server, platform; "
+        "print(jupyterhub.__version__, jupyterlab.__version__, jupyter_server.__version__, platform.python_version())",
+    ).split()
+    driver = cgroups.detect()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python_version": platform.python_version(),
+        "jupyterhub_version": jupyterhub.__version__,
+        "hubfleet_version": hubfleet.__version__,
+        "configurable_http_proxy_version": command_output(find_proxy_command(), "--version"),
+        "user_env": dict(zip(USER_ENV_VERSIONS, user_env, strict=False)),
+        "cgroups": type(driver).__name__ if driver is not None else None,
+    }
+
+
+def report(rounds: dict[str, list[Round]]) -> dict[str, Any]:
+    setups: dict[str, Any] = {}
+    for label, setup_rounds in rounds.items():
+        setups[label] = {
+            r.mode: {
+                "summary": summary(r.seconds),
+                "wall_seconds": round(r.wall_seconds, 3),
+                "stop_seconds": round(r.stop_seconds, 3),
+                "load_at_start": round(r.load_at_start, 2),
+                "cpu_busy_percent": r.cpu_busy_percent,
+                "spawns": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in r.spawns],
+            }
+            for r in setup_rounds
+        }
+    ratios: dict[str, Any] = {"meaning": RATIO_MEANING}
+    if "hubfleet" in setups and "baseline" in setups:
+        for mode in ("first spawn", "sequential", "concurrent"):
+            fleet, bare = setups["hubfleet"][mode]["summary"], setups["baseline"][mode]["summary"]
+            ratios[mode.replace(" ", "_") + "_median"] = round(fleet["median"] / bare["median"], 2)
+    return {"setups": setups, "ratios": ratios}
+
+
+def print_table(results: dict[str, Any], n: int) -> None:
+    labels = {
+        ("hubfleet", "first spawn"): "first spawn (creates the Unix account)",
+        ("baseline", "first spawn"): "first spawn (account made by useradd -m)",
+    }
+    log("")
+    log(f"Time-to-ready of N={n} spawns, seconds (POST …/server until the hub reports the server ready)")
+    header = f"{'setup':<10} {'mode':<42} {'median':>7} {'p90':>7} {'max':>7} {'round wall':>11} {'CPU busy':>9}"
+    log(header)
+    log("-" * len(header))
+    for label, modes in results["setups"].items():
+        for mode, data in modes.items():
+            s = data["summary"]
+            wall = f"{data['wall_seconds']:.2f}" if mode != "first spawn" else ""
+            name = labels.get((label, mode), mode)
+            busy = f"{data['cpu_busy_percent']:.0f}%"
+            log(f"{label:<10} {name:<42} {s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {wall:>11} {busy:>9}")
+    ratios = results["ratios"]
+    if "sequential_median" in ratios:
+        log("")
+        log(f"hubfleet / baseline, ratio of medians ({RATIO_MEANING}):")
+        log(f"  sequential  {ratios['sequential_median']:.2f}")
+        log(f"  concurrent  {ratios['concurrent_median']:.2f}")
+        log(f"  (first spawn {ratios['first_spawn_median']:.2f}: hubfleet creates the account, the baseline's exists)")
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise BenchError("run as root: both setups spawn servers as real Unix users")
+    if not os.access(SINGLEUSER, os.X_OK):
+        raise BenchError(f"no {SINGLEUSER}: run `make setup`")
+    for tool in ("useradd", "userdel"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found")
+    find_proxy_command()
+
+
+def warm_file_cache() -> None:
+    """Read the user environment once, so that neither setup's first spawn pays for a cold page cache."""
+    subprocess.run(
+        [str(USER_ENV / "bin" / "python"), "-c", "import jupyterhub.singleuser, jupyterlab, jupyter_server.serverapp"],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def idle_check(seconds: float = 3.0) -> float:
+    """How busy the CPUs are before the benchmark starts; warns when something else is using them."""
+    before = psutil.cpu_times()
+    time.sleep(seconds)
+    busy = busy_percent(before, psutil.cpu_times())
+    if busy > 20:
+        log(f"WARNING: the CPUs were {busy:.0f}% busy before the benchmark started: other work will add noise")
+    return busy
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--users", "-n", type=int, default=6, help="N: spawns per round (default 6)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep the temporary directory (hub logs, configs, fleet state)"
+    )
+    args = parser.parse_args(argv)
+    if args.users < 1:
+        parser.error("--users must be at least 1")
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        check_prerequisites()
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    info = machine_info()
+    log(
+        f"Spawn benchmark: N={args.users}, {info['nproc']} CPU(s), Python {info['python_version']}, "
+        f"JupyterHub {info['jupyterhub_version']}"
+    )
+    warm_file_cache()
+    info["cpu_busy_percent_before"] = idle_check()
+    workdir = Path(tempfile.mkdtemp(prefix="hubfleet-spawn-bench-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            running = [stack.enter_context(setup(args.users, workdir)) for setup in (hubfleet_setup, bare_setup)]
+            targets = {target.label: target.info for target in running}
+            rounds = asyncio.run(measure(running))
+    except KeyboardInterrupt:
+        log("interrupted: everything the benchmark started has been stopped and removed")
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 130
+    except (BenchError, httpx.HTTPError, subprocess.SubprocessError, OSError) as exc:
+        log(f"error: {exc}")
+        log(f"(logs kept in {workdir})")
+        return 1
+    if args.keep_workdir:
+        log(f"(logs, configs and fleet state kept in {workdir})")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results = report(rounds)
+    print_table(results, args.users)
+    document = {
+        "benchmark": "spawn time-to-ready",
+        "date": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "n_users": args.users,
+        "poll_seconds": POLL_SECONDS,
+        "definition": (
+            "seconds from POST hub/api/users/<u>/server until servers[''].ready is true in GET hub/api/users/<u>; "
+            "hubfleet through its front door, the baseline through its own proxy"
+        ),
+        "machine": info,
+        "targets": targets,
+        **results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    log(f"\nResults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
