@@ -76,8 +76,8 @@ class Paths(SpecModel):
 class PortRange(SpecModel):
     """Loopback ports hubfleet may give to hubs' internal services (hub API, proxies, services)."""
 
-    start: int = Field(18100, ge=1024, le=65535)
-    end: int = Field(18999, ge=1024, le=65535)
+    start: int = Field(18100, ge=1024, le=65535, description="first port of the range")
+    end: int = Field(18999, ge=1024, le=65535, description="last port of the range (each hub takes 4)")
 
     @field_validator("end")
     @classmethod
@@ -168,17 +168,19 @@ class NativeAuth(AuthBase):
 
     type: Literal["native"]
     open_signup: bool = Field(False, description="new sign-ups are authorized without an admin")
-    minimum_password_length: int = Field(8, ge=1)
+    minimum_password_length: int = Field(8, ge=1, description="shortest password users may sign up with")
 
 
 class GitHubAuth(AuthBase):
     """Log in with GitHub (oauthenticator)."""
 
     type: Literal["github"]
-    client_id: str
-    client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    allowed_organizations: list[str] = Field(default_factory=list)
+    client_id: str = Field(description="the GitHub OAuth app's client ID")
+    client_secret: SecretStr | None = Field(None, description="the OAuth app's client secret")
+    client_secret_file: Path | None = Field(None, description="file holding the client secret")
+    allowed_organizations: list[str] = Field(
+        default_factory=list, description="members of these GitHub organizations are allowed in"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> GitHubAuth:
@@ -194,12 +196,12 @@ class Profile(SpecModel):
     """A resource profile users choose from when they start a server."""
 
     name: Slug
-    display_name: str | None = None
-    description: str = ""
+    display_name: str | None = Field(None, description="the name users see (default: `name`)")
+    description: str = Field("", description="a line shown under the name in the choice form")
     cpu: float = Field(1.0, gt=0, le=256, description="CPU cores (a hard cgroup quota)")
     memory: ByteSize = Field(2 * 1024**3, description="memory limit; the server is killed beyond it")
     groups: list[Slug] = Field(default_factory=list, description="groups allowed this profile (empty: everyone)")
-    default: bool = False
+    default: bool = Field(False, description="preselected, and used when a user makes no choice")
 
     @field_validator("memory")
     @classmethod
@@ -222,13 +224,13 @@ class Storage(SpecModel):
     """Home directories and shared folders."""
 
     home_quota: ByteSize | None = Field(None, description="home directory size limit per user")
-    shared: list[SharedFolder] = Field(default_factory=list)
+    shared: list[SharedFolder] = Field(default_factory=list, description="folders shared by groups of the hub")
 
 
 class Culling(SpecModel):
     """Stop idle servers (jupyterhub-idle-culler)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the idle culler for this hub")
     timeout: Seconds = Field(3600, description="stop a server idle this long")
     max_age: Seconds = Field(0, description="stop a server this old whatever its activity (0: never)")
     every: Seconds = Field(300, description="how often to check")
@@ -248,14 +250,16 @@ class Hub(SpecModel):
     """One JupyterHub of the fleet."""
 
     name: HubName
-    display_name: str | None = None
+    display_name: str | None = Field(None, description="the name people see (default: the hub's name)")
     community: Community | None = None
-    template: Template = Template.generic
+    template: Template = Field(Template.generic, description="the community template the hub starts from")
     backend: Literal["local"] = Field("local", description="where the hub runs")
-    plan: Plan | None = None
-    auth: Auth
+    plan: Plan | None = Field(None, description="the hub's plan: a pilot or a paid hub (chosen by `type:`)")
+    auth: Auth = Field(description="how users log in (chosen by `type:`); may come from defaults")
     groups: dict[Slug, list[Username]] = Field(default_factory=dict, description="group name → members")
-    profiles: list[Profile] = Field(default_factory=lambda: [DEFAULT_PROFILE])
+    profiles: list[Profile] = Field(
+        default_factory=lambda: [DEFAULT_PROFILE], description="resource profiles users choose from"
+    )
     storage: Storage = Field(default_factory=Storage)
     culling: Culling = Field(default_factory=Culling)
 
@@ -280,13 +284,13 @@ class Hub(SpecModel):
 class HubDefaults(SpecModel):
     """Settings every hub inherits unless it sets its own (merged key by key)."""
 
-    template: Template | None = None
-    plan: Plan | None = None
+    template: Template | None = Field(None, description="default for each hub's `template`")
+    plan: Plan | None = Field(None, description="default for each hub's `plan`")
     auth: dict | None = Field(None, description="auth settings merged under each hub's auth")
-    groups: dict[Slug, list[Username]] | None = None
-    profiles: list[Profile] | None = None
-    storage: Storage | None = None
-    culling: Culling | None = None
+    groups: dict[Slug, list[Username]] | None = Field(None, description="default for each hub's `groups`")
+    profiles: list[Profile] | None = Field(None, description="default for each hub's `profiles`")
+    storage: Storage | None = Field(None, description="default for each hub's `storage` (merged key by key)")
+    culling: Culling | None = Field(None, description="default for each hub's `culling` (merged key by key)")
 
 
 class Fleet(SpecModel):

@@ -1,0 +1,70 @@
+"""`up` and `down` from one directory, without repeating arguments; `down` leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hubfleet.fleet.state import port_is_free
+from hubfleet.health.client import HubUser, PasswordLogin
+from hubfleet.system import cgroups
+from tests.helpers import (
+    USER_ENV,
+    cleanup_hub_accounts,
+    fleet_yaml,
+    free_port,
+    hubfleet,
+    processes_mentioning,
+    processes_of_hub_users,
+    unique_hub,
+)
+
+
+def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or not (USER_ENV / "bin" / "jupyterhub-singleuser").exists():
+        pytest.skip("needs root and the user environment")
+    hub = unique_hub("td")
+    port = free_port()
+    shared = tmp_path / "shared"
+    start = 30000 + (os.getpid() % 100) * 100
+    hubs = f"{hub}:\n  auth: {{type: shared-password, password: down-test-pw, allowed_users: [erin]}}\n"
+    (tmp_path / "fleet.yaml").write_text(fleet_yaml("downtest", port, (start, start + 99), shared, hubs))
+    try:
+        hubfleet("up", "fleet.yaml", "--detach", cwd=tmp_path)
+        state = tmp_path / ".hubfleet"
+        assert (state / "supervisor.sock").exists()
+        status = json.loads(hubfleet("status", "--json", cwd=tmp_path).stdout)
+        assert status["running"] and status["hubs"][0]["healthy"]
+
+        async def start_server() -> None:
+            async with httpx.AsyncClient(timeout=120) as client:
+                user = await HubUser.login(
+                    client, f"http://127.0.0.1:{port}/hubs/{hub}/", PasswordLogin("erin", "down-test-pw")
+                )
+                await user.start_server()
+
+        asyncio.run(start_server())
+        assert processes_of_hub_users(hub), "erin's server should be running"
+        supervisor = int((state / "supervisor.pid").read_text())
+
+        result = hubfleet("down", cwd=tmp_path)
+        assert "Fleet stopped" in result.stdout
+        with pytest.raises(ProcessLookupError):
+            os.kill(supervisor, 0)
+        assert processes_mentioning(str(state)) == []
+        assert processes_of_hub_users(hub) == []
+        driver = cgroups.detect()
+        assert driver is None or driver.open(f"hubfleet/{hub}") is None
+        assert port_is_free(port)
+        assert hubfleet("status", cwd=tmp_path, check=False).returncode == 3
+        assert "No fleet is running" in hubfleet("down", cwd=tmp_path).stdout
+    finally:
+        hubfleet("down", cwd=tmp_path, check=False)
+        cleanup_hub_accounts(hub)
+        shutil.rmtree(shared, ignore_errors=True)
