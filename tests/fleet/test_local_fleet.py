@@ -237,3 +237,21 @@ def test_plan_and_apply_add_a_hub_and_a_user_without_restarting_others(fleet: Ru
     fleet.cli("apply", str(fleet.file))
     assert [h["name"] for h in fleet.status()["hubs"]] == [A, B]
     assert httpx.get(fleet.hub_url(C) + "hub/api/").status_code == 404
+
+
+def test_unknown_paths_get_a_clear_404(fleet: RunningFleet) -> None:
+    assert httpx.get(fleet.url + "/hubs/no-such-hub/hub/login").status_code == 404
+    assert httpx.get(fleet.url + "/nothing-here").status_code == 404
+
+
+def test_secrets_never_reach_the_logs(fleet: RunningFleet) -> None:
+    secrets = {PASSWORD, f"{PASSWORD}-b"}
+    for hub in (A, B):
+        secrets |= {p.read_text().strip() for p in (fleet.state_dir / "hubs" / hub / "secrets").iterdir()}
+    secrets.add((fleet.state_dir / "frontdoor" / "proxy_token").read_text().strip())
+    logs = [p for p in fleet.state_dir.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".jsonl")]
+    assert len(logs) >= 7
+    for log in logs:
+        text = log.read_text(errors="replace")
+        leaked = [s[:4] + "…" for s in secrets if s in text]
+        assert not leaked, f"{log} contains secrets {leaked}"

@@ -678,3 +678,36 @@ def test_a_valid_small_file(tmp_path: Path) -> None:
     assert isinstance(hub.auth, NativeAuth)
     assert [p.name for p in hub.profiles] == ["default"]
     assert hub.default_profile().memory == 2 * G
+
+
+def test_defaults_merge_key_by_key_and_another_type_replaces(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: t\n"
+        "defaults:\n"
+        "  auth: {type: shared-password, password: long-enough, admins: [ada]}\n"
+        "  plan: {type: pilot, start: 2026-01-01, end: 2026-02-01}\n"
+        "  groups: {staff: [ada]}\n"
+        "  culling: {timeout: 2h}\n"
+        "hubs:\n"
+        "  same:\n"
+        "    auth: {allowed_users: [bob]}\n"
+        "    groups: {students: [bob]}\n"
+        "    culling: {every: 1m}\n"
+        "  other:\n"
+        "    auth: {type: native}\n"
+        "    plan: {type: paid, monthly_fee: 5}\n",
+    )
+    fleet = load(path)
+    same, other = fleet.hubs["same"], fleet.hubs["other"]
+    # Mappings merge key by key.
+    assert isinstance(same.auth, SharedPasswordAuth)
+    assert (same.auth.admins, same.auth.allowed_users) == (["ada"], ["bob"])
+    assert same.groups == {"staff": ["ada"], "students": ["bob"]}
+    assert (same.culling.timeout, same.culling.every) == (7200, 60)
+    assert isinstance(same.plan, PilotPlan)
+    # An auth or plan of another type replaces the one from defaults (its keys would mean nothing).
+    assert isinstance(other.auth, NativeAuth)
+    assert other.auth.admins == []
+    assert isinstance(other.plan, PaidPlan)
+    assert other.plan.monthly_fee == 5

@@ -21,7 +21,7 @@ from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_p
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import kill_pid_file
-from hubfleet.fleet.state import FleetState, state_dir_for
+from hubfleet.fleet.state import FleetState
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
@@ -88,7 +88,7 @@ def plan_command(
 ) -> None:
     """Show what `apply` would change on the running fleet."""
     desired = _load(file)
-    state = FleetState(state_root(state_dir))
+    state = FleetState(state_root(state_dir, desired))
     changes = plan(_applied_fleet(state), desired)
     if as_json:
         print(json.dumps(changes.to_dict(), indent=2))
@@ -155,7 +155,7 @@ def up(
 
     source = file.resolve()
     fleet = _load(file)
-    state = FleetState(state_dir_for(fleet, state_dir)).create()
+    state = FleetState(state_root(state_dir, fleet)).create()
     if supervisor_pid(state) is not None:
         raise fail(f"a fleet is already running from {state.root}: use `hubfleet apply` or `hubfleet down`")
     _check_ready_to_run(fleet)
@@ -168,11 +168,13 @@ def up(
 
     async def ready(sup: Supervisor) -> None:
         document = await sup.status_document()
-        console.print(_status_table(document))
+        show_live = live and console.is_terminal
+        if not show_live:
+            console.print(_status_table(document))
         for line in _logins(fleet):
             console.print(f"  {escape(line)}")
         console.print(f"Fleet up at [bold]{sup.front_door.url}/[/] — Ctrl-C or `hubfleet down` stops it.")
-        if live and console.is_terminal:
+        if show_live:
             asyncio.get_running_loop().create_task(_live_view(sup))
 
     asyncio.run(supervisor.run(on_ready=ready))
@@ -180,10 +182,12 @@ def up(
 
 
 async def _live_view(supervisor: Any) -> None:
-    with Live(console=console, refresh_per_second=1, transient=False) as view:
-        while True:
+    with Live(console=console, refresh_per_second=1, transient=True) as view:
+        while not supervisor.stopping:
             document = await supervisor.status_document()
-            view.update(_status_table(document))
+            table = _status_table(document)
+            table.caption = f"updated {time.strftime('%H:%M:%S')}"
+            view.update(table)
             await asyncio.sleep(2)
 
 
@@ -222,8 +226,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
 def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
     source = file.resolve()
-    _load(file)
-    state = FleetState(state_root(state_dir))
+    state = FleetState(state_root(state_dir, _load(file)))
     try:
         with console.status("Applying…"):
             response = ControlClient(state).apply(source, source.read_text(encoding="utf-8"))

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hubfleet.fleet.state import state_dir_for
-from hubfleet.spec import SpecError
+from hubfleet.fleet.state import DEFAULT_STATE_DIR, STATE_ENV, state_dir_for
+from hubfleet.spec import Fleet, SpecError, load
 
 # Wide enough for the status table when output goes to a file or a pipe.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -20,12 +20,24 @@ console = Console(highlight=False, width=_WIDTH)
 errors = Console(stderr=True, highlight=False, width=_WIDTH)
 
 STATE_DIR_OPTION: Any = typer.Option(
-    None, "--state-dir", help="fleet state directory (default: $HUBFLEET_STATE_DIR or ./.hubfleet)"
+    None,
+    "--state-dir",
+    help="fleet state directory (default: $HUBFLEET_STATE_DIR, ./.hubfleet, or the state_dir of ./fleet.yaml)",
 )
 
+LOCAL_FLEET_FILE = Path("fleet.yaml")
 
-def state_root(explicit: Path | None) -> Path:
-    return state_dir_for(explicit=explicit)
+
+def state_root(explicit: Path | None, fleet: Fleet | None = None) -> Path:
+    """The state directory a command works on, found without repeating arguments where possible."""
+    if explicit is not None or fleet is not None or os.environ.get(STATE_ENV) or Path(DEFAULT_STATE_DIR).is_dir():
+        return state_dir_for(fleet, explicit)
+    if LOCAL_FLEET_FILE.is_file():
+        try:
+            return state_dir_for(load(LOCAL_FLEET_FILE))
+        except SpecError:
+            pass
+    return state_dir_for()
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -41,7 +53,7 @@ def print_problems(exc: SpecError) -> None:
     for problem in exc.problems:
         where = f"{problem.file}:{problem.line}:{problem.column}"
         path = f" [cyan]{escape(problem.path)}[/]:" if problem.path else ""
-        errors.print(f"  [bold]{escape(where)}[/]:{path} {escape(problem.message)}")
+        errors.print(f"  [bold]{escape(where)}[/]:{path} {escape(problem.message)}", soft_wrap=True)
         if problem.hint:
-            errors.print(f"      [dim]hint:[/] {escape(problem.hint)}")
+            errors.print(f"      [dim]hint:[/] {escape(problem.hint)}", soft_wrap=True)
     errors.print("Nothing was changed.")

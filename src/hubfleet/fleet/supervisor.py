@@ -72,6 +72,11 @@ class Supervisor:
         """Ask the supervisor to shut the fleet down."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a shutdown was asked for."""
+        return self._stop.is_set()
+
     async def _up(self, hub: Any) -> None:
         try:
             await self.backend.up(hub)

@@ -146,8 +146,14 @@ def _has(node: Any, step: str | int) -> bool:
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
-    """`override` laid over `base`: mappings merge key by key, anything else replaces."""
+    """`override` laid over `base`: mappings merge key by key, anything else replaces.
+
+    A mapping with another `type:` (auth, plan) replaces the base: the keys of one type mean nothing to another.
+    """
     if isinstance(base, dict) and isinstance(override, dict):
+        tags = base.get("type"), override.get("type")
+        if all(isinstance(tag, str) for tag in tags) and tags[0] != tags[1]:
+            return override
         merged = dict(base)
         for key, value in override.items():
             merged[key] = _deep_merge(base[key], value) if key in base else value

@@ -77,7 +77,9 @@ class PortRange(SpecModel):
     """Loopback ports hubfleet may give to hubs' internal services (hub API, proxies, services)."""
 
     start: int = Field(18100, ge=1024, le=65535, description="first port of the range")
-    end: int = Field(18999, ge=1024, le=65535, description="last port of the range (each hub takes 4)")
+    end: int = Field(
+        18999, ge=1024, le=65535, description="last port of the range (each hub takes 4 ports, the front door 2)"
+    )
 
     @field_validator("end")
     @classmethod
