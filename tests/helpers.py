@@ -84,8 +84,8 @@ class RunningFleet:
         return self.file
 
 
-def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str) -> str:
-    """A fleet file for tests: free ports, a private shared root, and the given hubs (YAML, indented 2)."""
+def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "") -> str:
+    """A fleet file for tests: free ports, a private shared root, the given defaults and hubs (YAML, unindented)."""
     return textwrap.dedent(
         f"""\
             name: {name}
@@ -143,7 +143,9 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_fleet(tmp: Path, hubs_yaml: str, hub_names: list[str], password: str) -> Iterator[RunningFleet]:
+def running_fleet(
+    tmp: Path, hubs_yaml: str, hub_names: list[str], password: str, defaults: str = ""
+) -> Iterator[RunningFleet]:
     """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
     if os.geteuid() != 0:
         pytest.skip("needs root: real Unix users and cgroups")
@@ -161,7 +163,7 @@ def running_fleet(tmp: Path, hubs_yaml: str, hub_names: list[str], password: str
         hubs=hub_names,
         password=password,
     )
-    fleet.write(fleet_yaml("testfleet", port, _port_block(), shared_root, hubs_yaml))
+    fleet.write(fleet_yaml("testfleet", port, _port_block(), shared_root, hubs_yaml, defaults))
     try:
         fleet.cli("up", str(fleet.file), "--detach")
         yield fleet

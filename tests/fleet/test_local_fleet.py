@@ -170,6 +170,16 @@ def test_a_server_over_its_memory_limit_is_killed_by_the_kernel(fleet: RunningFl
     assert run(fleet, A, alice, lambda user: start_and_run(user, "print(1 + 1)")) == "2"
 
 
+def test_a_server_gets_no_more_cpu_than_its_profile(fleet: RunningFleet, alice: TokenLogin) -> None:
+    burn = (
+        "import time\nwall = time.monotonic(); cpu = time.process_time()\n"
+        "while time.monotonic() - wall < 2: pass\n"
+        "print(round((time.process_time() - cpu) / (time.monotonic() - wall), 2))"
+    )
+    share = float(run(fleet, A, alice, lambda user: start_and_run(user, burn)))
+    assert share <= 0.6, f"a 0.5-CPU profile used {share} CPU"
+
+
 def test_code_errors_are_reported(fleet: RunningFleet, alice: TokenLogin) -> None:
     with pytest.raises(CodeError, match="ZeroDivisionError"):
         run(fleet, A, alice, lambda user: start_and_run(user, "1 / 0"))
