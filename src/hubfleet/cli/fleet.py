@@ -109,13 +109,15 @@ def _check_ready_to_run(fleet: Fleet) -> None:
         errors.print("[bold yellow]WARNING: no writable cgroup hierarchy: memory and CPU limits are not enforced.[/]")
 
 
-def _logins(fleet: Fleet) -> list[str]:
-    lines = []
+def _print_logins(fleet: Fleet) -> None:
+    """The demo logins of shared-password hubs — on a terminal only, so that passwords never land in a log."""
+    if not console.is_terminal:
+        return
     for hub in fleet.hubs.values():
         if isinstance(hub.auth, SharedPasswordAuth) and hub.auth.password is not None:
             users = ", ".join(sorted(hub.users)) or "any name"
-            lines.append(f"{hub.name}: log in as {users} with password {hub.auth.password.get_secret_value()}")
-    return lines
+            password = hub.auth.password.get_secret_value()
+            console.print(f"  {hub.name}: log in as {escape(users)} with password {escape(password)}")
 
 
 def _status_table(document: dict[str, Any]) -> Table:
@@ -171,8 +173,7 @@ def up(
         show_live = live and console.is_terminal
         if not show_live:
             console.print(_status_table(document))
-        for line in _logins(fleet):
-            console.print(f"  {escape(line)}")
+        _print_logins(fleet)
         console.print(f"Fleet up at [bold]{sup.front_door.url}/[/] — Ctrl-C or `hubfleet down` stops it.")
         if show_live:
             asyncio.get_running_loop().create_task(_live_view(sup))
@@ -216,8 +217,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
         else:
             raise fail("the fleet did not come up within 300 s; see supervisor.log in the state directory")
     console.print(_status_table(document))
-    for line in _logins(load(source)):
-        console.print(f"  {escape(line)}")
+    _print_logins(load(source))
     console.print(f"Fleet running in the background (pid {process.pid}); `hubfleet down` stops it.")
     if not all(h["healthy"] for h in document["hubs"]):
         raise typer.Exit(1)
