@@ -21,7 +21,7 @@ from hubfleet.system import cgroups
 from tests.helpers import RunningFleet, running_fleet, unique_hub
 
 T = TypeVar("T")
-A, B, C = unique_hub("ta"), unique_hub("tb"), unique_hub("tc")
+A, B, C, N = unique_hub("ta"), unique_hub("tb"), unique_hub("tc"), unique_hub("tn")
 PASSWORD = "fleet-test-password"
 
 HUBS = f"""\
@@ -40,12 +40,16 @@ HUBS = f"""\
   display_name: Beta Hub
   auth: {{type: shared-password, password: {PASSWORD}-b, allowed_users: [carol]}}
   culling: {{timeout: 10m}}
+{N}:
+  display_name: Sign-up Hub
+  auth: {{type: native, open_signup: true, admins: [nina]}}
+  culling: {{enabled: false}}
 """
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet"), HUBS, [A, B, C], PASSWORD) as running:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), HUBS, [A, B, C, N], PASSWORD) as running:
         yield running
 
 
@@ -92,7 +96,7 @@ def alice(fleet: RunningFleet) -> TokenLogin:
 def test_fleet_is_up_behind_one_front_door(fleet: RunningFleet) -> None:
     status = fleet.status()
     assert status["running"] is True
-    assert {h["name"]: h["healthy"] for h in status["hubs"]} == {A: True, B: True}
+    assert {h["name"]: h["healthy"] for h in status["hubs"]} == {A: True, B: True, N: True}
     landing = httpx.get(fleet.url + "/")
     assert landing.status_code == 200
     assert "Alpha Hub" in landing.text and "Beta Hub" in landing.text
@@ -100,6 +104,25 @@ def test_fleet_is_up_behind_one_front_door(fleet: RunningFleet) -> None:
     assert httpx.get(fleet.url + "/_hubfleet/health").json()["healthy"] is True
     for hub in (A, B):
         assert httpx.get(fleet.hub_url(hub) + "hub/api/").status_code == 200
+
+
+def test_native_hub_sign_up_then_log_in_and_run_code(fleet: RunningFleet) -> None:
+    async def sign_up() -> int:
+        async with httpx.AsyncClient(timeout=60) as client:
+            await client.get(fleet.hub_url(N) + "hub/signup")
+            form = {
+                "username": "sam",
+                "signup_password": "a-long-passphrase-42",
+                "signup_password_confirmation": "a-long-passphrase-42",
+                "_xsrf": client.cookies.get("_xsrf", path=f"/hubs/{N}/hub/") or "",
+            }
+            return (await client.post(fleet.hub_url(N) + "hub/signup", data=form)).status_code
+
+    assert asyncio.run(sign_up()) == 200
+    login = PasswordLogin("sam", "a-long-passphrase-42")
+    assert run(fleet, N, login, lambda user: start_and_run(user, "import os; print(os.environ['USER'])")) == f"{N}_sam"
+    with pytest.raises(HubError, match=r"403|rejected|Invalid"):
+        run(fleet, N, PasswordLogin("sam", "wrong-password-123"), lambda user: asyncio.sleep(0))
 
 
 def test_server_runs_as_the_users_own_account_in_its_cgroup(fleet: RunningFleet, alice: TokenLogin) -> None:
@@ -245,7 +268,7 @@ def test_plan_and_apply_add_a_hub_and_a_user_without_restarting_others(fleet: Ru
 
     fleet.write(original)
     fleet.cli("apply", str(fleet.file))
-    assert [h["name"] for h in fleet.status()["hubs"]] == [A, B]
+    assert [h["name"] for h in fleet.status()["hubs"]] == [A, B, N]
     assert httpx.get(fleet.hub_url(C) + "hub/api/").status_code == 404
 
 

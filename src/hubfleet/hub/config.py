@@ -93,6 +93,9 @@ def _configure_auth(c: Any, settings: HubSettings) -> None:
     if settings.auth_type == "shared-password":
         c.SharedPasswordAuthenticator.user_password = settings.secret("shared_password")
     elif settings.auth_type == "native":
+        # nativeauthenticator's own approval is the gate: approved sign-ups (and pre-authorized allowed_users and
+        # admins) may log in, so JupyterHub's allow list must not refuse them.
+        c.Authenticator.allow_all = True
         c.NativeAuthenticator.open_signup = bool(options.get("open_signup", False))
         c.NativeAuthenticator.minimum_password_length = int(options.get("minimum_password_length", 8))
         c.NativeAuthenticator.check_common_password = True
