@@ -1,0 +1,95 @@
+"""From spec to JupyterHub configuration: what each hub process is told, for every kind of auth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+from traitlets.utils.importstring import import_item
+
+from hubfleet.backends.local.render import render_settings
+from hubfleet.fleet.state import FleetState
+from hubfleet.hub.config import configure
+from hubfleet.hub.settings import CHECK_USER, HubPorts, HubSettings
+from hubfleet.spec import parse
+
+FLEET = """\
+name: cfg
+hubs:
+  gh:
+    auth:
+      type: github
+      client_id: abc123
+      client_secret: very-secret-value
+      allowed_organizations: [pangeo-data]
+      admins: [octocat]
+    groups: {{staff: [octocat, hubber]}}
+  pw:
+    auth: {{type: shared-password, password_file: {password_file}, allowed_users: [ann]}}
+  native:
+    auth: {{type: native, admins: [nia], minimum_password_length: 12}}
+"""
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> dict[str, HubSettings]:
+    password_file = tmp_path / "password"
+    password_file.write_text("from-a-file-42\n")
+    fleet = parse(FLEET.format(password_file=password_file), tmp_path / "fleet.yaml")
+    state = FleetState(tmp_path / "state").create()
+    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
+    out = {}
+    for name, hub in fleet.hubs.items():
+        settings = render_settings(fleet, hub, state.hub(name).create(), ports)
+        settings.write(state.hub(name).settings_file)
+        out[name] = HubSettings.read(state.hub(name).settings_file)
+    return out
+
+
+def _config(settings: HubSettings) -> Config:
+    c = Config()
+    configure(c, settings)
+    return c
+
+
+def test_secrets_are_files_not_settings(rendered: dict[str, HubSettings]) -> None:
+    for settings in rendered.values():
+        text = json.dumps(settings.model_dump(mode="json"))
+        assert "very-secret-value" not in text and "from-a-file-42" not in text
+        for path in settings.secrets.values():
+            assert path.stat().st_mode & 0o777 == 0o600
+    assert rendered["pw"].secret("shared_password") == "from-a-file-42"
+
+
+def test_github_hub(rendered: dict[str, HubSettings]) -> None:
+    c = _config(rendered["gh"])
+    assert c.JupyterHub.authenticator_class == "hubfleet.hub.authenticators.github.GitHubAuthenticator"
+    assert c.GitHubOAuthenticator.client_secret == "very-secret-value"
+    assert c.GitHubOAuthenticator.oauth_callback_url == "http://127.0.0.1:8000/hubs/gh/hub/oauth_callback"
+    assert c.GitHubOAuthenticator.allowed_organizations == {"pangeo-data"}
+    assert c.Authenticator.admin_users == {"octocat"}
+    assert c.Authenticator.allowed_users == {"octocat", "hubber", CHECK_USER}
+    authenticator = import_item(c.JupyterHub.authenticator_class)(config=c)
+    assert authenticator.client_id == "abc123" and authenticator.allowed_organizations == {"pangeo-data"}
+
+
+def test_shared_password_and_native_hubs(rendered: dict[str, HubSettings]) -> None:
+    c = _config(rendered["pw"])
+    authenticator = import_item(c.JupyterHub.authenticator_class)(config=c)
+    assert authenticator.user_password == "from-a-file-42"
+    assert "ann" in authenticator.allowed_users and not authenticator.allow_all
+    native = _config(rendered["native"])  # (nativeauthenticator needs the hub's database to be instantiated)
+    assert native.JupyterHub.authenticator_class == "hubfleet.hub.authenticators.native.NativeAuthenticator"
+    assert native.NativeAuthenticator.minimum_password_length == 12
+    assert native.Authenticator.allow_all, "approval by nativeauthenticator is the gate, not JupyterHub's allow list"
+
+
+def test_every_hub_keeps_servers_across_restarts_and_uses_the_fleets_proxy(rendered: dict[str, HubSettings]) -> None:
+    for settings in rendered.values():
+        c = _config(settings)
+        assert c.JupyterHub.cleanup_servers is False
+        assert c.ConfigurableHTTPProxy.should_start is False
+        assert c.JupyterHub.bind_url.endswith(f"/hubs/{settings.hub}/")
+        assert {s["name"] for s in c.JupyterHub.services} >= {"hubfleet"}
