@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange
+from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
 
 Finding = tuple[tuple[str | int, ...], str, str]
 """(location in the fleet data, message, hint)."""
@@ -116,19 +116,12 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
             resolved = value if value.is_absolute() else base_dir / value
             if not (resolved.is_file() and os.access(resolved, os.R_OK)):
                 yield (*at, "auth", field), f"cannot read {resolved}", "create the file or fix the path"
-            elif field == "password_file" and len(_read_secret(resolved)) < 8:
+            elif field == "password_file" and len(secret_value(None, resolved)) < 8:
                 yield (
                     (*at, "auth", field),
                     f"the shared password in {resolved} is shorter than 8 characters",
                     "JupyterHub refuses shorter shared passwords",
                 )
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def _unknown_group(loc: tuple[str | int, ...], group: str, groups: set[str]) -> Finding:

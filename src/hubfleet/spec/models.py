@@ -144,6 +144,16 @@ class AuthBase(SpecModel):
     allow_all: bool = Field(False, description="let anyone who can authenticate in")
 
 
+def secret_value(inline: SecretStr | None, file: Path | None) -> str:
+    """A secret given inline or in a file (stripped); "" when the file cannot be read."""
+    if inline is not None:
+        return inline.get_secret_value()
+    try:
+        return file.read_text(encoding="utf-8").strip() if file is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 class SharedPasswordAuth(AuthBase):
     """One shared password (demos, workshops)."""
 
@@ -163,6 +173,10 @@ class SharedPasswordAuth(AuthBase):
         if (self.password is None) == (self.password_file is None):
             raise ValueError("give exactly one of password or password_file")
         return self
+
+    def shared_password(self) -> str:
+        """The password, inline or from its file."""
+        return secret_value(self.password, self.password_file)
 
 
 class NativeAuth(AuthBase):
@@ -189,6 +203,10 @@ class GitHubAuth(AuthBase):
         if (self.client_secret is None) == (self.client_secret_file is None):
             raise ValueError("give exactly one of client_secret or client_secret_file")
         return self
+
+    def secret(self) -> str:
+        """The client secret, inline or from its file."""
+        return secret_value(self.client_secret, self.client_secret_file)
 
 
 Auth = Annotated[SharedPasswordAuth | NativeAuth | GitHubAuth, Field(discriminator="type")]

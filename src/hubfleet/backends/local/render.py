@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from hubfleet.fleet.state import HubState
 from hubfleet.hub.settings import HubPorts, HubSettings
@@ -35,21 +34,11 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
     auth = hub.auth
     options: dict[str, str | int | bool | list[str]] = {}
     if isinstance(auth, SharedPasswordAuth):
-        password = (
-            auth.password.get_secret_value()
-            if auth.password is not None
-            else Path(auth.password_file).read_text(encoding="utf-8").strip()  # type: ignore[arg-type]
-        )
-        secrets["shared_password"] = state.store_secret("shared_password", password)
+        secrets["shared_password"] = state.store_secret("shared_password", auth.shared_password())
     elif isinstance(auth, NativeAuth):
         options = {"open_signup": auth.open_signup, "minimum_password_length": auth.minimum_password_length}
     elif isinstance(auth, GitHubAuth):
-        secret = (
-            auth.client_secret.get_secret_value()
-            if auth.client_secret is not None
-            else Path(auth.client_secret_file).read_text(encoding="utf-8").strip()  # type: ignore[arg-type]
-        )
-        secrets["client_secret"] = state.store_secret("client_secret", secret)
+        secrets["client_secret"] = state.store_secret("client_secret", auth.secret())
         options = {"client_id": auth.client_id, "allowed_organizations": list(auth.allowed_organizations)}
     prefix = base_url(hub)
     return HubSettings(
