@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import Configurable
@@ -28,6 +29,8 @@ PIDS_MAX = 4096
 """Processes and threads one server may hold at once (stops fork bombs from taking the machine)."""
 
 SHARED_LINKS_DIR = "shared"
+
+READY_POLL_SECONDS = 0.05
 """Folder in each home holding links to the hub's shared folders the user may see."""
 
 
@@ -56,12 +59,12 @@ class HubfleetSpawnerMixin(Configurable):
             return profiles
         return [p for p in profiles if not p.groups or groups.intersection(p.groups)]
 
-    def chosen_profile(self) -> Profile:
-        """The profile this start uses: the user's choice, else the default one they may use."""
+    def chosen_profile(self, options: dict | None = None) -> Profile:
+        """The profile a start uses: the user's choice (in `options`, else `user_options`), else the default."""
         allowed = self.allowed_profiles()
         if not allowed:
             raise RuntimeError("none of this hub's profiles is open to you: ask a hub admin to add you to a group")
-        wanted = (self.user_options or {}).get("profile")
+        wanted = ((self.user_options if options is None else options) or {}).get("profile")
         if wanted is None:
             return next((p for p in allowed if p.default), allowed[0])
         for profile in allowed:
@@ -96,6 +99,29 @@ class HubfleetSpawnerMixin(Configurable):
         folders = [SharedFolder.model_validate(f) for f in self.shared_folders]
         return [f for f in folders if groups.intersection(f.access)]
 
+    def _check_user_options(self, spawner: Any, user_options: dict) -> None:
+        """JupyterHub's apply_user_options hook: an unknown or forbidden profile is refused (HTTP 400)."""
+        self.chosen_profile(user_options)
+
+    async def wait_until_ready(self, ip: str, port: int) -> None:
+        """Return as soon as the new server answers, polling often (JupyterHub's own wait backs off to seconds).
+
+        A server that exits during start-up fails the spawn at once, with its exit code, instead of after a
+        timeout.
+        """
+        url = f"http://{ip}:{port}{self.server.base_url}api"
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while asyncio.get_running_loop().time() < deadline:
+                code = self.proc.poll() if getattr(self, "proc", None) is not None else None
+                if code is not None:
+                    raise RuntimeError(f"the server exited with code {code} while starting; see the hub log")
+                try:
+                    await client.get(url)
+                    return
+                except httpx.HTTPError:
+                    await asyncio.sleep(READY_POLL_SECONDS)
+
     def _apply_profile(self) -> Profile:
         profile = self.chosen_profile()
         self.mem_limit = profile.memory
@@ -120,6 +146,10 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     @default("options_form")
     def _default_options_form(self) -> Callable[[Any], str]:
         return self._options_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
+        return self._check_user_options
 
     @property
     def unix_name(self) -> str:
@@ -154,7 +184,9 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
             limits = cgroups.Limits(memory_bytes=profile.memory, cpu=profile.cpu, pids_max=PIDS_MAX)
             self._cgroup = driver.create(relpath, limits)
             self.cgroup_relpath = relpath
-        return await super().start()
+        ip, port = await super().start()
+        await self.wait_until_ready(ip, port)
+        return ip, port
 
     def _prepare_account(self) -> None:
         """Create the Unix account, set its hub groups and link the shared folders it may see."""
@@ -225,6 +257,10 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
     def _default_options_form(self) -> Callable[[Any], str]:
         return self._options_form
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
+        return self._check_user_options
+
     @default("home_dir")
     def _default_home_dir(self) -> str:
         return str(Path(self.homes_dir) / self.user.name)
@@ -232,7 +268,9 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
     async def start(self) -> Any:
         self._apply_profile()
         self.log.warning("Server of %s runs as the hub's own user: users are not isolated", self.user.name)
-        return await super().start()
+        ip, port = await super().start()
+        await self.wait_until_ready(ip, port)
+        return ip, port
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         return self._add_env(super().user_env(env))
