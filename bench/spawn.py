@@ -19,11 +19,11 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import grp
 import json
 import os
 import platform
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -68,6 +68,33 @@ USER_ENV_VERSIONS = ("jupyterhub_version", "jupyterlab_version", "jupyter_server
 
 RATIO_MEANING = "1.00 = same speed; > 1 = hubfleet slower"
 
+METHOD = [
+    "hubfleet: a one-hub fleet (shared-password auth, one profile of 1 CPU / 1G) started with `hubfleet up --detach`;"
+    " every request goes through the front door (/hubs/<hub>/...) with the fleet's service token; servers run as"
+    " Unix users <hub>_bench-<i> in their own cgroup, spawned by hubfleet's IsolatedSpawner",
+    "baseline: a bare JupyterHub started with `python -m jupyterhub -f cfg.py` (base_url /, its own"
+    " configurable-http-proxy), JupyterHub's own LocalProcessSpawner, the same jupyterhub-singleuser and"
+    " default_url /lab, servers run as Unix users made beforehand with `useradd -m`; requests go to its proxy",
+    "first spawn: one spawn and stop per user on an otherwise idle hub, before the measured rounds; on hubfleet it"
+    " creates the user's Unix account (useradd), so it is reported apart and kept out of the rounds",
+    "sequential: N spawns one after the other, servers left running until the end of the round;"
+    " concurrent: N spawns started at once; every server is stopped (DELETE, wait until gone) after each round",
+    "the setups are interleaved step by step (hubfleet then baseline for each of first spawn, sequential,"
+    " concurrent); each round first waits up to --quiet-timeout s for the CPUs to be < 20% busy",
+    "time-to-ready: POST hub/api/users/<u>/server until servers[''].ready in GET hub/api/users/<u>, polled every"
+    " 0.1 s; then one GET user/<u>/api/status (with a token minted for the user) must answer 200 (not timed)",
+    "cpu_busy_percent: the machine's CPUs busy while the round spawned; other_cpu_percent: the part used by"
+    " processes that are not the benchmark's (other work on the machine: noise); cpu_seconds: CPU used by the"
+    " benchmark's processes during the round, by setup and kind (servers, hub, proxies, other = supervisor,"
+    " culler, standby; client = this script); server_cpu_seconds: CPU a server used until ready;"
+    " throttled_seconds: time the server's cgroup CPU quota held it back until ready",
+    "listening_seconds / noticed_seconds, from the hub's log: spawn start ('Creating oauth client') until the"
+    " server logs its URL, then until JupyterHub logs 'took … seconds to start' (the bare hub's check of the URL"
+    " backs off exponentially with random jitter, up to 5 s between tries; hubfleet's spawner first probes the"
+    " port every 0.1 s); *_listening_median ratios compare the first part",
+    "p90: linear interpolation between order statistics (statistics.quantiles, inclusive)",
+]
+
 
 class BenchError(RuntimeError):
     """The benchmark could not run (a hub did not start, a spawn failed, ...)."""
@@ -80,11 +107,153 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------- measuring
 
 
-def busy_percent(before: Any, after: Any) -> float:
-    """Percentage of CPU time not idle between two psutil.cpu_times() samples."""
-    total = sum(after) - sum(before)
-    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-    return round(100.0 * (1.0 - idle / total), 1) if total > 0 else 0.0
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far: by the whole machine, and by each of the benchmark's own processes."""
+
+    busy: float
+    total: float
+    ours: dict[tuple[int, float], tuple[str, float]]
+    """(pid, start time) → (category, CPU seconds including reaped children)."""
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU use between two samples."""
+
+    busy_percent: float
+    """Share of the machine's CPU time that was busy (every process)."""
+    others_percent: float
+    """Share of the machine's CPU time used by processes that are not the benchmark's."""
+    seconds: dict[str, float]
+    """CPU seconds of the benchmark's processes, by category (`<setup>:<servers|hub|proxies|other>`, `client`)."""
+
+
+class CpuMeter:
+    """CPU use of the machine while a round spawns, split into the benchmark's own processes and everyone else's.
+
+    The benchmark's own processes are this script (`client`), and for each setup every process of one of its bench
+    users (its `servers`) and everything running in its directory or naming it on its command line: the `hub`, the
+    `proxies` and, for hubfleet, the supervisor, idle culler and warm standby (`other`). CPU time includes reaped
+    children, so servers stopped during a round still count (to their hub, which reaps them).
+    """
+
+    def __init__(self, workdir: Path, targets: list[Target]):
+        self.workdir = str(workdir)
+        self.targets = targets
+
+    def _category(self, process: psutil.Process, uids: dict[int, str]) -> str | None:
+        if process.pid == os.getpid():
+            return "client"
+        uid = process.uids().real
+        if uid in uids:
+            return f"{uids[uid]}:servers"
+        cmdline = process.cmdline()
+        with contextlib.suppress(psutil.Error):
+            cmdline = [process.cwd(), *cmdline]
+        for target in self.targets:
+            if any(str(target.root) in arg for arg in cmdline):
+                if any("configurable-http-proxy" in arg for arg in cmdline):
+                    return f"{target.label}:proxies"
+                if cmdline[2:4] == ["-m", "jupyterhub"]:
+                    return f"{target.label}:hub"
+                return f"{target.label}:other"
+        if any(self.workdir in arg for arg in cmdline):
+            return "other"
+        return None
+
+    def sample(self) -> CpuSample:
+        times = psutil.cpu_times()
+        busy = times.user + times.nice + times.system + times.irq + times.softirq
+        total = busy + times.idle + times.iowait + times.steal
+        uids = {uid: target.label for target in self.targets for uid in uids_of(target.unix_users)}
+        ours: dict[tuple[int, float], tuple[str, float]] = {}
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                category = self._category(process, uids)
+                if category is not None:
+                    cpu = process.cpu_times()
+                    key = (process.pid, process.create_time())
+                    ours[key] = (category, cpu.user + cpu.system + cpu.children_user + cpu.children_system)
+        return CpuSample(busy, total, ours)
+
+    @staticmethod
+    def usage(before: CpuSample, after: CpuSample) -> CpuUse:
+        """CPU use between two samples."""
+        total = after.total - before.total
+        seconds: dict[str, float] = {}
+        for key, (category, used) in after.ours.items():
+            earlier = before.ours.get(key, (category, 0.0))[1]
+            seconds[category] = seconds.get(category, 0.0) + max(used - earlier, 0.0)
+        if total <= 0:
+            return CpuUse(0.0, 0.0, {})
+        busy = after.busy - before.busy
+        others = min(max(busy - sum(seconds.values()), 0.0), busy)
+        return CpuUse(
+            busy_percent=round(100.0 * busy / total, 1),
+            others_percent=round(100.0 * others / total, 1),
+            seconds={category: round(value, 2) for category, value in sorted(seconds.items())},
+        )
+
+    async def wait_quiet(self, timeout: float, threshold: float = 20.0) -> float:
+        """Wait (at most `timeout` s) until the CPUs are less than `threshold` % busy over one second."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout:
+            before = self.sample()
+            await asyncio.sleep(1.0)
+            if self.usage(before, self.sample()).busy_percent < threshold:
+                break
+        return round(time.perf_counter() - start, 1)
+
+
+def server_cpu(unix_user: str) -> tuple[float | None, float | None]:
+    """CPU seconds used so far by a user's running server (with its reaped children), and its cgroup's throttling.
+
+    The second value is how long the kernel held the server back for its CPU quota (None without a quota cgroup).
+    """
+    try:
+        uid = pwd.getpwnam(unix_user).pw_uid
+    except KeyError:
+        return None, None
+    used = 0.0
+    throttled: float | None = None
+    for process in processes_where(owned_by({uid})):
+        with contextlib.suppress(psutil.Error):
+            cpu = process.cpu_times()
+            used += cpu.user + cpu.system + cpu.children_user + cpu.children_system
+            if throttled is None:
+                throttled = cgroup_throttled_seconds(process.pid)
+    return round(used, 2), throttled
+
+
+def cgroup_throttled_seconds(pid: int) -> float | None:
+    """Seconds the CPU controller of `pid`'s cgroup throttled it (None when not in a cgroup with a CPU quota)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if path in ("/", ""):
+            continue
+        names = controllers.split(",") if controllers else []
+        for mount in mounts:
+            fields = mount.split()
+            if len(fields) < 4:
+                continue
+            options = fields[3].split(",")
+            if ("cpu" in names and fields[2] == "cgroup" and "cpu" in options) or (
+                not names and fields[2] == "cgroup2"
+            ):
+                stat = Path(fields[1] + path) / "cpu.stat"
+                with contextlib.suppress(OSError):
+                    values = dict(item.split() for item in stat.read_text().splitlines() if len(item.split()) == 2)
+                    if "throttled_time" in values:
+                        return round(int(values["throttled_time"]) / 1e9, 2)
+                    if "throttled_usec" in values:
+                        return round(int(values["throttled_usec"]) / 1e6, 2)
+    return None
 
 
 @dataclass
@@ -95,6 +264,14 @@ class Spawn:
     seconds: float
     post_status: int
     api_status: int
+    server_cpu_seconds: float | None = None
+    """CPU the server used until it was ready (its process and reaped children)."""
+    throttled_seconds: float | None = None
+    """How long the server's cgroup CPU quota held it back until it was ready (None: no quota cgroup)."""
+    listening_seconds: float | None = None
+    """From the hub's log: from the start of the spawn until the server said it was running."""
+    noticed_seconds: float | None = None
+    """From the hub's log: how long after that the hub logged the server as started."""
 
 
 @dataclass
@@ -105,18 +282,12 @@ class Round:
     spawns: list[Spawn] = field(default_factory=list)
     wall_seconds: float = 0.0
     stop_seconds: float = 0.0
-    load_at_start: float = 0.0
+    load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
     """1-minute load average when the round started."""
-    cpu_busy_percent: float = 0.0
-    """How busy the machine's CPUs were (all processes, the benchmark's included) while the round spawned."""
-
-    def __post_init__(self) -> None:
-        self.load_at_start = os.getloadavg()[0]
-        self._cpu_start = psutil.cpu_times()
-
-    def spawned(self) -> None:
-        """Record the machine's CPU use since the round started."""
-        self.cpu_busy_percent = busy_percent(self._cpu_start, psutil.cpu_times())
+    cpu: CpuUse = field(default_factory=lambda: CpuUse(0.0, 0.0, {}))
+    """The machine's CPU use while the round spawned."""
+    quiet_wait_seconds: float = 0.0
+    """How long the round waited for the machine to be quiet before it started."""
 
     @property
     def seconds(self) -> list[float]:
@@ -134,15 +305,22 @@ class Target:
     """`{server_prefix}/user/<u>/` is a user's server."""
     token: str
     users: list[str]
+    unix_users: list[str]
+    """The Unix accounts the users' servers run as (same order as `users`)."""
+    root: Path
+    """The setup's directory (logs, configuration, state)."""
+    hub_log: Path
+    """The hub's log, which also holds its servers' output."""
     info: dict[str, Any] = field(default_factory=dict)
 
 
 class Bench:
     """Spawns and stops servers on one target through its REST API."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient):
+    def __init__(self, target: Target, client: httpx.AsyncClient, meter: CpuMeter):
         self.target = target
         self.client = client
+        self.meter = meter
         self.user_tokens: dict[str, str] = {}
 
     def _user_url(self, user: str) -> str:
@@ -174,6 +352,8 @@ class Bench:
         response = await self.client.post(f"{self._user_url(user)}/server")
         if response.status_code not in (201, 202):
             raise BenchError(f"{self.target.label}: POST server of {user}: HTTP {response.status_code} {response.text}")
+        answered = time.perf_counter()
+        polls = 0
         while True:
             server = await self._server(user)
             if server is not None and server.get("ready"):
@@ -183,8 +363,12 @@ class Bench:
                 raise BenchError(f"{self.target.label}: the server of {user} failed to start (gone after POST)")
             if elapsed > SPAWN_TIMEOUT:
                 raise BenchError(f"{self.target.label}: the server of {user} not ready after {elapsed:.0f} s")
-            await asyncio.sleep(POLL_SECONDS)
+            # Poll on a fixed 0.1 s cadence after the POST returned, whatever each GET takes.
+            polls += 1
+            await asyncio.sleep(max(0.0, polls * POLL_SECONDS - (time.perf_counter() - answered)))
         seconds = time.perf_counter() - start
+        unix_user = self.target.unix_users[self.target.users.index(user)]
+        server_cpu_seconds, throttled = server_cpu(unix_user)
         status = await self.client.get(
             f"{self.target.server_prefix}/user/{user}/api/status",
             headers={"Authorization": f"token {self.user_tokens[user]}"},
@@ -193,7 +377,14 @@ class Bench:
             raise BenchError(
                 f"{self.target.label}: the ready server of {user} answered /api/status with HTTP {status.status_code}"
             )
-        return Spawn(user=user, seconds=seconds, post_status=response.status_code, api_status=status.status_code)
+        return Spawn(
+            user=user,
+            seconds=seconds,
+            post_status=response.status_code,
+            api_status=status.status_code,
+            server_cpu_seconds=server_cpu_seconds,
+            throttled_seconds=throttled,
+        )
 
     async def stop_all(self) -> float:
         """Stop every bench user's server and wait until the hub has none left; returns the seconds it took."""
@@ -216,46 +407,96 @@ class Bench:
     async def warm_up(self) -> Round:
         """One spawn and stop per user, each on an otherwise idle hub (on hubfleet: creates the Unix accounts)."""
         result = Round("first spawn")
+        cpu = self.meter.sample()
         for user in self.target.users:
             spawn = await self.spawn(user)
             log(f"  {self.target.label:<9} first spawn  {user:<22} {spawn.seconds:6.2f} s")
             result.spawns.append(spawn)
             result.stop_seconds += await self.stop_all()
         result.wall_seconds = sum(result.seconds)
-        result.spawned()
+        result.cpu = self.meter.usage(cpu, self.meter.sample())
         return result
 
     async def sequential(self) -> Round:
         """N spawns one after the other (servers stay up until the end of the round)."""
         result = Round("sequential")
+        cpu = self.meter.sample()
         start = time.perf_counter()
         for user in self.target.users:
             spawn = await self.spawn(user)
             log(f"  {self.target.label:<9} sequential   {user:<22} {spawn.seconds:6.2f} s")
             result.spawns.append(spawn)
         result.wall_seconds = time.perf_counter() - start
-        result.spawned()
+        result.cpu = self.meter.usage(cpu, self.meter.sample())
         result.stop_seconds = await self.stop_all()
         return result
 
     async def concurrent(self) -> Round:
         """N spawns started at once."""
         result = Round("concurrent")
+        cpu = self.meter.sample()
         start = time.perf_counter()
         result.spawns = list(await asyncio.gather(*(self.spawn(user) for user in self.target.users)))
         result.wall_seconds = time.perf_counter() - start
-        result.spawned()
+        result.cpu = self.meter.usage(cpu, self.meter.sample())
         for spawn in result.spawns:
             log(f"  {self.target.label:<9} concurrent   {spawn.user:<22} {spawn.seconds:6.2f} s")
         result.stop_seconds = await self.stop_all()
         return result
 
 
-async def measure(targets: list[Target]) -> dict[str, list[Round]]:
+LOG_TIME = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
+LOG_SPAWN = re.compile(r"Creating oauth client jupyterhub-user-(?P<user>\S+)")
+LOG_LISTENING = re.compile(r"http://127\.0\.0\.1:\d+/\S*?user/(?P<user>[^/\s]+)/lab\?token")
+LOG_NOTICED = re.compile(r"User (?P<user>\S+) took [\d.]+ seconds to start")
+
+
+def spawn_phases(hub_log: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per user, for each of its spawns in order: (seconds until its server said it was running, seconds until
+    the hub noticed), read from the hub's log. JupyterHub logs "Creating oauth client" when a spawn starts, the
+    server logs its URL when it listens, and JupyterHub logs "User … took … seconds to start" when its check of
+    that URL succeeds."""
+    phases: dict[str, list[tuple[float, float]]] = {}
+    started: dict[str, dt.datetime] = {}
+    listening: dict[str, dt.datetime] = {}
+    with contextlib.suppress(OSError), open(hub_log, errors="replace") as lines:
+        for line in lines:
+            stamp = LOG_TIME.match(line)
+            if stamp is None:
+                continue
+            when = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            if match := LOG_SPAWN.search(line):
+                started[match["user"]] = when
+                listening.pop(match["user"], None)
+            elif match := LOG_LISTENING.search(line):
+                listening.setdefault(match["user"], when)
+            elif (match := LOG_NOTICED.search(line)) and match["user"] in started and match["user"] in listening:
+                user = match["user"]
+                up = (listening[user] - started.pop(user)).total_seconds()
+                phases.setdefault(user, []).append(
+                    (round(up, 3), round((when - listening.pop(user)).total_seconds(), 3))
+                )
+    return phases
+
+
+def attach_phases(rounds: list[Round], target: Target) -> None:
+    """Add to each spawn its phases from the hub's log (the k-th spawn of a user is its k-th in the log)."""
+    phases = spawn_phases(target.hub_log)
+    seen: dict[str, int] = {}
+    for spawn in (spawn for result in rounds for spawn in result.spawns):
+        index = seen.get(spawn.user, 0)
+        seen[spawn.user] = index + 1
+        found = phases.get(spawn.user, [])
+        if index < len(found):
+            spawn.listening_seconds, spawn.noticed_seconds = found[index]
+
+
+async def measure(targets: list[Target], meter: CpuMeter, quiet_timeout: float) -> dict[str, list[Round]]:
     """Warm-up, then the sequential round, then the concurrent round; each step on every target in turn.
 
     Interleaving the setups step by step (rather than measuring one setup, then the other) spreads whatever else
-    the machine does during the run over both setups alike.
+    the machine does during the run over both setups alike. Each round first waits (at most `quiet_timeout` s)
+    for the machine to be quiet.
     """
     async with contextlib.AsyncExitStack() as stack:
         benches = []
@@ -263,14 +504,17 @@ async def measure(targets: list[Target]) -> dict[str, list[Round]]:
             headers = {"Authorization": f"token {target.token}"}
             limits = httpx.Limits(max_connections=4 * len(target.users) + 8)
             client = await stack.enter_async_context(httpx.AsyncClient(headers=headers, timeout=60.0, limits=limits))
-            bench = Bench(target, client)
+            bench = Bench(target, client, meter)
             await bench.prepare()
             benches.append(bench)
         rounds: dict[str, list[Round]] = {bench.target.label: [] for bench in benches}
         try:
             for step in ("warm_up", "sequential", "concurrent"):
                 for bench in benches:
-                    rounds[bench.target.label].append(await getattr(bench, step)())
+                    waited = await meter.wait_quiet(quiet_timeout)
+                    result = await getattr(bench, step)()
+                    result.quiet_wait_seconds = waited
+                    rounds[bench.target.label].append(result)
         finally:
             for bench in benches:
                 with contextlib.suppress(Exception):
@@ -421,26 +665,12 @@ def run_hubfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProces
     )
 
 
-def remove_hub_accounts(hub: str) -> list[str]:
-    """Remove the Unix users `<hub>_*` and groups `<hub>_*` / `hf-<hub>` (homes included); returns their names."""
-    prefix = f"{hub}_"
-    removed = []
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(prefix):
-            accounts.remove_user(entry.pw_name)
-            removed.append(entry.pw_name)
-    for group in grp.getgrall():
-        if group.gr_name.startswith(prefix) or group.gr_name == accounts.hub_groupname(hub):
-            accounts.remove_group(group.gr_name)
-            removed.append(group.gr_name)
-    return removed
-
-
 @contextlib.contextmanager
 def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
     """A one-hub fleet started with the real CLI; every spawn goes through the front door."""
     hub = f"bench{secrets.token_hex(2)}"
     users = [f"bench-{i}" for i in range(1, n + 1)]
+    unix_users = [accounts.unix_username(hub, user) for user in users]
     root = workdir / "hubfleet"
     root.mkdir()
     state_dir = root / "state"
@@ -467,12 +697,14 @@ def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
             server_prefix=door,
             token=token,
             users=users,
+            unix_users=unix_users,
+            root=root,
+            hub_log=state_dir / "hubs" / hub / "hub.log",
             info={"hub": hub, "front_door_port": front, "internal_ports": list(ports), "up_seconds": up_seconds},
         )
     finally:
         with no_interrupts():
             log("hubfleet: stopping the fleet and removing its Unix accounts")
-            unix_users = [accounts.unix_username(hub, user) for user in users]
             down = run_hubfleet("down", "--state-dir", str(state_dir), timeout=300)
             if down.returncode != 0:
                 log(f"  clean-up: hubfleet down exited with {down.returncode}: {down.stdout} {down.stderr}")
@@ -481,7 +713,7 @@ def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
             if leftovers:
                 log(f"  clean-up: {len(leftovers)} process(es) left after hubfleet down: killing them")
                 kill_processes(leftovers)
-            attempt("removing the hub's Unix users and groups", lambda: remove_hub_accounts(hub))
+            attempt("removing the hub's Unix users and groups", lambda: accounts.remove_hub_accounts(hub))
 
 
 # --------------------------------------------------------------------------------------------- bare JupyterHub
@@ -586,6 +818,9 @@ def bare_setup(n: int, workdir: Path) -> Iterator[Target]:
             server_prefix=f"http://127.0.0.1:{public}",
             token=token,
             users=users,
+            unix_users=users,
+            root=root,
+            hub_log=log_file,
             info={"public_port": public, "up_seconds": up_seconds},
         )
     finally:
@@ -638,6 +873,8 @@ def machine_info() -> dict[str, Any]:
         "print(jupyterhub.__version__, jupyterlab.__version__, jupyter_server.__version__, platform.python_version())",
     ).split()
     driver = cgroups.detect()
+    commit = command_output("git", "-C", str(REPO), "rev-parse", "HEAD")
+    changed = command_output("git", "--no-optional-locks", "-C", str(REPO), "diff", "--name-only", "HEAD", "--", "src")
     return {
         "nproc": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)),
@@ -647,6 +884,8 @@ def machine_info() -> dict[str, Any]:
         "python_version": platform.python_version(),
         "jupyterhub_version": jupyterhub.__version__,
         "hubfleet_version": hubfleet.__version__,
+        "hubfleet_commit": commit,
+        "hubfleet_src_changed_since_commit": changed.split(),
         "configurable_http_proxy_version": command_output(find_proxy_command(), "--version"),
         "user_env": dict(zip(USER_ENV_VERSIONS, user_env, strict=False)),
         "cgroups": type(driver).__name__ if driver is not None else None,
@@ -659,10 +898,17 @@ def report(rounds: dict[str, list[Round]]) -> dict[str, Any]:
         setups[label] = {
             r.mode: {
                 "summary": summary(r.seconds),
+                "listening_summary": summary_of([s.listening_seconds for s in r.spawns]),
+                "noticed_summary": summary_of([s.noticed_seconds for s in r.spawns]),
                 "wall_seconds": round(r.wall_seconds, 3),
                 "stop_seconds": round(r.stop_seconds, 3),
                 "load_at_start": round(r.load_at_start, 2),
-                "cpu_busy_percent": r.cpu_busy_percent,
+                "quiet_wait_seconds": r.quiet_wait_seconds,
+                "cpu_busy_percent": r.cpu.busy_percent,
+                "other_cpu_percent": r.cpu.others_percent,
+                "cpu_seconds": r.cpu.seconds,
+                "server_cpu_seconds_median": median_of([s.server_cpu_seconds for s in r.spawns]),
+                "throttled_seconds_total": total_of([s.throttled_seconds for s in r.spawns]),
                 "spawns": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in r.spawns],
             }
             for r in setup_rounds
@@ -670,9 +916,78 @@ def report(rounds: dict[str, list[Round]]) -> dict[str, Any]:
     ratios: dict[str, Any] = {"meaning": RATIO_MEANING}
     if "hubfleet" in setups and "baseline" in setups:
         for mode in ("first spawn", "sequential", "concurrent"):
-            fleet, bare = setups["hubfleet"][mode]["summary"], setups["baseline"][mode]["summary"]
-            ratios[mode.replace(" ", "_") + "_median"] = round(fleet["median"] / bare["median"], 2)
+            key = mode.replace(" ", "_")
+            fleet, bare = setups["hubfleet"][mode], setups["baseline"][mode]
+            ratios[f"{key}_median"] = round(fleet["summary"]["median"] / bare["summary"]["median"], 2)
+            if fleet["listening_summary"] and bare["listening_summary"]:
+                listening = fleet["listening_summary"]["median"] / bare["listening_summary"]["median"]
+                ratios[f"{key}_listening_median"] = round(listening, 2)
     return {"setups": setups, "ratios": ratios}
+
+
+def summary_of(values: list[float | None]) -> dict[str, float] | None:
+    known = [v for v in values if v is not None]
+    return summary(known) if len(known) == len(values) and known else None
+
+
+def median_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 2) if known else None
+
+
+def total_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known), 2) if known else None
+
+
+def print_phases_table(results: dict[str, Any]) -> None:
+    """Time-to-ready split into the server's own start-up and the hub noticing it (from the hub logs)."""
+    log("")
+    log("Phases of time-to-ready, median seconds (from the hub logs)")
+    header = f"{'setup':<10} {'mode':<12} {'server listening':>17} {'+ hub noticed':>14} {'time-to-ready':>14}"
+    log(header)
+    log("-" * len(header))
+    for label, modes in results["setups"].items():
+        for mode, data in modes.items():
+            listening, noticed = data["listening_summary"], data["noticed_summary"]
+            if listening is None or noticed is None:
+                log(f"{label:<10} {mode:<12} {'(not found in the log)':>17}")
+                continue
+            log(
+                f"{label:<10} {mode:<12} {listening['median']:>17.2f} {noticed['median']:>14.2f} "
+                f"{data['summary']['median']:>14.2f}"
+            )
+    log(
+        "(server listening: spawn start until the server logs its URL; hub noticed: until the hub logs it started.\n"
+        " The bare hub's check backs off exponentially with random jitter; hubfleet's spawner first probes the port"
+        " every 0.1 s)"
+    )
+
+
+def print_cpu_table(results: dict[str, Any]) -> None:
+    """Where the CPU went while each round spawned."""
+    log("")
+    log("CPU seconds used while each round spawned, by the servers and by each setup's own processes")
+    header = (
+        f"{'setup':<10} {'mode':<12} {'server/spawn':>13} {'throttled':>10} {'servers':>8} {'hub':>6} "
+        f"{'proxies':>8} {'other':>6} {'client':>7}"
+    )
+    log(header)
+    log("-" * len(header))
+    for label, modes in results["setups"].items():
+        for mode, data in modes.items():
+            if mode == "first spawn":
+                continue  # its servers were stopped within the round: their CPU is in their hub's
+            cpu = data["cpu_seconds"]
+            per_spawn, throttled = data["server_cpu_seconds_median"], data["throttled_seconds_total"]
+            log(
+                f"{label:<10} {mode:<12} {'-' if per_spawn is None else f'{per_spawn:.2f}':>13} "
+                f"{'-' if throttled is None else f'{throttled:.2f}':>10} "
+                f"{cpu.get(f'{label}:servers', 0.0):>8.2f} {cpu.get(f'{label}:hub', 0.0):>6.2f} "
+                f"{cpu.get(f'{label}:proxies', 0.0):>8.2f} {cpu.get(f'{label}:other', 0.0):>6.2f} "
+                f"{cpu.get('client', 0.0):>7.2f}"
+            )
+    log("(server/spawn: median CPU a server used until ready; throttled: time its cgroup CPU quota held it back)")
 
 
 def print_table(results: dict[str, Any], n: int) -> None:
@@ -682,7 +997,10 @@ def print_table(results: dict[str, Any], n: int) -> None:
     }
     log("")
     log(f"Time-to-ready of N={n} spawns, seconds (POST …/server until the hub reports the server ready)")
-    header = f"{'setup':<10} {'mode':<42} {'median':>7} {'p90':>7} {'max':>7} {'round wall':>11} {'CPU busy':>9}"
+    header = (
+        f"{'setup':<10} {'mode':<42} {'median':>7} {'p90':>7} {'max':>7} {'round wall':>11} {'CPU busy':>9} "
+        f"{'others':>7}"
+    )
     log(header)
     log("-" * len(header))
     for label, modes in results["setups"].items():
@@ -690,8 +1008,11 @@ def print_table(results: dict[str, Any], n: int) -> None:
             s = data["summary"]
             wall = f"{data['wall_seconds']:.2f}" if mode != "first spawn" else ""
             name = labels.get((label, mode), mode)
-            busy = f"{data['cpu_busy_percent']:.0f}%"
-            log(f"{label:<10} {name:<42} {s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {wall:>11} {busy:>9}")
+            busy, others = f"{data['cpu_busy_percent']:.0f}%", f"{data['other_cpu_percent']:.0f}%"
+            log(
+                f"{label:<10} {name:<42} {s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {wall:>11} "
+                f"{busy:>9} {others:>7}"
+            )
     ratios = results["ratios"]
     if "sequential_median" in ratios:
         log("")
@@ -699,6 +1020,12 @@ def print_table(results: dict[str, Any], n: int) -> None:
         log(f"  sequential  {ratios['sequential_median']:.2f}")
         log(f"  concurrent  {ratios['concurrent_median']:.2f}")
         log(f"  (first spawn {ratios['first_spawn_median']:.2f}: hubfleet creates the account, the baseline's exists)")
+        if "sequential_listening_median" in ratios and "concurrent_listening_median" in ratios:
+            log(
+                "  server start-up alone (until listening, without the hub's check): "
+                f"sequential {ratios['sequential_listening_median']:.2f}, "
+                f"concurrent {ratios['concurrent_listening_median']:.2f}"
+            )
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -725,11 +1052,11 @@ def warm_file_cache() -> None:
     )
 
 
-def idle_check(seconds: float = 3.0) -> float:
+def idle_check(meter: CpuMeter, seconds: float = 3.0) -> float:
     """How busy the CPUs are before the benchmark starts; warns when something else is using them."""
-    before = psutil.cpu_times()
+    before = meter.sample()
     time.sleep(seconds)
-    busy = busy_percent(before, psutil.cpu_times())
+    busy = meter.usage(before, meter.sample()).busy_percent
     if busy > 20:
         log(f"WARNING: the CPUs were {busy:.0f}% busy before the benchmark started: other work will add noise")
     return busy
@@ -743,6 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--users", "-n", type=int, default=6, help="N: spawns per round (default 6)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=60.0,
+        help="before each round, wait up to this many seconds for the CPUs to be < 20%% busy (default 60)",
+    )
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep the temporary directory (hub logs, configs, fleet state)"
     )
@@ -762,13 +1095,16 @@ def main(argv: list[str] | None = None) -> int:
         f"JupyterHub {info['jupyterhub_version']}"
     )
     warm_file_cache()
-    info["cpu_busy_percent_before"] = idle_check()
     workdir = Path(tempfile.mkdtemp(prefix="hubfleet-spawn-bench-"))
     try:
+        info["cpu_busy_percent_before"] = idle_check(CpuMeter(workdir, []))
         with contextlib.ExitStack() as stack:
             running = [stack.enter_context(setup(args.users, workdir)) for setup in (hubfleet_setup, bare_setup)]
             targets = {target.label: target.info for target in running}
-            rounds = asyncio.run(measure(running))
+            meter = CpuMeter(workdir, running)
+            rounds = asyncio.run(measure(running, meter, args.quiet_timeout))
+            for target in running:
+                attach_phases(rounds[target.label], target)
     except KeyboardInterrupt:
         log("interrupted: everything the benchmark started has been stopped and removed")
         shutil.rmtree(workdir, ignore_errors=True)
@@ -783,6 +1119,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     results = report(rounds)
     print_table(results, args.users)
+    print_phases_table(results)
+    print_cpu_table(results)
     document = {
         "benchmark": "spawn time-to-ready",
         "date": started.isoformat(timespec="seconds"),
@@ -793,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds from POST hub/api/users/<u>/server until servers[''].ready is true in GET hub/api/users/<u>; "
             "hubfleet through its front door, the baseline through its own proxy"
         ),
+        "method": METHOD,
         "machine": info,
         "targets": targets,
         **results,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import grp
 import json
 import os
 import pwd
@@ -105,17 +104,6 @@ def _port_block() -> tuple[int, int]:
     return start, start + 199
 
 
-def cleanup_hub_accounts(hub: str) -> None:
-    """Remove the Unix users and groups a test hub created (homes included)."""
-    prefix = f"{hub}_"
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(prefix):
-            accounts.remove_user(entry.pw_name)
-    for entry in grp.getgrall():
-        if entry.gr_name.startswith(prefix) or entry.gr_name == accounts.hub_groupname(hub):
-            accounts.remove_group(entry.gr_name)
-
-
 def processes_of_hub_users(hub: str) -> list[str]:
     """Running processes owned by a Unix account of `hub`."""
     uids = {entry.pw_uid for entry in pwd.getpwall() if entry.pw_name.startswith(f"{hub}_")}
@@ -173,7 +161,7 @@ def running_fleet(
         for name in hub_names:
             leftovers += processes_of_hub_users(name)
         for name in hub_names:
-            cleanup_hub_accounts(name)
+            accounts.remove_hub_accounts(name)
         shutil.rmtree(shared_root, ignore_errors=True)
         assert not leftovers, f"processes left behind after down: {leftovers}"
 

@@ -13,10 +13,9 @@ import pytest
 
 from hubfleet.fleet.state import port_is_free
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.system import cgroups
+from hubfleet.system import accounts, cgroups
 from tests.helpers import (
     USER_ENV,
-    cleanup_hub_accounts,
     fleet_yaml,
     free_port,
     hubfleet,
@@ -66,5 +65,5 @@ def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> 
         assert "No fleet is running" in hubfleet("down", cwd=tmp_path).stdout
     finally:
         hubfleet("down", cwd=tmp_path, check=False)
-        cleanup_hub_accounts(hub)
+        accounts.remove_hub_accounts(hub)
         shutil.rmtree(shared, ignore_errors=True)

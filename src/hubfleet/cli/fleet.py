@@ -174,7 +174,8 @@ def up(
         if not show_live:
             console.print(_status_table(document))
         _print_logins(fleet)
-        console.print(f"Fleet up at [bold]{sup.front_door.url}/[/] — Ctrl-C or `hubfleet down` stops it.")
+        stop_hint = "Ctrl-C or `hubfleet down`" if console.is_terminal else "`hubfleet down`"
+        console.print(f"Fleet up at [bold]{sup.front_door.url}/[/] — {stop_hint} stops it.")
         if show_live:
             asyncio.get_running_loop().create_task(_live_view(sup))
 

@@ -54,6 +54,7 @@ __all__ = [
     "hub_groupname",
     "is_root",
     "remove_group",
+    "remove_hub_accounts",
     "remove_user",
     "set_managed_groups",
     "unix_groupname",
@@ -382,6 +383,25 @@ def remove_user(name: str) -> None:
     with _accounts_lock():
         if _passwd_entry(name) is not None:
             _run("userdel", "--remove", "--force", name)
+
+
+def remove_hub_accounts(hub: str) -> list[str]:
+    """Remove every Unix user (homes included) and group of ``hub``; returns their names.
+
+    For a hub that is gone for good: hubfleet never does this on its own, since users' files outlive their hub.
+    """
+    _check_hub(hub)
+    prefix = f"{hub}_"
+    removed = []
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            remove_user(entry.pw_name)
+            removed.append(entry.pw_name)
+    for group in grp.getgrall():
+        if group.gr_name.startswith(prefix) or group.gr_name == hub_groupname(hub):
+            remove_group(group.gr_name)
+            removed.append(group.gr_name)
+    return removed
 
 
 def remove_group(name: str) -> None:
