@@ -41,6 +41,9 @@ SECTIONS = (
     "Storage",
     "SharedFolder",
     "Culling",
+    "Scratch",
+    "Dask",
+    "DaskLimits",
 )
 """One section per model, in this order (the top level first, then as they nest)."""
 

@@ -222,6 +222,8 @@ class Profile(SpecModel):
     memory: ByteSize = Field(2 * 1024**3, description="memory limit; the server is killed beyond it")
     groups: list[Slug] = Field(default_factory=list, description="groups allowed this profile (empty: everyone)")
     default: bool = Field(False, description="preselected, and used when a user makes no choice")
+    partition: str | None = Field(None, description="Slurm partition the server's job runs in (Slurm hubs)")
+    time_limit: Seconds | None = Field(None, description="Slurm time limit of the server's job (Slurm hubs)")
 
     @field_validator("memory")
     @classmethod
@@ -240,11 +242,50 @@ class SharedFolder(SpecModel):
     )
 
 
+class Scratch(SpecModel):
+    """A per-user scratch folder for large, short-lived files (kept apart from homes)."""
+
+    size: ByteSize = Field(50 * 1024**3, description="per user; beyond it the oldest files are removed first")
+    max_age: Seconds = Field(7 * 86400, description="files untouched this long are removed")
+
+
 class Storage(SpecModel):
-    """Home directories and shared folders."""
+    """Home directories, shared folders and scratch."""
 
     home_quota: ByteSize | None = Field(None, description="home directory size limit per user")
     shared: list[SharedFolder] = Field(default_factory=list, description="folders shared by groups of the hub")
+    scratch: Scratch | None = Field(None, description="a per-user scratch folder, linked as ~/scratch")
+
+
+class DaskLimits(SpecModel):
+    """What one user may hold in Dask clusters at once."""
+
+    max_cores: float = Field(4, gt=0, description="cores across all of the user's workers and schedulers")
+    max_memory: ByteSize = Field(8 * 1024**3, description="memory across all of the user's workers and schedulers")
+    max_clusters: int = Field(2, ge=1, description="clusters a user may run at once")
+
+
+class Dask(SpecModel):
+    """Dask Gateway for the hub's users: `Gateway().new_cluster()` works in every server."""
+
+    enabled: bool = Field(True, description="run a Dask Gateway for this hub")
+    worker_cores: int = Field(1, ge=1, description="default cores per worker")
+    max_worker_cores: int = Field(2, ge=1, description="largest worker_cores a user may ask for")
+    worker_memory: ByteSize = Field(1024**3, description="default memory per worker")
+    max_worker_memory: ByteSize = Field(4 * 1024**3, description="largest worker_memory a user may ask for")
+    limits: DaskLimits = Field(default_factory=DaskLimits, description="per-user limits")
+    group_limits: dict[Slug, DaskLimits] = Field(
+        default_factory=dict, description="group → limits for its members (the most generous applies)"
+    )
+    idle_timeout: Seconds = Field(1800, description="shut a cluster down after this long without activity (0: never)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Dask:
+        if self.worker_cores > self.max_worker_cores:
+            raise ValueError("worker_cores is larger than max_worker_cores")
+        if self.worker_memory > self.max_worker_memory:
+            raise ValueError("worker_memory is larger than max_worker_memory")
+        return self
 
 
 class Culling(SpecModel):
@@ -273,7 +314,9 @@ class Hub(SpecModel):
     display_name: str | None = Field(None, description="the name people see (default: the hub's name)")
     community: Community | None = None
     template: Template = Field(Template.generic, description="the community template the hub starts from")
-    backend: Literal["local"] = Field("local", description="where the hub runs")
+    backend: Literal["local", "slurm"] = Field(
+        "local", description="where users' servers run: this machine, or jobs of a Slurm cluster"
+    )
     plan: Plan | None = Field(None, description="the hub's plan: a pilot or a paid hub (chosen by `type:`)")
     auth: Auth = Field(description="how users log in (chosen by `type:`); may come from defaults")
     groups: dict[Slug, list[Username]] = Field(default_factory=dict, description="group name → members")
@@ -282,6 +325,7 @@ class Hub(SpecModel):
     )
     storage: Storage = Field(default_factory=Storage)
     culling: Culling = Field(default_factory=Culling)
+    dask: Dask | None = Field(None, description="Dask Gateway for the hub's users")
 
     @property
     def title(self) -> str:
@@ -311,6 +355,7 @@ class HubDefaults(SpecModel):
     profiles: list[Profile] | None = Field(None, description="default for each hub's `profiles`")
     storage: Storage | None = Field(None, description="default for each hub's `storage` (merged key by key)")
     culling: Culling | None = Field(None, description="default for each hub's `culling` (merged key by key)")
+    dask: Dask | None = Field(None, description="default for each hub's `dask` (merged key by key)")
 
 
 class Fleet(SpecModel):
