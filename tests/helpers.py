@@ -105,15 +105,21 @@ def _port_block() -> tuple[int, int]:
 
 
 def processes_of_hub_users(hub: str) -> list[str]:
-    """Running processes owned by a Unix account of `hub`."""
+    """Running processes owned by a Unix account of `hub` (zombies, already dead and awaiting their reaper, aside)."""
     uids = {entry.pw_uid for entry in pwd.getpwall() if entry.pw_name.startswith(f"{hub}_")}
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{pid}").st_uid in uids:
+                if os.stat(f"/proc/{pid}").st_uid in uids and not _is_zombie(pid):
                     found.append(pid)
     return found
+
+
+def _is_zombie(pid: str) -> bool:
+    # /proc/PID/stat: "pid (comm) state ...", and comm may itself hold spaces or parentheses.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
 def processes_mentioning(text: str) -> list[str]:

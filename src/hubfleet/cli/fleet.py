@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from hubfleet.backends.slurm import cancel_leftover_jobs
+from hubfleet.backends.slurm.jobs import SlurmError
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
@@ -26,7 +28,7 @@ from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
 
-PROCESSES = ("idle-culler", "hub", "proxy")
+PROCESSES = ("idle-culler", "dask-gateway", "hub", "proxy")
 """A hub's processes, in the order `down` stops them."""
 
 FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)
@@ -212,7 +214,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
             except (NotRunning, OSError, ValueError):
                 time.sleep(0.2)
                 continue
-            if document["hubs"] and all(h["healthy"] or h["state"] == "failed" for h in document["hubs"]):
+            if document["ready"]:
                 break
             time.sleep(0.2)
         else:
@@ -290,7 +292,7 @@ def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
 
 
 def _kill_leftovers(state: FleetState) -> int:
-    """Processes of a supervisor that died without cleaning up (found by their pid files and cgroups)."""
+    """Processes (and Slurm jobs) of a supervisor that died without cleaning up: pid files, cgroups, squeue."""
     stopped = 0
     pid_files = [state.frontdoor_dir / "proxy.pid"]
     for name in state.hub_names():
@@ -298,6 +300,11 @@ def _kill_leftovers(state: FleetState) -> int:
         pid_files += [hub.root / f"{process}.pid" for process in PROCESSES]
     for pid_file in pid_files:
         stopped += kill_pid_file(pid_file)
+    for name in state.hub_names():
+        try:
+            stopped += cancel_leftover_jobs(state.hub(name))
+        except SlurmError as exc:
+            console.print(f"[yellow]Slurm jobs of hub {escape(name)} may be left: {escape(str(exc))}[/]")
     driver = cgroups.detect()
     if driver is not None:
         for name in state.hub_names():

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,11 @@ class HubState:
     def log(self, process: str) -> Path:
         return self.root / f"{process}.log"
 
-    def secret(self, name: str) -> Path:
-        """The file holding secret `name`, created with a random token on first use."""
+    def secret(self, name: str, make: Callable[[], str] = lambda: secrets.token_hex(32)) -> Path:
+        """The file holding secret `name`, created with `make()` (a random token) on first use."""
         path = self.secrets_dir / name
         if not path.exists():
-            write_private(path, secrets.token_hex(32))
+            write_private(path, make())
         return path
 
     def store_secret(self, name: str, value: str) -> Path:
@@ -155,7 +156,7 @@ class FleetState:
         for name in self.hub_names():
             ports = self.hub(name).ports()
             if ports:
-                taken.update(ports.model_dump().values())
+                taken.update(port for port in ports.model_dump().values() if port is not None)
         return taken
 
 
@@ -181,12 +182,15 @@ def allocate_ports(count: int, port_range: PortRange, taken: set[int]) -> list[i
     raise RuntimeError(f"no {count} free ports left in {port_range.start}-{port_range.end}")
 
 
-def hub_ports(state: FleetState, hub: HubState, port_range: PortRange) -> HubPorts:
-    """The hub's ports: the ones it had before (so running servers keep reaching it), else new ones."""
-    existing = hub.ports()
-    if existing is not None:
-        return existing
-    hub_port, proxy, proxy_api, spare = allocate_ports(4, port_range, state.all_ports())
-    ports = HubPorts(hub=hub_port, proxy=proxy, proxy_api=proxy_api, spare=spare)
-    hub.keep_ports(ports)
+def hub_ports(state: FleetState, hub: HubState, port_range: PortRange, *, gateway: bool = False) -> HubPorts:
+    """The hub's ports: the ones it had before (so running servers keep reaching it), plus any now needed."""
+    ports = hub.ports()
+    if ports is None:
+        hub_port, proxy, proxy_api, spare = allocate_ports(4, port_range, state.all_ports())
+        ports = HubPorts(hub=hub_port, proxy=proxy, proxy_api=proxy_api, spare=spare)
+        hub.keep_ports(ports)
+    if gateway and ports.gateway is None:
+        http, tcp, api = allocate_ports(3, port_range, state.all_ports())
+        ports = ports.model_copy(update={"gateway": http, "gateway_tcp": tcp, "gateway_api": api})
+        hub.keep_ports(ports)
     return ports

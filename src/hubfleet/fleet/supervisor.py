@@ -22,11 +22,12 @@ from tornado.netutil import bind_unix_socket
 
 from hubfleet.backends.base import Backend, HubStatus
 from hubfleet.backends.local import LocalBackend
+from hubfleet.backends.slurm import SlurmBackend
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.state import FleetState
 from hubfleet.spec import Fleet, SpecError, parse
-from hubfleet.spec.models import PaidPlan, PilotPlan
+from hubfleet.spec.models import Hub, PaidPlan, PilotPlan
 
 log = logging.getLogger("hubfleet.supervisor")
 
@@ -39,7 +40,12 @@ class Supervisor:
         self.source = source
         self.text = text
         self.state = state.create()
-        self.backend: Backend = LocalBackend(fleet, self.state)
+        local = LocalBackend(fleet, self.state)
+        # Each hub runs on the backend its spec names; both run hub processes here and share one warm standby.
+        self.backends: dict[str, Backend] = {
+            "local": local,
+            "slurm": SlurmBackend(fleet, self.state, standby=local.standby),
+        }
         self.front_door = FrontDoor(fleet, self.state, self.landing_hubs)
         self.failed: dict[str, str] = {}
         self._statuses: dict[str, HubStatus] = {}
@@ -47,6 +53,7 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._control: HTTPServer | None = None
         self._refresh: asyncio.Task | None = None
+        self.ready = False
 
     async def run(self, on_ready: Callable[[Supervisor], Awaitable[None]] | None = None) -> None:
         """Start everything, call `on_ready`, and run until `stop()` or SIGTERM/SIGINT; then shut down."""
@@ -60,6 +67,7 @@ class Supervisor:
             await asyncio.gather(*(self._up(hub) for hub in self.fleet.hubs.values()))
             await self._sync_routes()
             self.state.record_applied(self.source, self.text)
+            self.ready = True
             await self.refresh_status()
             self._refresh = asyncio.create_task(self._refresh_loop())
             if on_ready is not None:
@@ -77,27 +85,39 @@ class Supervisor:
         """Whether a shutdown was asked for."""
         return self._stop.is_set()
 
-    async def _up(self, hub: Any) -> None:
+    def backend_for(self, hub: Hub) -> Backend:
+        """The backend `hub`'s spec asks for."""
+        return self.backends[hub.backend]
+
+    def running_on(self, name: str) -> Backend | None:
+        """The backend hub `name` was brought up on, if any."""
+        return next((b for b in self.backends.values() if name in b.hub_names()), None)
+
+    async def _up(self, hub: Hub) -> None:
         try:
-            await self.backend.up(hub)
+            await self.backend_for(hub).up(hub)
             self.failed.pop(hub.name, None)
         except Exception as exc:
             log.error("hub %s failed to start: %s", hub.name, exc)
             self.failed[hub.name] = str(exc)
 
     async def _sync_routes(self) -> None:
-        await self.front_door.set_routes(self.backend.routes())
+        routes: dict[str, str] = {}
+        for backend in self.backends.values():
+            routes.update(backend.routes())
+        await self.front_door.set_routes(routes)
 
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""
         if self._refresh is not None:
             self._refresh.cancel()
-        names = self.backend.hub_names()
-        results = await asyncio.gather(*(self.backend.down(n) for n in names), return_exceptions=True)
-        for name, result in zip(names, results, strict=True):
+        running = [(backend, name) for backend in self.backends.values() for name in backend.hub_names()]
+        results = await asyncio.gather(*(backend.down(name) for backend, name in running), return_exceptions=True)
+        for (_, name), result in zip(running, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("stopping hub %s: %s", name, result)
-        await self.backend.close()
+        for backend in self.backends.values():
+            await backend.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()
@@ -116,16 +136,24 @@ class Supervisor:
                 )
             self.fleet, self.source, self.text = desired, source, text
             self.front_door.fleet = desired
-            self.backend.use_fleet(desired)
+            for backend in self.backends.values():
+                backend.use_fleet(desired)
             for change in changes.hubs:
+                running = self.running_on(change.name)
                 if change.kind == "added":
                     await self._up(desired.hubs[change.name])
                 elif change.kind == "removed":
-                    await self.backend.down(change.name)
+                    if running is not None:
+                        await running.down(change.name)
                     self.failed.pop(change.name, None)
+                elif change.kind == "changed" and running is not self.backend_for(desired.hubs[change.name]):
+                    # A new backend (or a hub that never came up): down where it ran, up where it now belongs.
+                    if running is not None:
+                        await running.down(change.name)
+                    await self._up(desired.hubs[change.name])
                 elif change.kind == "changed":
                     try:
-                        await self.backend.apply(desired.hubs[change.name], change)
+                        await self.backend_for(desired.hubs[change.name]).apply(desired.hubs[change.name], change)
                     except Exception as exc:
                         log.error("applying changes to hub %s failed: %s", change.name, exc)
                         self.failed[change.name] = f"apply failed: {exc}"
@@ -149,8 +177,11 @@ class Supervisor:
                     detail=self.failed[name],
                 )
                 continue
+            backend = self.running_on(name)
+            if backend is None:
+                continue
             try:
-                statuses[name] = await self.backend.status(name)
+                statuses[name] = await backend.status(name)
             except KeyError:
                 continue
         self._statuses = statuses
@@ -187,6 +218,7 @@ class Supervisor:
             "fleet": self.fleet.name,
             "front_door": self.front_door.url,
             "pid": os.getpid(),
+            "ready": self.ready,
             "source": str(self.source),
             "hubs": [s.model_dump() for s in statuses.values()],
         }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.hub.settings import CHECK_USER, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
+from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 
 AUTHENTICATORS = {
     "shared-password": "hubfleet.hub.authenticators.SharedPasswordAuthenticator",
@@ -16,7 +17,11 @@ AUTHENTICATORS = {
 SPAWNERS = {
     "unix-users": "hubfleet.hub.spawner.IsolatedSpawner",
     "same-user": "hubfleet.hub.spawner.SameUserSpawner",
+    "slurm": "hubfleet.hub.slurm.SlurmSpawner",
 }
+
+SLURM_START_TIMEOUT = 300
+"""Seconds a Slurm server may take to start, time waiting in the queue included."""
 
 FLEET_SERVICE_SCOPES = [
     "admin:users",
@@ -69,6 +74,8 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.profiles = [p.model_dump(mode="json") for p in settings.profiles]
     c.HubfleetSpawnerMixin.shared_folders = [f.model_dump(mode="json") for f in settings.shared_folders]
     c.SameUserSpawner.homes_dir = str(state / "homes")
+    if settings.isolation == "slurm":
+        _configure_slurm(c, settings)
 
     c.JupyterHub.load_groups = {name: {"users": members} for name, members in settings.groups.items()}
     services = [{"name": SERVICE_NAME, "api_token": settings.secret("service_token")}]
@@ -76,8 +83,40 @@ def configure(c: Any, settings: HubSettings) -> None:
     if settings.culling.enabled:
         services.append({"name": CULLER_SERVICE_NAME, "api_token": settings.secret("culler_token")})
         roles.append({"name": "hubfleet-culler", "scopes": CULLER_SCOPES, "services": [CULLER_SERVICE_NAME]})
+    if settings.gateway is not None:
+        _configure_gateway(c, settings, services, roles)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+
+
+SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:groups!user"]
+
+
+def _configure_gateway(c: Any, settings: HubSettings, services: list[dict], roles: list[dict]) -> None:
+    """The hub's Dask Gateway as a service every user may use, found by `Gateway()` in every server."""
+    gateway = settings.gateway
+    assert gateway is not None
+    services.append({"name": GATEWAY_SERVICE, "url": gateway.url, "api_token": settings.secret("gateway_token")})
+    access = f"access:services!service={GATEWAY_SERVICE}"
+    roles.append({"name": "user", "scopes": ["self", access]})
+    # The server's own token (JUPYTERHUB_API_TOKEN) is what the gateway client presents: it must carry the
+    # access scope, and the user's groups (group limits) must be readable with it.
+    c.Spawner.server_token_scopes = [*SERVER_TOKEN_SCOPES, access]
+    c.Spawner.environment = {
+        "DASK_GATEWAY__ADDRESS": gateway.address,
+        "DASK_GATEWAY__PROXY_ADDRESS": gateway.proxy_address,
+        "DASK_GATEWAY__PUBLIC_ADDRESS": gateway.public_address,
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    }
+
+
+def _configure_slurm(c: Any, settings: HubSettings) -> None:
+    """Servers as Slurm jobs (batchspawner); importing the spawner now also installs its port API handler."""
+    import hubfleet.hub.slurm  # noqa: F401 - before JupyterHub builds its handlers
+
+    c.SlurmSpawner.start_timeout = SLURM_START_TIMEOUT
+    if settings.slurm is not None and settings.slurm.conf is not None:
+        c.SlurmSpawner.slurm_conf = str(settings.slurm.conf)
 
 
 def _configure_auth(c: Any, settings: HubSettings) -> None:

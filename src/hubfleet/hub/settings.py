@@ -37,6 +37,33 @@ class HubPorts(BaseModel):
     proxy: int
     proxy_api: int
     spare: int
+    gateway: int | None = None
+    gateway_tcp: int | None = None
+    gateway_api: int | None = None
+
+
+class GatewayLink(BaseModel):
+    """Where the hub's Dask Gateway is: for its service entry, and for users' servers to find it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    """The gateway's HTTP address (the hub proxies its service URL to it)."""
+    address: str
+    """The gateway API as users' servers reach it (through the hub's proxy)."""
+    proxy_address: str
+    """The gateway's TCP proxy for scheduler traffic."""
+    public_address: str
+    """The gateway as a browser reaches it (dashboards), through the front door."""
+
+
+class SlurmLink(BaseModel):
+    """How a Slurm hub's spawner reaches its cluster (hubs with `backend: slurm`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conf: Path | None = None
+    """The slurm.conf Slurm commands and jobs use: `$SLURM_CONF` of the supervisor (None: Slurm's default)."""
 
 
 class HubSettings(BaseModel):
@@ -54,7 +81,7 @@ class HubSettings(BaseModel):
     user_env: Path
     home_root: Path
     shared_root: Path
-    isolation: Literal["unix-users", "same-user"]
+    isolation: Literal["unix-users", "same-user", "slurm"]
     auth_type: Literal["shared-password", "native", "github"]
     auth_options: dict[str, str | int | bool | list[str]] = {}
     admins: list[str] = []
@@ -64,6 +91,8 @@ class HubSettings(BaseModel):
     profiles: list[Profile]
     shared_folders: list[SharedFolder] = []
     culling: Culling
+    gateway: GatewayLink | None = None
+    slurm: SlurmLink | None = None
     secrets: dict[str, Path] = {}
 
     def secret(self, name: str) -> str:

@@ -137,6 +137,41 @@ class HubfleetSpawnerMixin(Configurable):
         env["HUBFLEET_HUB"] = self.hub_name
         return env
 
+    @property
+    def unix_name(self) -> str:
+        """The Unix account this hub user maps to."""
+        return accounts.unix_username(self.hub_name, self.user.name)
+
+    def _prepare_account(self) -> None:
+        """Create the Unix account, set its hub groups and link the shared folders it may see."""
+        home = Path(self.home_root) / self.unix_name
+        hub_group = accounts.hub_groupname(self.hub_name)
+        accounts.ensure_group(hub_group)
+        account = accounts.ensure_user(
+            self.unix_name, home, comment=f"{self.user.name} on hub {self.hub_name}", groups=[hub_group]
+        )
+        wanted = {accounts.unix_groupname(self.hub_name, g) for g in self._group_names()}
+        for group in wanted:
+            accounts.ensure_group(group)
+        accounts.set_managed_groups(self.unix_name, wanted, accounts.hub_group_prefix(self.hub_name))
+        self._link_shared_folders(account)
+
+    def _link_shared_folders(self, account: accounts.Account) -> None:
+        links = account.home / SHARED_LINKS_DIR
+        visible = {f.name for f in self.visible_folders()}
+        if not visible and not links.exists():
+            return
+        links.mkdir(mode=0o755, exist_ok=True)
+        os.chown(links, account.uid, account.gid)
+        for entry in links.iterdir():
+            if entry.is_symlink() and entry.name not in visible:
+                entry.unlink()
+        for name in visible:
+            link = links / name
+            if not link.is_symlink():
+                link.symlink_to(Path(self.shared_root) / name)
+                os.lchown(link, account.uid, account.gid)
+
 
 class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     """Each server runs as the user's own Unix account, inside a cgroup with the profile's limits."""
@@ -150,11 +185,6 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
         return self._check_user_options
-
-    @property
-    def unix_name(self) -> str:
-        """The Unix account this hub user maps to."""
-        return accounts.unix_username(self.hub_name, self.user.name)
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
@@ -187,36 +217,6 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
         ip, port = await super().start()
         await self.wait_until_ready(ip, port)
         return ip, port
-
-    def _prepare_account(self) -> None:
-        """Create the Unix account, set its hub groups and link the shared folders it may see."""
-        home = Path(self.home_root) / self.unix_name
-        hub_group = accounts.hub_groupname(self.hub_name)
-        accounts.ensure_group(hub_group)
-        account = accounts.ensure_user(
-            self.unix_name, home, comment=f"{self.user.name} on hub {self.hub_name}", groups=[hub_group]
-        )
-        wanted = {accounts.unix_groupname(self.hub_name, g) for g in self._group_names()}
-        for group in wanted:
-            accounts.ensure_group(group)
-        accounts.set_managed_groups(self.unix_name, wanted, accounts.hub_group_prefix(self.hub_name))
-        self._link_shared_folders(account)
-
-    def _link_shared_folders(self, account: accounts.Account) -> None:
-        links = account.home / SHARED_LINKS_DIR
-        visible = {f.name for f in self.visible_folders()}
-        if not visible and not links.exists():
-            return
-        links.mkdir(mode=0o755, exist_ok=True)
-        os.chown(links, account.uid, account.gid)
-        for entry in links.iterdir():
-            if entry.is_symlink() and entry.name not in visible:
-                entry.unlink()
-        for name in visible:
-            link = links / name
-            if not link.is_symlink():
-                link.symlink_to(Path(self.shared_root) / name)
-                os.lchown(link, account.uid, account.gid)
 
     def make_preexec_fn(self, name: str) -> Callable[[], None]:
         become_user = set_user_setuid(self.unix_name)

@@ -61,10 +61,6 @@ def _check_ports(door: FrontDoor, ports: PortRange, hub_count: int) -> Iterator[
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:
     groups = set(hub.groups)
-    if hub.backend == "slurm":
-        yield (*at, "backend"), "the slurm backend is not available in this version of hubfleet", "use backend: local"
-    if hub.dask is not None and hub.dask.enabled:
-        yield (*at, "dask"), "Dask Gateway is not available in this version of hubfleet", "remove dask:"
     if hub.storage.scratch is not None:
         yield (*at, "storage", "scratch"), "scratch folders are not available in this version", "remove scratch:"
     for group in hub.groups:

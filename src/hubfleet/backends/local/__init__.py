@@ -1,4 +1,5 @@
-"""The one-machine backend: each hub is a real JupyterHub process with its own proxy (and idle culler)."""
+"""The one-machine backend: each hub is a real JupyterHub process with its own proxy, idle culler and (for
+research hubs) Dask Gateway."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 import httpx
 
 import hubfleet.hub as hub_package
+import hubfleet.research as research_package
 from hubfleet.backends.base import Backend, HubStatus
-from hubfleet.backends.local.render import base_url, prepare_machine, render_settings
+from hubfleet.backends.local.render import base_url, prepare_machine, render_gateway_settings, render_settings
 from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.fleet.plan import HubChange
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
 from hubfleet.fleet.standby import StandbyPool
 from hubfleet.fleet.state import FleetState, HubState, hub_ports
 from hubfleet.hub.settings import SETTINGS_ENV, HubSettings
+from hubfleet.research.settings import SETTINGS_ENV as GATEWAY_SETTINGS_ENV
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import cgroups
 
@@ -26,6 +29,13 @@ log = logging.getLogger("hubfleet.local")
 
 HUB_CONFIG_FILE = Path(hub_package.__file__).parent / "jupyterhub_config.py"
 """The configuration file every hub process loads (it reads the hub's settings)."""
+
+GATEWAY_CONFIG_FILE = Path(research_package.__file__).parent / "dask_gateway_config.py"
+"""The configuration file every hub's Dask Gateway loads (it reads the gateway's settings)."""
+
+
+def _wants_gateway(hub: Hub) -> bool:
+    return hub.dask is not None and hub.dask.enabled
 
 
 async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
@@ -35,18 +45,23 @@ async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
 
 
 class LocalHub:
-    """One hub on this machine: its proxy, its JupyterHub and its idle culler, all kept alive."""
+    """One hub on this machine: its proxy, its JupyterHub and its companions (idle culler, Dask Gateway)."""
+
+    backend = "local"
+    """The backend's name, as `hubfleet status` shows it."""
 
     def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState, standby: StandbyPool):
         self.fleet = fleet
+        self.fleet_state = fleet_state
         self.standby = standby
         self.spec = hub
         self.state = state.create()
-        self.ports = hub_ports(fleet_state, self.state, fleet.internal_ports)
+        self.ports = hub_ports(fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
         self.settings = self._write_settings()
         self.proxy = self._proxy_process()
         self.hub = self._hub_process()
-        self.culler: ManagedProcess | None = None
+        self.companions: list[ManagedProcess] = []
+        self.started = False
 
     @property
     def name(self) -> str:
@@ -60,8 +75,12 @@ class LocalHub:
     def api(self) -> HubAPI:
         return HubAPI(self.api_url, self.settings.secret("service_token"))
 
+    def render_settings(self) -> HubSettings:
+        """The hub process's settings for the current spec (backends built on this one change them)."""
+        return render_settings(self.fleet, self.spec, self.state, self.ports)
+
     def _write_settings(self) -> HubSettings:
-        settings = render_settings(self.fleet, self.spec, self.state, self.ports)
+        settings = self.render_settings()
         settings.write(self.state.settings_file)
         return settings
 
@@ -130,28 +149,49 @@ class LocalHub:
             pid_file=self.state.root / "idle-culler.pid",
         )
 
+    def _gateway_process(self) -> ManagedProcess | None:
+        if not _wants_gateway(self.spec):
+            return None
+        settings = render_gateway_settings(self.fleet, self.spec, self.state, self.ports)
+        settings_file = settings.state_dir / "settings.json"
+        settings.write(settings_file)
+        health = f"http://{settings.proxy_address}{settings.prefix}/api/health"
+        return ManagedProcess(
+            f"{self.name}/dask-gateway",
+            [sys.executable, "-m", "dask_gateway_server", "-f", str(GATEWAY_CONFIG_FILE)],
+            cwd=settings.state_dir,
+            log_path=self.state.log("dask-gateway"),
+            env={GATEWAY_SETTINGS_ENV: str(settings_file)},
+            ready=lambda: _http_ok(health),
+            pid_file=self.state.root / "dask-gateway.pid",
+        )
+
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, prepare_machine, self.fleet, self.spec)
         await self.proxy.start()
         await self.hub.start(timeout=90)
-        await self._start_culler()
+        await self._start_companions()
+        self.started = True
 
-    async def _start_culler(self) -> None:
-        self.culler = self._culler_process()
-        if self.culler is not None:
-            await self.culler.start()
+    async def _start_companions(self) -> None:
+        self.companions = [p for p in (self._culler_process(), self._gateway_process()) if p is not None]
+        await asyncio.gather(*(process.start() for process in self.companions))
+
+    async def _stop_companions(self) -> None:
+        await asyncio.gather(*(process.stop() for process in self.companions))
 
     async def reconfigure(self, fleet: Fleet, hub: Hub, change: HubChange) -> None:
         """Apply a new spec: restart the hub process if its settings changed, then user/group changes live."""
         self.fleet, self.spec = fleet, hub
+        if change.needs_restart:
+            self.ports = hub_ports(self.fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
         self.settings = self._write_settings()
         if change.needs_restart:
             await asyncio.get_running_loop().run_in_executor(None, prepare_machine, fleet, hub)
-            if self.culler is not None:
-                await self.culler.stop()
+            await self._stop_companions()
             await self.hub.stop()
             await self.hub.start(timeout=90)
-            await self._start_culler()
+            await self._start_companions()
         if change.live:
             await self._apply_live(change)
 
@@ -183,9 +223,9 @@ class LocalHub:
                     await api.stop_all_servers()
             except httpx.HTTPError as exc:
                 log.warning("could not stop the servers of %s through its API: %s", self.name, exc)
-        for process in (self.culler, self.hub, self.proxy):
-            if process is not None:
-                await process.stop()
+        await self._stop_companions()
+        for process in (self.hub, self.proxy):
+            await process.stop()
         if stop_servers:
             await asyncio.get_running_loop().run_in_executor(None, self._remove_cgroups)
 
@@ -196,7 +236,7 @@ class LocalHub:
             group.remove()
 
     async def status(self) -> HubStatus:
-        processes = [p for p in (self.proxy, self.hub, self.culler) if p is not None]
+        processes = [self.proxy, self.hub, *self.companions]
         healthy = all(p.running for p in processes)
         users = running = None
         detail = ""
@@ -209,12 +249,14 @@ class LocalHub:
                 healthy, detail = False, f"hub API: {exc}"
         else:
             healthy, detail = False, "hub process not running"
+        if not self.started:
+            healthy, detail = False, "starting"
         return HubStatus(
             name=self.name,
             title=self.spec.title,
             url=self.settings.public_url,
-            backend="local",
-            state="running" if healthy else "degraded",
+            backend=self.backend,
+            state="running" if healthy else ("starting" if not self.started else "degraded"),
             healthy=healthy,
             pids={p.name.split("/")[-1]: p.pid for p in processes},
             restarts={p.name.split("/")[-1]: p.restarts for p in processes},
@@ -229,17 +271,21 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, fleet: Fleet, state: FleetState):
+    hub_class: type[LocalHub] = LocalHub
+
+    def __init__(self, fleet: Fleet, state: FleetState, standby: StandbyPool | None = None):
         super().__init__(fleet, state)
         self.hubs: dict[str, LocalHub] = {}
-        # A warm interpreter that replaces any hub process that dies, so a hub is back within seconds.
-        self.standby = StandbyPool(state.root, state.root / "standby.log")
+        # A warm interpreter that replaces any hub process that dies, so a hub is back within seconds; backends
+        # that also run hub processes on this machine may share it (`standby`).
+        self._owns_standby = standby is None
+        self.standby = standby or StandbyPool(state.root, state.root / "standby.log")
 
     def hub_names(self) -> list[str]:
         return list(self.hubs)
 
     async def up(self, hub: Hub) -> None:
-        local = LocalHub(self.fleet, hub, self.state.hub(hub.name), self.state, self.standby)
+        local = self.hub_class(self.fleet, hub, self.state.hub(hub.name), self.state, self.standby)
         self.hubs[hub.name] = local
         try:
             await local.start()
@@ -261,7 +307,8 @@ class LocalBackend(Backend):
         return await self.hubs[name].status()
 
     async def close(self) -> None:
-        await self.standby.close()
+        if self._owns_standby:
+            await self.standby.close()
 
     def routes(self) -> dict[str, str]:
         return {f"/hubs/{name}": f"http://127.0.0.1:{hub.ports.proxy}" for name, hub in self.hubs.items()}

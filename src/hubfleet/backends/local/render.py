@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 
 from hubfleet.fleet.state import HubState
-from hubfleet.hub.settings import HubPorts, HubSettings
+from hubfleet.hub.settings import GatewayLink, HubPorts, HubSettings
+from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
+from hubfleet.research.settings import GatewaySettings
 from hubfleet.spec.checks import EVERYONE
 from hubfleet.spec.models import Fleet, GitHubAuth, Hub, NativeAuth, SharedPasswordAuth
 from hubfleet.system import accounts
@@ -24,6 +27,49 @@ def base_url(hub: Hub) -> str:
     return f"/hubs/{hub.name}/"
 
 
+def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
+    """Where the hub's Dask Gateway listens, if the hub has one."""
+    if hub.dask is None or not hub.dask.enabled or ports.gateway is None:
+        return None
+    path = f"{base_url(hub)}services/{GATEWAY_SERVICE}"
+    return GatewayLink(
+        url=f"http://127.0.0.1:{ports.gateway}",
+        address=f"http://127.0.0.1:{ports.proxy}{path}",
+        proxy_address=f"gateway://127.0.0.1:{ports.gateway_tcp}",
+        public_address=f"{fleet.front_door.url}{path}",
+    )
+
+
+def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> GatewaySettings:
+    """The Dask Gateway process's settings (the hub must have `dask:` enabled)."""
+    assert hub.dask is not None and ports.gateway_api is not None
+    gateway_dir = state.root / "dask-gateway"
+    gateway_dir.mkdir(mode=0o700, exist_ok=True)
+    return GatewaySettings(
+        hub=hub.name,
+        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
+        prefix=f"{base_url(hub)}services/{GATEWAY_SERVICE}",
+        public_url=f"{fleet.front_door.url}{base_url(hub)}services/{GATEWAY_SERVICE}",
+        address=f"127.0.0.1:{ports.gateway_api}",
+        proxy_address=f"127.0.0.1:{ports.gateway}",
+        tcp_address=f"127.0.0.1:{ports.gateway_tcp}",
+        state_dir=gateway_dir,
+        clusters_dir=fleet.paths.shared_root / hub.name / ".dask-clusters",
+        user_env=fleet.paths.user_env,
+        home_root=fleet.paths.home_root,
+        dask=hub.dask,
+        secrets={
+            "gateway_token": state.secret("gateway_token"),
+            "gateway_db_key": state.secret("gateway_db_key", fernet_key),
+        },
+    )
+
+
+def fernet_key() -> str:
+    """A key for the gateway's encrypted database fields (Fernet: 32 random bytes, URL-safe base64)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> HubSettings:
     """The hub process's settings; secrets go to files in the hub's state directory."""
     secrets = {
@@ -31,6 +77,9 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         "service_token": state.secret("service_token"),
         "culler_token": state.secret("culler_token"),
     }
+    gateway = gateway_link(fleet, hub, ports)
+    if gateway is not None:
+        secrets["gateway_token"] = state.secret("gateway_token")
     auth = hub.auth
     options: dict[str, str | int | bool | list[str]] = {}
     if isinstance(auth, SharedPasswordAuth):
@@ -62,6 +111,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         profiles=list(hub.profiles),
         shared_folders=list(hub.storage.shared),
         culling=hub.culling,
+        gateway=gateway,
         secrets=secrets,
     )
 

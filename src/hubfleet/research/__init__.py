@@ -1,0 +1,1 @@
+"""Research hubs: a Dask Gateway per hub (runs as a JupyterHub service next to the hub)."""

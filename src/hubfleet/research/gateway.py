@@ -1,0 +1,188 @@
+"""A hub's Dask Gateway: dask-gateway-server configured from the hub's `dask:` spec, run as a JupyterHub service.
+
+Runs inside the dask-gateway-server process (`dask_gateway_config.py` is its config file). Users are the hub's
+JupyterHub users: a request needs a JupyterHub token of the hub that may access this service, so a user's
+server token works and nothing else does. Schedulers and workers run as the user's own Unix account (the same
+per-hub mapping as their server), inside one cgroup per user that enforces the user's core and memory limits.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from dask_gateway_server.auth import JupyterHubAuthenticator, unauthorized
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.local import LocalBackend
+from dask_gateway_server.models import User
+from dask_gateway_server.options import Float, Integer, Options
+
+from hubfleet.research.settings import SERVICE_NAME, GatewaySettings
+from hubfleet.spec.models import Dask, DaskLimits
+from hubfleet.system import accounts, cgroups
+
+PIDS_MAX = 4096
+GIB = 1024**3
+
+
+def limits_for(dask: Dask, groups: list[str]) -> DaskLimits:
+    """The user's limits: the most generous of their groups' limits, else the hub's default."""
+    candidates = [dask.group_limits[g] for g in groups if g in dask.group_limits] or [dask.limits]
+    return max(candidates, key=lambda limits: (limits.max_cores, limits.max_memory, limits.max_clusters))
+
+
+def cluster_options(dask: Dask) -> Callable[[User], Options]:
+    """The options users may set on new clusters (worker size), with the user's limits applied."""
+
+    def options_for(user: User) -> Options:
+        limits = limits_for(dask, list(user.groups))
+
+        def configure(options: Any, user: User) -> dict[str, Any]:
+            return {
+                "worker_cores": options.worker_cores,
+                "worker_threads": options.worker_cores,
+                "worker_memory": int(options.worker_memory * GIB),
+                "cluster_max_cores": limits.max_cores,
+                "cluster_max_memory": limits.max_memory,
+            }
+
+        return Options(
+            Integer("worker_cores", dask.worker_cores, min=1, max=dask.max_worker_cores, label="Worker cores"),
+            Float(
+                "worker_memory",
+                dask.worker_memory / GIB,
+                min=0.25,
+                max=dask.max_worker_memory / GIB,
+                label="Worker memory (GiB)",
+            ),
+            handler=configure,
+        )
+
+    return options_for
+
+
+class HubTokenAuthenticator(JupyterHubAuthenticator):
+    """dask-gateway's JupyterHub authenticator, refusing unknown tokens with 401.
+
+    JupyterHub 6 answers `GET /user` with an unknown token by 403, which upstream turns into a 500.
+    """
+
+    async def authenticate(self, request: Any) -> User:
+        try:
+            return await super().authenticate(request)
+        except web.HTTPInternalServerError as exc:
+            if exc.reason.startswith("Permission failure"):
+                raise unauthorized("jupyterhub") from None
+            raise
+
+
+class HubfleetLocalBackend(LocalBackend):
+    """dask-gateway's LocalBackend, as the hub's Unix users, within per-user limits.
+
+    Also fixes upstream's `setup_working_directory`, which passes each character of the TLS file paths to chown
+    (`paths.extend(path)`) and so makes `/` belong to the cluster's user when run as root.
+    """
+
+    settings: GatewaySettings
+
+    def unix_name(self, username: str) -> str:
+        return accounts.unix_username(self.settings.hub, username)
+
+    def _account(self, username: str) -> accounts.Account:
+        name = self.unix_name(username)
+        hub_group = accounts.hub_groupname(self.settings.hub)
+        accounts.ensure_group(hub_group)
+        return accounts.ensure_user(name, self.settings.home_root / name, comment=username, groups=[hub_group])
+
+    async def start_cluster(self, user: User, cluster_options: dict) -> str:
+        limits = limits_for(self.settings.dask, list(user.groups))
+        active = await self.list_clusters(username=user.name)
+        if len(active) >= limits.max_clusters:
+            raise PublicException(
+                f"you already run {len(active)} Dask cluster(s), your limit is {limits.max_clusters}: "
+                "shut one down first (cluster.shutdown(), or Gateway().list_clusters())"
+            )
+        return await super().start_cluster(user, cluster_options)
+
+    def setup_working_directory(self, cluster: Any) -> str:
+        account = self._account(cluster.username)
+        workdir = self.settings.clusters_dir / cluster.name
+        certs = Path(self.get_certs_directory(str(workdir)))
+        logs = Path(self.get_logs_directory(str(workdir)))
+        for path in (workdir, certs, logs):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cert_path, key_path = self._get_tls_paths(str(workdir))
+        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(data)
+        for path in (workdir, certs, logs, Path(cert_path), Path(key_path)):
+            os.chown(path, account.uid, account.gid)
+        return str(workdir)
+
+    def _user_cgroup(self, cluster: Any) -> cgroups.Cgroup | None:
+        """The cgroup all of the user's Dask processes share: the kernel holds them to the user's limits."""
+        driver = cgroups.detect()
+        if driver is None:
+            self.log.warning("no writable cgroup hierarchy: Dask limits of %s are not enforced", cluster.username)
+            return None
+        relpath = f"hubfleet/{self.settings.hub}/{self.unix_name(cluster.username)}-dask"
+        memory, cores = cluster.config.get("cluster_max_memory"), cluster.config.get("cluster_max_cores")
+        return driver.create(relpath, cgroups.Limits(memory_bytes=memory, cpu=cores, pids_max=PIDS_MAX))
+
+    def make_preexec_fn(self, cluster: Any) -> Callable[[], None]:
+        entry = pwd.getpwnam(self.unix_name(cluster.username))
+        groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+        workdir = cluster.state["workdir"]
+        group = self._user_cgroup(cluster)
+        join = cgroups.prepare_preexec(group) if group is not None else None
+
+        def preexec() -> None:
+            if join is not None:
+                join()
+            os.setgid(entry.pw_gid)
+            os.setgroups(groups)
+            os.setuid(entry.pw_uid)
+            os.chdir(workdir)
+
+        return preexec
+
+    def get_env(self, cluster: Any) -> dict[str, str]:
+        env = super().get_env(cluster)
+        entry = pwd.getpwnam(self.unix_name(cluster.username))
+        env.update(
+            {
+                "USER": entry.pw_name,
+                "HOME": entry.pw_dir,
+                "PATH": f"{self.settings.user_env}/bin:/usr/local/bin:/usr/bin:/bin",
+            }
+        )
+        env.pop("VIRTUAL_ENV", None)
+        return env
+
+
+def configure(c: Any, settings: GatewaySettings) -> None:
+    """Fill dask-gateway-server's config object `c` from `settings`."""
+    HubfleetLocalBackend.settings = settings
+    bin_dir = settings.user_env / "bin"
+    c.DaskGateway.address = settings.address
+    c.DaskGateway.backend_class = HubfleetLocalBackend
+    c.DaskGateway.authenticator_class = HubTokenAuthenticator
+    c.JupyterHubAuthenticator.jupyterhub_api_url = settings.hub_api_url
+    c.JupyterHubAuthenticator.jupyterhub_api_token = settings.secret("gateway_token")
+    c.JupyterHubAuthenticator.jupyterhub_service_name = SERVICE_NAME
+    c.Proxy.address = settings.proxy_address
+    c.Proxy.tcp_address = settings.tcp_address
+    c.Proxy.prefix = settings.prefix
+    c.LocalBackend.db_url = f"sqlite:///{settings.state_dir / 'dask-gateway.sqlite'}"
+    c.LocalBackend.db_encrypt_keys = [settings.secret("gateway_db_key")]
+    c.LocalBackend.clusters_directory = str(settings.clusters_dir)
+    c.Backend.cluster_options = cluster_options(settings.dask)
+    c.ClusterConfig.scheduler_cmd = [str(bin_dir / "dask"), "scheduler"]
+    c.ClusterConfig.worker_cmd = [str(bin_dir / "dask"), "worker"]
+    c.ClusterConfig.scheduler_cores = 1
+    c.ClusterConfig.scheduler_memory = 512 * 1024**2
+    c.ClusterConfig.idle_timeout = float(settings.dask.idle_timeout)
