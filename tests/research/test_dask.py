@@ -28,7 +28,7 @@ HUBS = f"""\
     max_worker_cores: 2
     worker_memory: 512M
     max_worker_memory: 1G
-    limits: {{max_cores: 2, max_memory: 2G, max_clusters: 1}}
+    limits: {{max_cores: 3, max_memory: 2G, max_clusters: 1}}
     group_limits:
       power: {{max_cores: 3, max_memory: 3G, max_clusters: 2}}
 """
@@ -136,3 +136,19 @@ def test_shutdown_and_nothing_outside_the_hub_changed_owner(
     owners_after = {path: (os.stat(path).st_uid, os.stat(path).st_gid) for path in WATCHED}
     assert owners_after == owners_before
     assert Path("/").stat().st_uid == 0
+
+
+def test_hubfleet_check_runs_a_dask_cluster_on_a_dask_hub(fleet: RunningFleet) -> None:
+    result = fleet.cli("check", HUB, "--json", check=False, timeout=400)
+    report = json.loads(result.stdout)["hubs"][0]
+    steps = {step["name"]: step for step in report["steps"]}
+    assert result.returncode == 0, [s for s in report["steps"] if not s["ok"]]
+    assert steps["dask"]["ok"] and list(steps) == [
+        "login",
+        "start-server",
+        "start-kernel",
+        "run-code",
+        "dask",
+        "stop-kernel",
+        "stop-server",
+    ]

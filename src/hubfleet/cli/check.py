@@ -35,7 +35,7 @@ async def check_hubs(state: FleetState, front_door: str, names: list[str], timeo
         settings = HubSettings.read(state.hub(name).settings_file)
         hub_url = f"{front_door}{settings.base_url}"
         login = await _login_for(settings, hub_url)
-        reports.append(await run_check(name, hub_url, login, timeout=timeout))
+        reports.append(await run_check(name, hub_url, login, timeout=timeout, dask=settings.gateway is not None))
     return reports
 
 

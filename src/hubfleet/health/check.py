@@ -11,6 +11,21 @@ import httpx
 from hubfleet.health.client import BODY_CHARS, HubError, HubUser, PasswordLogin, TokenLogin
 
 _MAX_CLEANUP_RESERVE = 30.0
+
+DASK_CODE = """\
+import warnings
+from dask_gateway import Gateway, GatewayWarning
+import dask.array as da
+warnings.simplefilter("error", GatewayWarning)  # a scale refused by the user's limits fails the check clearly
+with Gateway().new_cluster() as cluster:
+    cluster.scale(2)
+    with cluster.get_client() as client:
+        client.wait_for_workers(2, timeout=120)
+        print(int(da.ones((1000, 1000), chunks=(250, 250)).sum().compute()))
+"""
+"""Run on hubs with Dask: a cluster with 2 workers computes a known sum, then shuts down."""
+
+DASK_EXPECTED = "1000000"
 _TOKEN_GRACE_SECONDS = 60  # a minted token outlives the check's timeout by this much, then expires
 
 _T = TypeVar("_T")
@@ -93,8 +108,12 @@ async def run_check(
     timeout: float = 90.0,
     code: str = "print(6 * 7)",
     expected: str = "42",
+    dask: bool = False,
 ) -> CheckReport:
     """Run a synthetic user through the hub at its public `hub_url` and report each timed step.
+
+    With `dask`, the kernel also creates a Dask cluster through the hub's gateway, scales it to 2 workers,
+    computes, and shuts it down (step `dask`).
 
     `timeout` bounds the whole check; up to a quarter of it (at most 30 s) is kept back so that the
     kernel and server are stopped even when an earlier step runs out of time. Never raises.
@@ -114,6 +133,10 @@ async def run_check(
                 kernel_id = await steps.run("start-kernel", work_deadline, user.start_kernel())
                 if kernel_id is not None:
                     await steps.run("run-code", work_deadline, _expect_output(user, kernel_id, code, expected, timeout))
+                    if dask:
+                        await steps.run(
+                            "dask", work_deadline, _expect_output(user, kernel_id, DASK_CODE, DASK_EXPECTED, timeout)
+                        )
                     await steps.run("stop-kernel", deadline, _done(user.stop_kernel(kernel_id)))
             await steps.run("stop-server", deadline, _done(user.stop_server()))
     return CheckReport(
