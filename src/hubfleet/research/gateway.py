@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from dask_gateway_server.auth import JupyterHubAuthenticator, unauthorized
 from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
 from dask_gateway_server.backends.local import LocalBackend
 from dask_gateway_server.models import User
 from dask_gateway_server.options import Float, Integer, Options
@@ -80,12 +81,8 @@ class HubTokenAuthenticator(JupyterHubAuthenticator):
             raise
 
 
-class HubfleetLocalBackend(LocalBackend):
-    """dask-gateway's LocalBackend, as the hub's Unix users, within per-user limits.
-
-    Also fixes upstream's `setup_working_directory`, which passes each character of the TLS file paths to chown
-    (`paths.extend(path)`) and so makes `/` belong to the cluster's user when run as root.
-    """
+class HubUsersMixin:
+    """Maps the gateway's users (the hub's JupyterHub names) to their Unix accounts, creating them if needed."""
 
     settings: GatewaySettings
 
@@ -100,13 +97,32 @@ class HubfleetLocalBackend(LocalBackend):
 
     async def start_cluster(self, user: User, cluster_options: dict) -> str:
         limits = limits_for(self.settings.dask, list(user.groups))
-        active = await self.list_clusters(username=user.name)
+        active = await self.list_clusters(username=user.name)  # type: ignore[attr-defined]
         if len(active) >= limits.max_clusters:
             raise PublicException(
                 f"you already run {len(active)} Dask cluster(s), your limit is {limits.max_clusters}: "
                 "shut one down first (cluster.shutdown(), or Gateway().list_clusters())"
             )
-        return await super().start_cluster(user, cluster_options)
+        return await super().start_cluster(user, cluster_options)  # type: ignore[misc]
+
+
+class HubfleetSlurmBackend(HubUsersMixin, SlurmBackend):
+    """dask-gateway's Slurm backend: scheduler and workers are Slurm jobs submitted as the user's Unix account."""
+
+    def get_staging_directory(self, cluster: Any) -> str:
+        account = self._account(cluster.username)
+        return str(account.home / ".dask-gateway" / cluster.name)
+
+    async def do_as_user(self, user: str, action: str, **kwargs: Any) -> Any:
+        return await super().do_as_user(self.unix_name(user), action, **kwargs)
+
+
+class HubfleetLocalBackend(HubUsersMixin, LocalBackend):
+    """dask-gateway's LocalBackend, as the hub's Unix users, within per-user limits.
+
+    Also fixes upstream's `setup_working_directory`, which passes each character of the TLS file paths to chown
+    (`paths.extend(path)`) and so makes `/` belong to the cluster's user when run as root.
+    """
 
     def setup_working_directory(self, cluster: Any) -> str:
         account = self._account(cluster.username)
@@ -166,10 +182,21 @@ class HubfleetLocalBackend(LocalBackend):
 
 def configure(c: Any, settings: GatewaySettings) -> None:
     """Fill dask-gateway-server's config object `c` from `settings`."""
-    HubfleetLocalBackend.settings = settings
+    HubUsersMixin.settings = settings
     bin_dir = settings.user_env / "bin"
     c.DaskGateway.address = settings.address
-    c.DaskGateway.backend_class = HubfleetLocalBackend
+    if settings.backend == "slurm":
+        c.DaskGateway.backend_class = HubfleetSlurmBackend
+        # The launcher runs as the user (sudo), so it comes from the user environment; jobs need Slurm's config.
+        c.SlurmBackend.dask_gateway_jobqueue_launcher = str(bin_dir / "dask-gateway-jobqueue-launcher")
+        environment = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
+        if os.environ.get("SLURM_CONF"):
+            environment["SLURM_CONF"] = os.environ["SLURM_CONF"]
+        c.ClusterConfig.environment = environment
+        if settings.partition:
+            c.SlurmClusterConfig.partition = settings.partition
+    else:
+        c.DaskGateway.backend_class = HubfleetLocalBackend
     c.DaskGateway.authenticator_class = HubTokenAuthenticator
     c.JupyterHubAuthenticator.jupyterhub_api_url = settings.hub_api_url
     c.JupyterHubAuthenticator.jupyterhub_api_token = settings.secret("gateway_token")
@@ -177,8 +204,8 @@ def configure(c: Any, settings: GatewaySettings) -> None:
     c.Proxy.address = settings.proxy_address
     c.Proxy.tcp_address = settings.tcp_address
     c.Proxy.prefix = settings.prefix
-    c.LocalBackend.db_url = f"sqlite:///{settings.state_dir / 'dask-gateway.sqlite'}"
-    c.LocalBackend.db_encrypt_keys = [settings.secret("gateway_db_key")]
+    c.DBBackendBase.db_url = f"sqlite:///{settings.state_dir / 'dask-gateway.sqlite'}"
+    c.DBBackendBase.db_encrypt_keys = [settings.secret("gateway_db_key")]
     c.LocalBackend.clusters_directory = str(settings.clusters_dir)
     c.Backend.cluster_options = cluster_options(settings.dask)
     c.ClusterConfig.scheduler_cmd = [str(bin_dir / "dask"), "scheduler"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,9 @@ class GatewaySettings(BaseModel):
     user_env: Path
     home_root: Path
     dask: Dask
+    backend: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    """Slurm partition for scheduler and worker jobs (Slurm hubs)."""
     secrets: dict[str, Path]
 
     def secret(self, name: str) -> str:
