@@ -74,6 +74,11 @@ then point the YAML language server at it (first line of the fleet file:
   `culling: {timeout: 30m}` keeps the default `every`), lists and single values replace (a hub's `profiles:`
   replaces the default list). An `auth:` or `plan:` with a different `type:` than the default replaces it
   entirely. A mistake inside `defaults:` is reported once, at its line in `defaults:`.
+- **Templates come first**: each hub starts from a community template (its `template:`, else
+  `defaults.template`, else `generic`), with `defaults:` merged over it and the hub's own keys over both, by the
+  same rules. `pangeo` brings Dask Gateway, per-user scratch, a read-only `data` folder and three profiles;
+  `course` one small profile, a one-hour idle timeout and a `course-materials` folder. `hubfleet template list`
+  and `hubfleet template show NAME` show them; see [Community templates](templates.md).
 - **Sizes** are bytes or a number with `K`, `M`, `G`, `T` (binary units: `1G` = 1024³ bytes), e.g. `512M`,
   `1.5G`, `2GiB`. **Durations** are seconds or a number with `s`, `m`, `h`, `d`, `w`, e.g. `90s`, `30m`, `1h30m`.
 - **Relative paths** in `state_dir`, `password_file` and `client_secret_file` are relative to the folder of the
@@ -83,10 +88,17 @@ then point the YAML language server at it (first line of the fleet file:
   validate.
 - **Cross checks**: group names used by profiles and shared folders must be groups of the hub (or `everyone`,
   which is reserved), user names must be lower-case (JupyterHub lower-cases them), profile and shared-folder names
-  must be unique within a hub, at most one profile has `default: true`, a pilot ends on or after its start, and the
-  front door's port must lie outside `internal_ports`, which needs 4 ports per hub.
+  must be unique within a hub (and no shared folder may be called `scratch`), at most one profile has
+  `default: true`, a pilot ends on or after its start, and the front door's port must lie outside
+  `internal_ports`, which needs 4 ports per hub.
+- **Scratch**: with `storage.scratch`, each user gets `<paths.shared_root>/<hub>/scratch/<unix name>` (theirs
+  alone, mode 0700), linked as `~/scratch` and named by `$SCRATCH_DIR` in their server. Every 10 minutes the fleet
+  removes files not modified for `max_age`, then a user's oldest files while their folder holds more than `size`.
+- **Slurm hubs** (`backend: slurm`) run like local hubs but start each user's server as a Slurm job sized by the
+  profile: `cpu` (rounded up to whole cores), `memory`, `partition` and `time_limit` become the job's resources;
+  `partition` and `time_limit` mean nothing to local hubs. See the [HPC guide](hpc-slurm-guide.md).
 - **Recorded, not enforced yet**: the local backend shows `community` and `plan` on the landing page, but does not
-  act on `template`, on budgets or fees, or on `storage.home_quota`.
+  act on budgets or fees, or on `storage.home_quota`.
 
 ## The demo fleet
 
@@ -97,15 +109,21 @@ then point the YAML language server at it (first line of the fleet file:
 
 Notes:
 
-1. `defaults:` gives every hub a one-hour idle timeout and a single `small` profile (1 CPU, 1G). *university*
-   inherits both; *college* inherits the profile and sets its own timeout (30 minutes); *research* lists its own
-   profiles, which replace the default list.
-2. Each hub's key (`research`, `university`, `college`) is its name and its URL prefix: `/hubs/research/`.
-3. `groups:` are the hub's groups and their members. Everyone named in `admins`, `allowed_users` or a group may
-   log in. Groups give access to profiles (`large` is only for `modellers`) and to shared folders.
-4. `access: {modellers: write, everyone: read}` makes the `datasets` folder writable by the modellers and
-   readable by every user of the hub; it appears in their home as `~/shared/datasets`.
-5. The shared passwords are written in the file for the demo. For a real fleet, use `password_file:`.
+1. *research* starts from the `pangeo` template: Dask Gateway, `~/scratch`, a shared `data` folder and
+   small/medium/large profiles. It only sets what differs: `storage:` and `dask:` merge key by key with the
+   template's (its `home_quota` and Dask `limits` are added, the template's scratch and worker sizes stay), while
+   its `shared:` list replaces the template's.
+2. *university* starts from the `course` template (one small profile, a one-hour idle timeout); its `shared:` list
+   replaces the template's, so it lists `course-materials` again beside one folder per course. *college* names
+   no template (`generic`) and lists its own profile.
+3. `defaults:` gives every hub a one-hour idle timeout, over the templates' settings; *college* sets its own
+   (30 minutes).
+4. Each hub's key (`research`, `university`, `college`) is its name and its URL prefix: `/hubs/research/`.
+5. `groups:` are the hub's groups and their members. Everyone named in `admins`, `allowed_users` or a group may
+   log in. Groups give access to profiles and to shared folders.
+6. `access: {modellers: write, everyone: read}` makes the `data` folder writable by the modellers and readable
+   by every user of the hub; it appears in their home as `~/shared/data`.
+7. The shared passwords are written in the file for the demo. For a real fleet, use `password_file:`.
 
 ## Reference
 
@@ -291,7 +309,7 @@ def section(name: str, schema: dict[str, Any]) -> str:
 
 
 MISTAKES = (
-    ("        groups: [modellers]\n", "        groups: [modelers]\n"),
+    ("          access: {modellers: write, everyone: read}\n", "          access: {modelers: write, everyone: read}\n"),
     ("    culling:\n      timeout: 30m\n", "    culling:\n      timout: 30m\n"),
 )
 """Two typos in the demo fleet, for the example of `hubfleet validate`."""

@@ -35,7 +35,9 @@ READY_SECONDS = 30
 
 def missing_tools() -> list[str]:
     """The Slurm and munge programs this machine lacks (empty when a test cluster can run)."""
-    return [name for name in (*DAEMONS, *CLIENTS, "munge", "sudo") if shutil.which(name, path=_path()) is None]
+    return [
+        name for name in (*DAEMONS, *CLIENTS, "munge", "unmunge", "sudo") if shutil.which(name, path=_path()) is None
+    ]
 
 
 def _path() -> str:

@@ -90,3 +90,22 @@ def test_every_key_of_the_demo_fleet_is_documented() -> None:
     text = REFERENCE.read_text(encoding="utf-8")
     missing = sorted(f"{path} ({key})" for path, key in found.items() if f"| `{key}` |" not in text)
     assert missing == []
+
+
+TEMPLATES_DOC = ROOT / "docs" / "templates.md"
+
+
+def test_the_templates_guide_covers_every_template_and_its_examples_are_valid(tmp_path: Path) -> None:
+    from hubfleet.spec import parse, templates
+
+    text = TEMPLATES_DOC.read_text(encoding="utf-8")
+    for name in templates.names():
+        assert f"`{name}`" in text
+    assert "hubfleet template show" in text and "hubfleet template list" in text
+    assert "(docs/templates.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+    assert len(examples) >= 4
+    for name in ("github-secret", "research-password"):
+        (tmp_path / name).write_text("a-long-enough-secret\n")
+    for example in examples:
+        parse(example, tmp_path / "fleet.yaml")  # raises SpecError with the problems

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,13 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from hubfleet.backends.local.render import render_settings
+from hubfleet.backends.slurm import cancel_leftover_jobs
+from hubfleet.fleet.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
+from hubfleet.hub.settings import HubPorts, SlurmLink
+from hubfleet.spec import parse
+from hubfleet.system import accounts
 from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub
 from tests.slurm import PARTITION, SlurmCluster, slurm_cluster
 
@@ -28,11 +33,12 @@ S = unique_hub("ts")
 PASSWORD = "slurm-test-password"
 ACCOUNT = f"{S}_sam"
 
+AUTH = f"{{type: shared-password, password: {PASSWORD}, allowed_users: [sam]}}"
 HUBS = f"""\
 {S}:
   display_name: Slurm Hub
   backend: slurm
-  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [sam]}}
+  auth: {AUTH}
   profiles:
     - {{name: job, cpu: 1, memory: 1G, partition: {PARTITION}, time_limit: 30m, default: true}}
   culling: {{enabled: false}}
@@ -110,6 +116,7 @@ def test_the_slurm_hub_is_up_and_passes_hubfleet_check(fleet: RunningFleet) -> N
     assert hub["backend"] == "slurm" and hub["healthy"] is True
     result = fleet.cli("check", "--json", check=False)
     report = json.loads(result.stdout)
+    print("\nhubfleet check:", "  ".join(f"{s['name']} {s['seconds']:.2f}s" for s in report["hubs"][0]["steps"]))
     assert report["ok"] is True, result.stdout + result.stderr
 
 
@@ -172,13 +179,26 @@ def test_down_leaves_no_job_and_no_process(fleet: RunningFleet, cluster: SlurmCl
     assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
 
 
-def test_down_after_the_supervisor_died_cancels_the_jobs_left(fleet: RunningFleet, cluster: SlurmCluster) -> None:
-    fleet.cli("up", str(fleet.file), "--detach")
-    as_sam(fleet, lambda user: user.start_server())
-    assert [j["user"] for j in cluster.jobs()] == [ACCOUNT]
-    os.kill(int((fleet.state_dir / "supervisor.pid").read_text()), signal.SIGKILL)
-    result = fleet.cli("down")
-    assert "orphaned" in result.stdout
-    assert cluster.jobs() == []
-    left = processes_of_hub_users(S)
-    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """What `hubfleet down` does for a Slurm hub whose supervisor died: cancel its users' jobs (and only theirs)."""
+    hub = unique_hub("tj")
+    fleet = parse(f"name: orphans\nhubs:\n  {hub}:\n    backend: slurm\n    auth: {AUTH}\n", tmp_path / "fleet.yaml")
+    state = FleetState(tmp_path / "state").create().hub(hub).create()
+    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
+    settings = render_settings(fleet, fleet.hubs[hub], state, ports)
+    settings.model_copy(update={"isolation": "slurm", "slurm": SlurmLink(conf=cluster.conf)}).write(state.settings_file)
+    accounts.ensure_group(accounts.hub_groupname(hub))
+    account = accounts.unix_username(hub, "kim")
+    accounts.ensure_user(account, Path("/home") / account, groups=[accounts.hub_groupname(hub)])
+    try:
+        for user in (account, "root"):
+            submit = ["sbatch", "--mem=100M", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"]
+            cluster.run("sudo", "-E", "-u", user, *submit)
+        assert sorted(j["user"] for j in cluster.jobs()) == sorted([account, "root"])
+        assert cancel_leftover_jobs(state) == 1
+        assert [j["user"] for j in cluster.jobs()] == ["root"]
+    finally:
+        cluster.cancel_all()
+        accounts.remove_hub_accounts(hub)

@@ -93,3 +93,16 @@ def test_every_hub_keeps_servers_across_restarts_and_uses_the_fleets_proxy(rende
         assert c.ConfigurableHTTPProxy.should_start is False
         assert c.JupyterHub.bind_url.endswith(f"/hubs/{settings.hub}/")
         assert {s["name"] for s in c.JupyterHub.services} >= {"hubfleet"}
+
+
+def test_scratch_reaches_the_spawner_only_on_hubs_with_scratch(tmp_path: Path) -> None:
+    text = f"name: cfg\npaths: {{shared_root: {tmp_path / 'srv'}}}\nhubs:\n"
+    text += "  s:\n    auth: {type: native}\n    storage: {scratch: {size: 1G}}\n  n:\n    auth: {type: native}\n"
+    fleet = parse(text, tmp_path / "fleet.yaml")
+    state = FleetState(tmp_path / "state").create()
+    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
+    with_scratch, without = (render_settings(fleet, fleet.hubs[n], state.hub(n).create(), ports) for n in ("s", "n"))
+    assert with_scratch.scratch_root == tmp_path / "srv" / "s" / "scratch"
+    assert without.scratch_root is None
+    assert _config(with_scratch).HubfleetSpawnerMixin.scratch_root == str(tmp_path / "srv" / "s" / "scratch")
+    assert _config(without).HubfleetSpawnerMixin.scratch_root == ""

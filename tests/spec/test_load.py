@@ -51,10 +51,11 @@ def test_demo_file_loads_with_three_hubs() -> None:
         assert hub.name == name  # the key under hubs: is the name
 
 
-def test_demo_file_inherits_defaults() -> None:
+def test_demo_file_inherits_defaults_and_templates() -> None:
     fleet = load(DEMO)
     college, university, research = fleet.hubs["college"], fleet.hubs["university"], fleet.hubs["research"]
-    # college sets no profiles: it gets the `small` profile from defaults, and keeps its own culling timeout.
+    # college (generic) lists its own `small` profile, and keeps its own culling timeout over the default 1h.
+    assert college.template == "generic"
     assert [p.name for p in college.profiles] == ["small"]
     assert college.default_profile().name == "small"
     assert college.default_profile().memory == 1 * G
@@ -62,14 +63,21 @@ def test_demo_file_inherits_defaults() -> None:
     assert college.culling.timeout == 1800
     assert college.culling.enabled is True
     assert college.culling.every == 300  # the model's default, neither file nor defaults set it
-    # university inherits both the profiles and the culling timeout (1h).
-    assert [p.name for p in university.profiles] == ["small"]
+    assert college.dask is None and college.storage.scratch is None
+    # university gets its profile from the course template, and the culling timeout (1h) from defaults.
+    assert university.template == "course"
+    assert [(p.name, p.memory) for p in university.profiles] == [("small", 1 * G)]
     assert university.culling.timeout == 3600
-    # research replaces the profile list with its own.
-    assert [p.name for p in research.profiles] == ["small", "large"]
-    assert research.profiles[1].memory == 4 * G
-    assert research.profiles[1].groups == ["modellers"]
+    assert [f.name for f in university.storage.shared] == ["course-materials", "data-8", "stat-140"]
+    # research gets profiles, scratch and Dask from the pangeo template, merged with its own storage and limits.
+    assert research.template == "pangeo"
+    assert [p.name for p in research.profiles] == ["small", "medium", "large"]
+    assert research.default_profile().name == "small"
     assert research.storage.home_quota == 10 * G
+    assert research.storage.scratch is not None and research.storage.scratch.size == 20 * G
+    assert research.dask is not None and research.dask.enabled
+    assert (research.dask.limits.max_cores, research.dask.limits.max_memory) == (2, 3 * G)
+    assert research.dask.worker_memory == 2 * G
 
 
 def test_demo_file_auth_plans_and_users() -> None:
@@ -84,7 +92,9 @@ def test_demo_file_auth_plans_and_users() -> None:
     assert (college.plan.start.isoformat(), college.plan.end.isoformat()) == ("2026-11-01", "2027-01-31")
     assert research.users == {"ada", "grace", "linus"}
     assert college.users == {"dana", "eli", "fay"}
-    assert research.storage.shared[0].access == {"modellers": "write", "everyone": "read"}
+    assert [(f.name, f.access) for f in research.storage.shared] == [
+        ("data", {"modellers": "write", "everyone": "read"})
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------ units
@@ -239,8 +249,8 @@ def test_json_schema_is_valid_and_accepts_the_demo_file() -> None:
         (lambda d: d["hubs"]["college"].update(profils=[]), "profils"),
         (lambda d: d["hubs"].update(Research=d["hubs"].pop("research")), "Research"),
         (lambda d: d["hubs"]["college"]["auth"].update(type="ldap"), "ldap"),
-        (lambda d: d["hubs"]["research"]["profiles"][0].update(memory="lots"), "lots"),
-        (lambda d: d["hubs"]["research"]["profiles"][0].update(cpu=-1), "-1"),
+        (lambda d: d["hubs"]["college"]["profiles"][0].update(memory="lots"), "lots"),
+        (lambda d: d["hubs"]["college"]["profiles"][0].update(cpu=-1), "-1"),
     ],
 )
 def test_json_schema_rejects_mistakes(change, fragment: str) -> None:
@@ -420,6 +430,15 @@ BAD_FILES = [
         30,
         "hubs.a.storage.shared[0].access.everyone",
         "'read' or 'write'",
+    ),
+    Bad(
+        "shared-folder-named-scratch",
+        "name: t\nhubs:\n  a:\n" + NATIVE + "    storage:\n      shared:\n        - name: scratch\n"
+        "          access: {everyone: read}\n",
+        7,
+        17,
+        "hubs.a.storage.shared[0].name",
+        "reserved for the per-user scratch folders",
     ),
     Bad(
         "upper-case-user",

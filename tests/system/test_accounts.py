@@ -22,6 +22,7 @@ import pytest
 from hubfleet.system.accounts import (
     Account,
     AccountsError,
+    ensure_folder,
     ensure_group,
     ensure_shared_folder,
     ensure_user,
@@ -429,3 +430,28 @@ def test_shared_folder_rejects_bad_input(sandbox: Sandbox) -> None:
     with pytest.raises(AccountsError, match="symlink"):
         ensure_shared_folder(sandbox.base / "link", {writers: "write"})
     assert stat.S_IMODE((sandbox.base / "target").stat().st_mode) == 0o755
+
+
+@pytest.mark.root
+@needs_root
+def test_ensure_folder_forces_owner_and_mode_and_refuses_a_symlink(sandbox: Sandbox) -> None:
+    alice = sandbox.user("alice")
+    bob = sandbox.user("bob")
+    parent = sandbox.base / "srv" / "hub" / "scratch"
+    ensure_folder(parent)
+    mine = parent / alice.name
+    mine.mkdir(mode=0o777)  # whatever was there before
+    ensure_folder(mine, alice.uid, alice.gid, 0o700)
+    for path, owner, mode in ((parent, (0, 0), 0o755), (parent.parent, (0, 0), 0o755), (mine, alice, 0o700)):
+        info = path.stat()
+        expected = owner if isinstance(owner, tuple) else (owner.uid, owner.gid)
+        assert ((info.st_uid, info.st_gid), stat.S_IMODE(info.st_mode)) == (expected, mode), path
+    assert_ok(write_as(alice, mine / "results.csv", "1,2\n"))
+    assert_denied(run_as(bob, "ls", str(mine)))
+    assert_denied(run_as(bob, "mkdir", str(parent / "bobs-own")))
+    elsewhere = sandbox.base / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (parent / bob.name).symlink_to(elsewhere)
+    with pytest.raises(AccountsError, match="symlink"):
+        ensure_folder(parent / bob.name, bob.uid, bob.gid, 0o700)
+    assert elsewhere.stat().st_uid == 0 and stat.S_IMODE(elsewhere.stat().st_mode) == 0o755

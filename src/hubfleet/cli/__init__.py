@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import check, fleet
+from hubfleet.cli import check, fleet, template
 
 app = typer.Typer(
     name="hubfleet",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 fleet.register(app)
 check.register(app)
+template.register(app)
 
 
 def main() -> None:

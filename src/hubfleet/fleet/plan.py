@@ -58,7 +58,12 @@ class HubChange:
         if self.kind in ("added", "removed", "unchanged"):
             return [f"{self.kind}"]
         out = []
-        if self.settings_changed:
+        if "backend" in self.settings_changed:
+            out.append(
+                f"settings changed ({', '.join(self.settings_changed)}): "
+                "the hub and its servers stop, then it starts on its new backend"
+            )
+        elif self.settings_changed:
             out.append(f"settings changed ({', '.join(self.settings_changed)}): hub restarts, servers keep running")
         for label, names in (
             ("users added", self.users_added),

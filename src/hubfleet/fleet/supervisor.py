@@ -25,6 +25,7 @@ from hubfleet.backends.local import LocalBackend
 from hubfleet.backends.slurm import SlurmBackend
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
+from hubfleet.fleet.scratch import ScratchSweeper
 from hubfleet.fleet.state import FleetState
 from hubfleet.spec import Fleet, SpecError, parse
 from hubfleet.spec.models import Hub, PaidPlan, PilotPlan
@@ -53,6 +54,9 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._control: HTTPServer | None = None
         self._refresh: asyncio.Task | None = None
+        # Cleans up the per-user scratch folders of hubs with `storage.scratch`, in a thread, every few minutes.
+        self.scratch = ScratchSweeper(lambda: self.fleet)
+        self._sweeping: asyncio.Task | None = None
         self.ready = False
 
     async def run(self, on_ready: Callable[[Supervisor], Awaitable[None]] | None = None) -> None:
@@ -70,6 +74,7 @@ class Supervisor:
             self.ready = True
             await self.refresh_status()
             self._refresh = asyncio.create_task(self._refresh_loop())
+            self._sweeping = asyncio.create_task(self.scratch.run())
             if on_ready is not None:
                 await on_ready(self)
             await self._stop.wait()
@@ -111,6 +116,9 @@ class Supervisor:
         """Stop every hub (and its servers), the front door and the control socket."""
         if self._refresh is not None:
             self._refresh.cancel()
+        self.scratch.stop()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         running = [(backend, name) for backend in self.backends.values() for name in backend.hub_names()]
         results = await asyncio.gather(*(backend.down(name) for backend, name in running), return_exceptions=True)
         for (_, name), result in zip(running, results, strict=True):

@@ -73,6 +73,7 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.shared_root = str(settings.shared_root / settings.hub)
     c.HubfleetSpawnerMixin.profiles = [p.model_dump(mode="json") for p in settings.profiles]
     c.HubfleetSpawnerMixin.shared_folders = [f.model_dump(mode="json") for f in settings.shared_folders]
+    c.HubfleetSpawnerMixin.scratch_root = str(settings.scratch_root or "")
     c.SameUserSpawner.homes_dir = str(state / "homes")
     if settings.isolation == "slurm":
         _configure_slurm(c, settings)

@@ -90,6 +90,8 @@ class HubSettings(BaseModel):
     groups: dict[str, list[str]] = {}
     profiles: list[Profile]
     shared_folders: list[SharedFolder] = []
+    scratch_root: Path | None = None
+    """The parent of the hub's per-user scratch folders (None: the hub has no scratch)."""
     culling: Culling
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None

@@ -3,15 +3,18 @@
 `IsolatedSpawner` is the normal one-machine spawner: each hub user is a real Unix account (mapped per hub), with
 a 0700 home, membership of the POSIX groups of their hub groups, and a cgroup enforcing the chosen profile's
 memory and CPU limits. `SameUserSpawner` is the fallback when hubfleet does not run as root: every server runs
-as the hub's own user, with no isolation at all.
+as the hub's own user, with no isolation at all. `hubfleet.hub.slurm.SlurmSpawner` (hubs with `backend: slurm`)
+prepares the same Unix accounts through the mixin and runs each server as a Slurm job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import html
 import os
 import pwd
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, s
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import Configurable
 
-from hubfleet.spec.checks import EVERYONE
+from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Profile, SharedFolder
 from hubfleet.system import accounts, cgroups
 
@@ -28,13 +31,104 @@ PIDS_MAX = 4096
 """Processes and threads one server may hold at once (stops fork bombs from taking the machine)."""
 
 SHARED_LINKS_DIR = "shared"
+"""Folder in each home holding links to the hub's shared folders the user may see."""
+
+SCRATCH_LINK = "scratch"
+"""Link in each home to the user's scratch folder (hubs with `storage.scratch`)."""
+
+SCRATCH_ENV = "SCRATCH_DIR"
+"""Environment variable naming the user's scratch folder in their server."""
 
 READY_POLL_SECONDS = 0.1
-"""Folder in each home holding links to the hub's shared folders the user may see."""
+
+
+def _open_dir(path: Path | str, dir_fd: int | None = None) -> int:
+    """Open directory `path` (relative to `dir_fd`), refusing a symlink at its last component."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def place_link(dir_fd: int, name: str, target: Path, uid: int, gid: int) -> bool:
+    """Make `name` in directory `dir_fd` a symlink to `target` owned by `uid:gid`; never follows a link.
+
+    An existing link to elsewhere is replaced. Returns False, changing nothing, when `name` is something else
+    than a link (the user's own file or folder).
+    """
+    try:
+        current: str | None = os.readlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        current = None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not a symlink
+            return False
+        raise
+    if current == str(target):
+        return True
+    if current is not None:
+        os.unlink(name, dir_fd=dir_fd)
+    os.symlink(target, name, dir_fd=dir_fd)
+    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    return True
+
+
+def remove_link(dir_fd: int, name: str, target: Path) -> None:
+    """Remove `name` in directory `dir_fd` if it is a symlink to `target`."""
+    try:
+        if os.readlink(name, dir_fd=dir_fd) == str(target):
+            os.unlink(name, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+
+
+def link_shared_folders(home: Path, uid: int, gid: int, targets: dict[str, Path]) -> list[str]:
+    """`~/shared/<name>` → target for each folder in `targets`; other links there are removed.
+
+    Works through directory descriptors and never follows a symlink: the home belongs to the user, who may have
+    replaced `~/shared` or anything in it with a link to elsewhere (an OSError then, nothing outside the home is
+    touched). Returns the names that are in the way as something else than a link (left alone).
+    """
+    home_fd = _open_dir(home)
+    try:
+        try:
+            links_fd = _open_dir(SHARED_LINKS_DIR, dir_fd=home_fd)
+        except FileNotFoundError:
+            if not targets:
+                return []
+            os.mkdir(SHARED_LINKS_DIR, 0o755, dir_fd=home_fd)
+            links_fd = _open_dir(SHARED_LINKS_DIR, dir_fd=home_fd)
+        try:
+            os.fchown(links_fd, uid, gid)
+            for name in os.listdir(links_fd):
+                mode = os.stat(name, dir_fd=links_fd, follow_symlinks=False).st_mode
+                if name not in targets and stat.S_ISLNK(mode):
+                    os.unlink(name, dir_fd=links_fd)
+            return [name for name, target in targets.items() if not place_link(links_fd, name, target, uid, gid)]
+        finally:
+            os.close(links_fd)
+    finally:
+        os.close(home_fd)
+
+
+def link_in_home(home: Path, uid: int, gid: int, name: str, target: Path | None, stale: Path) -> bool:
+    """`~/<name>` → `target` (never following a link); with `target` None, remove a `~/<name>` link to `stale`.
+
+    Returns False when `~/<name>` is the user's own file or folder (left alone).
+    """
+    home_fd = _open_dir(home)
+    try:
+        if target is None:
+            remove_link(home_fd, name, stale)
+            return True
+        return place_link(home_fd, name, target, uid, gid)
+    finally:
+        os.close(home_fd)
 
 
 class HubfleetSpawnerMixin(Configurable):
-    """What every hubfleet spawner does: profiles (with a choice form), the user environment, shared folders."""
+    """What every hubfleet spawner does: profiles (with a choice form), the user environment, shared folders, and
+    (for the spawners that use real accounts) the user's Unix account with its hub groups."""
 
     hub_name = Unicode(config=True, help="the hub's name in the fleet")
     env_prefix = Unicode(config=True, help="Python environment user servers run from")
@@ -42,6 +136,7 @@ class HubfleetSpawnerMixin(Configurable):
     shared_root = Unicode(config=True, help="directory holding this hub's shared folders")
     profiles = List(Dict(), config=True, help="resource profiles (hubfleet.spec.Profile as dicts)")
     shared_folders = List(Dict(), config=True, help="shared folders (hubfleet.spec.SharedFolder as dicts)")
+    scratch_root = Unicode("", config=True, help="parent of this hub's per-user scratch folders ('': no scratch)")
 
     user: Any
     user_options: dict
@@ -135,6 +230,8 @@ class HubfleetSpawnerMixin(Configurable):
     def _add_env(self, env: dict[str, str]) -> dict[str, str]:
         env["PATH"] = f"{self.env_prefix}/bin:/usr/local/bin:/usr/bin:/bin"
         env["HUBFLEET_HUB"] = self.hub_name
+        if self.scratch_dir is not None:
+            env[SCRATCH_ENV] = str(self.scratch_dir)
         return env
 
     @property
@@ -142,8 +239,28 @@ class HubfleetSpawnerMixin(Configurable):
         """The Unix account this hub user maps to."""
         return accounts.unix_username(self.hub_name, self.user.name)
 
+    @property
+    def scratch_dir(self) -> Path | None:
+        """This user's scratch folder (None: the hub has no scratch)."""
+        return Path(self.scratch_root) / self.unix_name if self.scratch_root else None
+
+    def _link_scratch(self, home: Path, uid: int, gid: int) -> None:
+        """`~/scratch` → the user's scratch folder; without scratch, remove a link left from when the hub had it."""
+        stale = Path(self.shared_root) / SCRATCH_FOLDER / self.unix_name
+        try:
+            if not link_in_home(home, uid, gid, SCRATCH_LINK, self.scratch_dir, stale):
+                self.log.warning(
+                    "~/%s of %s is not a link: not linking the scratch folder (still in $%s)",
+                    SCRATCH_LINK,
+                    self.user.name,
+                    SCRATCH_ENV,
+                )
+        except OSError as exc:
+            self.log.warning("cannot link ~/%s for %s: %s", SCRATCH_LINK, self.user.name, exc)
+
     def _prepare_account(self) -> None:
-        """Create the Unix account, set its hub groups and link the shared folders it may see."""
+        """Create the Unix account, set its hub groups, link the shared folders it may see, and make its scratch
+        folder (the user's own, 0700, in a root-owned parent) with its `~/scratch` link."""
         home = Path(self.home_root) / self.unix_name
         hub_group = accounts.hub_groupname(self.hub_name)
         accounts.ensure_group(hub_group)
@@ -155,22 +272,21 @@ class HubfleetSpawnerMixin(Configurable):
             accounts.ensure_group(group)
         accounts.set_managed_groups(self.unix_name, wanted, accounts.hub_group_prefix(self.hub_name))
         self._link_shared_folders(account)
+        scratch = self.scratch_dir
+        if scratch is not None:
+            accounts.ensure_folder(scratch.parent)
+            accounts.ensure_folder(scratch, account.uid, account.gid, 0o700)
+        self._link_scratch(account.home, account.uid, account.gid)
 
     def _link_shared_folders(self, account: accounts.Account) -> None:
-        links = account.home / SHARED_LINKS_DIR
-        visible = {f.name for f in self.visible_folders()}
-        if not visible and not links.exists():
+        targets = {f.name: Path(self.shared_root) / f.name for f in self.visible_folders()}
+        try:
+            in_the_way = link_shared_folders(account.home, account.uid, account.gid, targets)
+        except OSError as exc:
+            self.log.warning("cannot link the shared folders of %s in ~/%s: %s", self.user.name, SHARED_LINKS_DIR, exc)
             return
-        links.mkdir(mode=0o755, exist_ok=True)
-        os.chown(links, account.uid, account.gid)
-        for entry in links.iterdir():
-            if entry.is_symlink() and entry.name not in visible:
-                entry.unlink()
-        for name in visible:
-            link = links / name
-            if not link.is_symlink():
-                link.symlink_to(Path(self.shared_root) / name)
-                os.lchown(link, account.uid, account.gid)
+        for name in in_the_way:
+            self.log.warning("~/%s/%s of %s is not a link: left alone", SHARED_LINKS_DIR, name, self.user.name)
 
 
 class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
@@ -268,9 +384,19 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
     async def start(self) -> Any:
         self._apply_profile()
         self.log.warning("Server of %s runs as the hub's own user: users are not isolated", self.user.name)
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare_folders)
         ip, port = await super().start()
         await self.wait_until_ready(ip, port)
         return ip, port
+
+    def _prepare_folders(self) -> None:
+        """The working directory, and the scratch folder with its link (no accounts, no ownership: one user)."""
+        home = Path(self.home_dir)
+        home.mkdir(mode=0o755, parents=True, exist_ok=True)
+        scratch = self.scratch_dir
+        if scratch is not None:
+            scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._link_scratch(home, os.getuid(), os.getgid())
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         return self._add_env(super().user_env(env))

@@ -17,6 +17,9 @@ Finding = tuple[tuple[str | int, ...], str, str]
 EVERYONE = "everyone"
 """The pseudo-group of every user of a hub, usable in shared-folder access."""
 
+SCRATCH_FOLDER = "scratch"
+"""The folder of a hub's per-user scratch folders, beside its shared folders: no shared folder may take its name."""
+
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
@@ -61,8 +64,6 @@ def _check_ports(door: FrontDoor, ports: PortRange, hub_count: int) -> Iterator[
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:
     groups = set(hub.groups)
-    if hub.storage.scratch is not None:
-        yield (*at, "storage", "scratch"), "scratch folders are not available in this version", "remove scratch:"
     for group in hub.groups:
         if group == EVERYONE:
             yield (
@@ -109,6 +110,12 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
                 "",
             )
         seen_folders.add(folder.name)
+        if folder.name == SCRATCH_FOLDER:
+            yield (
+                (*at, "storage", "shared", index, "name"),
+                f"'{SCRATCH_FOLDER}' is reserved for the per-user scratch folders",
+                "rename the shared folder (per-user scratch is `storage.scratch`)",
+            )
         for group in folder.access:
             if group != EVERYONE and group not in groups:
                 yield _unknown_group((*at, "storage", "shared", index, "access", group), group, groups)

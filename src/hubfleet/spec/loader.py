@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from hubfleet.spec import templates
 from hubfleet.spec.models import Fleet, HubName, Slug, Username
 
 _PATTERN_HINTS = {
@@ -297,6 +298,27 @@ def _dotted(loc: Iterable[str | int]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _TemplateUse:
+    """The template a hub was built on, and where the file chooses it."""
+
+    name: str
+    data: dict[str, Any]
+    chosen_at: Loc
+    """The hub's `template:`, else `defaults.template`, else the hub's key (the default template)."""
+
+
+def _present(data: Any, loc: Loc) -> bool:
+    """Whether plain `data` holds something at `loc`."""
+    for step in loc:
+        in_map = isinstance(data, dict) and step in data
+        in_list = isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        if not (in_map or in_list):
+            return False
+        data = data[step]
+    return True
+
+
 class _Reporter:
     """Turns locations in the (merged) data into problems pointing at the right place in the file."""
 
@@ -305,6 +327,8 @@ class _Reporter:
         self.problems: list[Problem] = []
         # (line, column, message) → the problem's index, and the hubs inheriting it from `defaults:` (if so).
         self._seen: dict[tuple[int, int, str], tuple[int, list[str] | None]] = {}
+        self.templates: dict[str, _TemplateUse] = {}
+        """Hub name → the template merged under it."""
 
     def add(self, loc: Loc, message: str, hint: str = "", *, key: bool = False) -> None:
         loc = shown = _without_tags(loc)
@@ -316,8 +340,16 @@ class _Reporter:
             # The value may come from `defaults:` rather than from the hub itself: report it once, there.
             d_loc = ("defaults", *loc[2:])
             d_line, d_column, d_found = self.doc.position(d_loc, key=key)
+            template = self.templates.get(str(loc[1]))
             if d_found:
                 line, column, shown, inherited_by = d_line, d_column, d_loc, str(loc[1])
+            elif template is not None and _present(template.data, loc[2:]):
+                # From the hub's template, which is not in this file: point at where the file chooses it.
+                line, column, _ = self.doc.position(template.chosen_at, key=template.chosen_at[-1] != "template")
+                message = f"{message} (from template '{template.name}')"
+                hint = (
+                    hint or f"set it in the hub to override the template (see `hubfleet template show {template.name}`)"
+                )
         signature = (line, column, message)
         if signature in self._seen:
             index, hubs = self._seen[signature]
@@ -375,7 +407,8 @@ def parse(text: str, path: Path = Path("fleet.yaml")) -> Fleet:
 
 
 def _merged_data(doc: FleetDocument, reporter: _Reporter) -> dict[str, Any]:
-    """Plain data for validation: each hub gets its name from its key and `defaults:` merged under it."""
+    """Plain data for validation: each hub gets its name from its key, with its template and `defaults:` merged
+    under it (template < defaults < hub: mappings merge key by key, anything else replaces)."""
     data = _plain(doc.root)
     defaults = data.get("defaults") or {}
     hubs = data.get("hubs")
@@ -392,9 +425,29 @@ def _merged_data(doc: FleetDocument, reporter: _Reporter) -> dict[str, Any]:
                     "drop 'name:' — the key under hubs: is the name",
                 )
             hub = {**hub, "name": name}
-            merged[name] = _deep_merge(copy.deepcopy(defaults), hub)
+            base = copy.deepcopy(defaults)
+            template = _template_of(name, hub, defaults)
+            if template is not None:
+                reporter.templates[name] = template
+                base = _deep_merge(copy.deepcopy(template.data), base)
+            merged[name] = _deep_merge(base, hub)
         data["hubs"] = merged
     return data
+
+
+def _template_of(name: str, hub: dict[str, Any], defaults: dict[str, Any]) -> _TemplateUse | None:
+    """The template hub `name` is built on: its own `template:`, else `defaults.template`, else the default one.
+
+    None for a name no template has: validating the hub's `template:` reports it.
+    """
+    if "template" in hub:
+        chosen, at = hub["template"], ("hubs", name, "template")
+    elif "template" in defaults:
+        chosen, at = defaults["template"], ("defaults", "template")
+    else:
+        chosen, at = templates.DEFAULT, ("hubs", name)
+    data = templates.hub_data(chosen)
+    return None if data is None else _TemplateUse(str(chosen), data, at)
 
 
 def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:

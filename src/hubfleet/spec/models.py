@@ -99,7 +99,7 @@ class Community(SpecModel):
 
 
 class Template(StrEnum):
-    """Community templates a hub starts from."""
+    """Community templates a hub starts from (`hubfleet template list`; files in hubfleet/spec/templates/)."""
 
     generic = "generic"
     course = "course"
@@ -245,8 +245,10 @@ class SharedFolder(SpecModel):
 class Scratch(SpecModel):
     """A per-user scratch folder for large, short-lived files (kept apart from homes)."""
 
-    size: ByteSize = Field(50 * 1024**3, description="per user; beyond it the oldest files are removed first")
-    max_age: Seconds = Field(7 * 86400, description="files untouched this long are removed")
+    size: ByteSize = Field(
+        50 * 1024**3, description="per user; beyond it the user's oldest files are removed first (0: no limit)"
+    )
+    max_age: Seconds = Field(7 * 86400, description="files not modified for this long are removed (0: never)")
 
 
 class Storage(SpecModel):
@@ -254,7 +256,9 @@ class Storage(SpecModel):
 
     home_quota: ByteSize | None = Field(None, description="home directory size limit per user")
     shared: list[SharedFolder] = Field(default_factory=list, description="folders shared by groups of the hub")
-    scratch: Scratch | None = Field(None, description="a per-user scratch folder, linked as ~/scratch")
+    scratch: Scratch | None = Field(
+        None, description="a per-user scratch folder, linked as ~/scratch and named by $SCRATCH_DIR, swept regularly"
+    )
 
 
 class DaskLimits(SpecModel):
@@ -313,7 +317,10 @@ class Hub(SpecModel):
     name: HubName
     display_name: str | None = Field(None, description="the name people see (default: the hub's name)")
     community: Community | None = None
-    template: Template = Field(Template.generic, description="the community template the hub starts from")
+    template: Template = Field(
+        Template.generic,
+        description="the community template merged under the hub's settings and `defaults:` (see docs/templates.md)",
+    )
     backend: Literal["local", "slurm"] = Field(
         "local", description="where users' servers run: this machine, or jobs of a Slurm cluster"
     )

@@ -47,6 +47,7 @@ from typing import Literal
 __all__ = [
     "Account",
     "AccountsError",
+    "ensure_folder",
     "ensure_group",
     "ensure_shared_folder",
     "ensure_user",
@@ -375,6 +376,18 @@ def ensure_shared_folder(path: Path, access: Mapping[str, Literal["read", "write
             raise AccountsError(f"setting the ACL of {path}: {exc}") from exc
     finally:
         os.close(fd)
+
+
+def ensure_folder(path: Path, uid: int = 0, gid: int = 0, mode: int = 0o755) -> None:
+    """Make ``path`` a directory owned by ``uid:gid`` with ``mode``, whatever it was (root:root 0755 by default).
+
+    A symlink at ``path`` is an error, never followed. Missing parents are created root:root 0755; existing ones
+    are left untouched, so the caller must make sure nobody but root can change them (as with the homes' and
+    the shared folders' parents).
+    """
+    path = _check_absolute(path)
+    _make_parents(path)
+    _make_dir(path, uid, gid, mode)
 
 
 def remove_user(name: str) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from pathlib import Path
 
 from hubfleet.fleet.state import HubState
 from hubfleet.hub.settings import GatewayLink, HubPorts, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
-from hubfleet.spec.checks import EVERYONE
+from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Fleet, GitHubAuth, Hub, NativeAuth, SharedPasswordAuth
 from hubfleet.system import accounts
 
@@ -25,6 +26,13 @@ def isolation_mode() -> str:
 def base_url(hub: Hub) -> str:
     """The URL prefix of a hub behind the front door."""
     return f"/hubs/{hub.name}/"
+
+
+def scratch_root(fleet: Fleet, hub: Hub) -> Path | None:
+    """The parent of the hub's per-user scratch folders, if the hub has scratch."""
+    if hub.storage.scratch is None:
+        return None
+    return fleet.paths.shared_root / hub.name / SCRATCH_FOLDER
 
 
 def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
@@ -58,6 +66,8 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubP
         user_env=fleet.paths.user_env,
         home_root=fleet.paths.home_root,
         dask=hub.dask,
+        backend=hub.backend,
+        partition=hub.default_profile().partition,
         secrets={
             "gateway_token": state.secret("gateway_token"),
             "gateway_db_key": state.secret("gateway_db_key", fernet_key),
@@ -110,6 +120,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         groups={name: list(members) for name, members in hub.groups.items()},
         profiles=list(hub.profiles),
         shared_folders=list(hub.storage.shared),
+        scratch_root=scratch_root(fleet, hub),
         culling=hub.culling,
         gateway=gateway,
         secrets=secrets,
@@ -117,14 +128,19 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
 
 
 def prepare_machine(fleet: Fleet, hub: Hub) -> None:
-    """POSIX groups of the hub and its groups, and its shared folders with their ACLs (root only)."""
+    """POSIX groups of the hub and its groups, its shared folders with their ACLs, and the parent of its
+    per-user scratch folders (root:root 0755, so that users can reach their own folder and nothing else)."""
+    scratch = scratch_root(fleet, hub)
     if isolation_mode() != "unix-users":
-        for folder in hub.storage.shared:
+        folders = [fleet.paths.shared_root / hub.name / folder.name for folder in hub.storage.shared]
+        for folder in [*folders, *([scratch] if scratch else [])]:
             try:
-                (fleet.paths.shared_root / hub.name / folder.name).mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                log.warning("cannot create shared folder %s of hub %s: %s", folder.name, hub.name, exc)
+                log.warning("cannot create folder %s of hub %s: %s", folder, hub.name, exc)
         return
+    if scratch is not None:
+        accounts.ensure_folder(scratch)
     hub_group = accounts.hub_groupname(hub.name)
     accounts.ensure_group(hub_group)
     for group in hub.groups:

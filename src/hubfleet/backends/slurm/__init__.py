@@ -67,7 +67,11 @@ class SlurmHub(LocalHub):
         """Stop as a local hub does (servers through the API first); then cancel any job of the hub's users left."""
         await super().stop(stop_servers=stop_servers)
         if stop_servers:
-            cancelled = await jobs.cancel_hub_jobs(self.name, self.conf)
+            try:
+                cancelled = await jobs.cancel_hub_jobs(self.name, self.conf)
+            except jobs.SlurmError as exc:
+                log.error("Slurm jobs of hub %s may be left: %s", self.name, exc)
+                return
             if cancelled:
                 log.info(
                     "cancelled %d Slurm job(s) of hub %s left after its servers stopped", len(cancelled), self.name
