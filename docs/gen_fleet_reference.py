@@ -111,8 +111,8 @@ Notes:
 
 1. *research* starts from the `pangeo` template: Dask Gateway, `~/scratch`, a shared `data` folder and
    small/medium/large profiles. It only sets what differs: `storage:` and `dask:` merge key by key with the
-   template's (its `home_quota` and Dask `limits` are added, the template's scratch and worker sizes stay), while
-   its `shared:` list replaces the template's.
+   template's (it adds a `home_quota`, and sizes workers and per-user Dask `limits` for a 2-core machine; the
+   template's scratch and other Dask settings stay), while its `shared:` list replaces the template's.
 2. *university* starts from the `course` template (one small profile, a one-hour idle timeout); its `shared:` list
    replaces the template's, so it lists `course-materials` again beside one folder per course. *college* names
    no template (`generic`) and lists its own profile.

@@ -147,7 +147,10 @@ def running_fleet(
         pytest.skip(f"no user environment at {USER_ENV} (run make setup)")
     tmp.mkdir(parents=True, exist_ok=True)
     shared_root = Path(f"/srv/hubfleet-test-{secrets.token_hex(3)}")
+    block = _port_block()
     port = free_port()
+    while block[0] <= port <= block[1]:  # the front door must not sit in the hubs' internal port range
+        port = free_port()
     fleet = RunningFleet(
         root=tmp,
         file=tmp / "fleet.yaml",
@@ -157,7 +160,7 @@ def running_fleet(
         hubs=hub_names,
         password=password,
     )
-    fleet.write(fleet_yaml("testfleet", port, _port_block(), shared_root, hubs_yaml, defaults))
+    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults))
     try:
         fleet.cli("up", str(fleet.file), "--detach")
         yield fleet

@@ -76,8 +76,8 @@ def test_demo_file_inherits_defaults_and_templates() -> None:
     assert research.storage.home_quota == 10 * G
     assert research.storage.scratch is not None and research.storage.scratch.size == 20 * G
     assert research.dask is not None and research.dask.enabled
-    assert (research.dask.limits.max_cores, research.dask.limits.max_memory) == (2, 3 * G)
-    assert research.dask.worker_memory == 2 * G
+    assert (research.dask.limits.max_cores, research.dask.limits.max_memory) == (3, 3 * G)
+    assert (research.dask.worker_memory, research.dask.max_worker_memory) == (1 * G, 4 * G)
 
 
 def test_demo_file_auth_plans_and_users() -> None:

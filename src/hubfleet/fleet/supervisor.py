@@ -221,12 +221,15 @@ class Supervisor:
         return hubs
 
     async def status_document(self) -> dict[str, Any]:
+        # Read before asking the hubs: `ready` must not turn true while the statuses are gathered from hubs
+        # that were still starting (`up --detach` would then report them unhealthy).
+        ready = self.ready
         statuses = await self.refresh_status()
         return {
             "fleet": self.fleet.name,
             "front_door": self.front_door.url,
             "pid": os.getpid(),
-            "ready": self.ready,
+            "ready": ready,
             "source": str(self.source),
             "hubs": [s.model_dump() for s in statuses.values()],
         }
