@@ -45,6 +45,7 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/dask.py
 
 clean:
 	rm -rf $(VENV) .hubfleet

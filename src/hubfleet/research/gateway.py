@@ -27,6 +27,8 @@ from hubfleet.spec.models import Dask, DaskLimits
 from hubfleet.system import accounts, cgroups
 
 PIDS_MAX = 4096
+SCHEDULER_CORES = 1
+SCHEDULER_MEMORY = 512 * 1024**2
 GIB = 1024**3
 
 
@@ -49,6 +51,10 @@ def cluster_options(dask: Dask) -> Callable[[User], Options]:
                 "worker_memory": int(options.worker_memory * GIB),
                 "cluster_max_cores": limits.max_cores,
                 "cluster_max_memory": limits.max_memory,
+                # Checked against the limits above when the cluster is made: set here, not only as config
+                # defaults, or dask-gateway's 2 GiB default scheduler refuses users with less memory.
+                "scheduler_cores": SCHEDULER_CORES,
+                "scheduler_memory": SCHEDULER_MEMORY,
             }
 
         return Options(
@@ -210,6 +216,6 @@ def configure(c: Any, settings: GatewaySettings) -> None:
     c.Backend.cluster_options = cluster_options(settings.dask)
     c.ClusterConfig.scheduler_cmd = [str(bin_dir / "dask"), "scheduler"]
     c.ClusterConfig.worker_cmd = [str(bin_dir / "dask"), "worker"]
-    c.ClusterConfig.scheduler_cores = 1
-    c.ClusterConfig.scheduler_memory = 512 * 1024**2
+    c.ClusterConfig.scheduler_cores = SCHEDULER_CORES
+    c.ClusterConfig.scheduler_memory = SCHEDULER_MEMORY
     c.ClusterConfig.idle_timeout = float(settings.dask.idle_timeout)
