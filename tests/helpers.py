@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts
 
 USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
@@ -77,6 +80,22 @@ class RunningFleet:
 
     def service_token(self, hub: str) -> str:
         return (self.state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
+
+    def run_code(self, hub: str, login: PasswordLogin, code: str, timeout: float = 180) -> str:
+        """Log in through the front door, start the user's server if needed, and run `code` in a fresh kernel."""
+
+        async def scenario() -> str:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                user = await HubUser.login(client, self.hub_url(hub), login)
+                if not (await user.server() or {}).get("ready"):
+                    await user.start_server()
+                kernel = await user.start_kernel()
+                try:
+                    return (await user.execute(kernel, code, timeout)).strip()
+                finally:
+                    await user.stop_kernel(kernel)
+
+        return asyncio.run(scenario())
 
     def write(self, text: str) -> Path:
         self.file.write_text(text)

@@ -253,3 +253,18 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         if cluster.started_munged is not None:
             _stop(cluster.started_munged)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def slurm_cluster_in_env() -> Iterator[SlurmCluster]:
+    """A test cluster whose SLURM_CONF is exported while it runs: `hubfleet up` and its hubs find it there."""
+    with slurm_cluster() as running:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(running.conf)
+        try:
+            yield running
+        finally:
+            if before is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = before

@@ -5,7 +5,6 @@ The supervisor sweeps every second here (HUBFLEET_SCRATCH_SWEEP_EVERY), instead 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -13,11 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from hubfleet.fleet.scratch import SWEEP_EVERY_ENV
-from hubfleet.health.client import CodeError, HubUser, PasswordLogin
+from hubfleet.health.client import CodeError, PasswordLogin
 from tests.helpers import RunningFleet, running_fleet, unique_hub
 
 HUB = unique_hub("ts")
@@ -44,20 +42,7 @@ def scratch_of(fleet: RunningFleet, user: str) -> Path:
 
 
 def in_kernel(fleet: RunningFleet, user: str, code: str, timeout: float = 120) -> str:
-    """Log `user` in through the front door, start their server if needed, and run `code` in a kernel."""
-
-    async def scenario() -> str:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            hub_user = await HubUser.login(client, fleet.hub_url(HUB), PasswordLogin(user, PASSWORD))
-            if not (await hub_user.server() or {}).get("ready"):
-                await hub_user.start_server()
-            kernel = await hub_user.start_kernel()
-            try:
-                return (await hub_user.execute(kernel, code, timeout)).strip()
-            finally:
-                await hub_user.stop_kernel(kernel)
-
-    return asyncio.run(scenario())
+    return fleet.run_code(HUB, PasswordLogin(user, PASSWORD), code, timeout)
 
 
 LOOK = """\

@@ -26,7 +26,7 @@ from hubfleet.hub.settings import HubPorts, SlurmLink
 from hubfleet.spec import parse
 from hubfleet.system import accounts
 from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub
-from tests.slurm import PARTITION, SlurmCluster, slurm_cluster
+from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
 
 T = TypeVar("T")
 S = unique_hub("ts")
@@ -68,17 +68,8 @@ except urllib.error.HTTPError as error:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
-    with slurm_cluster() as running:
-        # `hubfleet up` (and so every hub process) finds the cluster through SLURM_CONF.
-        before = os.environ.get("SLURM_CONF")
-        os.environ["SLURM_CONF"] = str(running.conf)
-        try:
-            yield running
-        finally:
-            if before is None:
-                os.environ.pop("SLURM_CONF", None)
-            else:
-                os.environ["SLURM_CONF"] = before
+    with slurm_cluster_in_env() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubfleet.health.client import CodeError, HubUser, PasswordLogin
+from hubfleet.health.client import CodeError, PasswordLogin
 from tests.helpers import RunningFleet, running_fleet, unique_hub
 
 HUB = unique_hub("tr")
@@ -47,20 +46,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, owners_before: dict) -> Iter
 
 
 def in_kernel(fleet: RunningFleet, user: str, code: str, timeout: float = 180) -> str:
-    """Log `user` in through the front door, start their server if needed, and run `code` in a kernel."""
-
-    async def scenario() -> str:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            hub_user = await HubUser.login(client, fleet.hub_url(HUB), PasswordLogin(user, PASSWORD))
-            if not (await hub_user.server() or {}).get("ready"):
-                await hub_user.start_server()
-            kernel = await hub_user.start_kernel()
-            try:
-                return (await hub_user.execute(kernel, code, timeout)).strip()
-            finally:
-                await hub_user.stop_kernel(kernel)
-
-    return asyncio.run(scenario())
+    return fleet.run_code(HUB, PasswordLogin(user, PASSWORD), code, timeout)
 
 
 NEW_CLUSTER = """\

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from hubfleet.health.client import HubUser, PasswordLogin
 from tests.helpers import RunningFleet, running_fleet, unique_hub
-from tests.slurm import PARTITION, SlurmCluster, slurm_cluster
+from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
 
 HUB = unique_hub("tq")
 PASSWORD = "dask-slurm-password"
@@ -50,16 +49,8 @@ print(json.dumps({"total": total, "workers": sorted(map(list, where.values())), 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
-    with slurm_cluster() as running:
-        before = os.environ.get("SLURM_CONF")
-        os.environ["SLURM_CONF"] = str(running.conf)  # `hubfleet up` and its hubs find the cluster through it
-        try:
-            yield running
-        finally:
-            if before is None:
-                os.environ.pop("SLURM_CONF", None)
-            else:
-                os.environ["SLURM_CONF"] = before
+    with slurm_cluster_in_env() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

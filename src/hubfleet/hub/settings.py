@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,6 +26,35 @@ CULLER_SERVICE_NAME = "idle-culler"
 
 CHECK_USER = "hubfleet-check"
 """The synthetic user `hubfleet check` logs in as."""
+
+
+class SettingsFile(BaseModel):
+    """Settings one process reads from a JSON file the fleet side wrote; secrets are files named in `secrets`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env_var: ClassVar[str]
+    """The environment variable that names the file."""
+
+    secrets: dict[str, Path] = {}
+
+    def secret(self, name: str) -> str:
+        """The content of secret file `name`."""
+        return self.secrets[name].read_text(encoding="utf-8").strip()
+
+    @classmethod
+    def read(cls, path: str | Path | None = None) -> Self:
+        """Read the settings file (by default the one the class's environment variable names)."""
+        path = Path(path or os.environ[cls.env_var])
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write(self, path: Path) -> None:
+        """Write atomically, readable by root only."""
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self.model_dump(mode="json"), out, indent=2)
+        os.replace(tmp, path)
 
 
 class HubPorts(BaseModel):
@@ -66,10 +95,10 @@ class SlurmLink(BaseModel):
     """The slurm.conf Slurm commands and jobs use: `$SLURM_CONF` of the supervisor (None: Slurm's default)."""
 
 
-class HubSettings(BaseModel):
+class HubSettings(SettingsFile):
     """Everything one JupyterHub process needs to configure itself."""
 
-    model_config = ConfigDict(frozen=True)
+    env_var: ClassVar[str] = SETTINGS_ENV
 
     fleet: str
     hub: str
@@ -95,22 +124,3 @@ class HubSettings(BaseModel):
     culling: Culling
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None
-    secrets: dict[str, Path] = {}
-
-    def secret(self, name: str) -> str:
-        """The content of secret file `name`."""
-        return self.secrets[name].read_text(encoding="utf-8").strip()
-
-    @classmethod
-    def read(cls, path: str | Path | None = None) -> HubSettings:
-        """Read the settings file (by default the one `$HUBFLEET_HUB_SETTINGS` names)."""
-        path = Path(path or os.environ[SETTINGS_ENV])
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
-
-    def write(self, path: Path) -> None:
-        """Write atomically, readable by root only."""
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.model_dump(mode="json"), out, indent=2)
-        os.replace(tmp, path)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from hubfleet.hub.settings import SettingsFile
 from hubfleet.spec.models import Dask
 
 SETTINGS_ENV = "HUBFLEET_GATEWAY_SETTINGS"
@@ -18,10 +15,10 @@ SERVICE_NAME = "dask-gateway"
 """The gateway's JupyterHub service name (its URL prefix is the hub's services/dask-gateway)."""
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(SettingsFile):
     """What one hub's gateway process is told (written by the fleet side as JSON; secrets are files)."""
 
-    model_config = ConfigDict(frozen=True)
+    env_var: ClassVar[str] = SETTINGS_ENV
 
     hub: str
     hub_api_url: str
@@ -38,17 +35,3 @@ class GatewaySettings(BaseModel):
     backend: Literal["local", "slurm"] = "local"
     partition: str | None = None
     """Slurm partition for scheduler and worker jobs (Slurm hubs)."""
-    secrets: dict[str, Path]
-
-    def secret(self, name: str) -> str:
-        return self.secrets[name].read_text(encoding="utf-8").strip()
-
-    @classmethod
-    def read(cls, path: str | Path | None = None) -> GatewaySettings:
-        return cls.model_validate_json(Path(path or os.environ[SETTINGS_ENV]).read_text(encoding="utf-8"))
-
-    def write(self, path: Path) -> None:
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.model_dump(mode="json"), out, indent=2)
-        os.replace(path.with_suffix(".tmp"), path)
