@@ -24,7 +24,6 @@ import os
 import pwd
 import re
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +97,6 @@ class SlurmSpawner(HubfleetSpawnerMixin, batchspawner.SlurmSpawner):
         config=True,
         help="Slurm node name -> address the hub reaches that node at; other nodes: their NodeAddr (scontrol)",
     )
-
-    @default("options_form")
-    def _default_options_form(self) -> Callable[[Any], str]:
-        return self._options_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
-        return self._check_user_options
 
     @default("env_keep")
     def _default_env_keep(self) -> list[str]:

@@ -142,6 +142,14 @@ class HubfleetSpawnerMixin(Configurable):
     user_options: dict
     log: Any
 
+    @default("options_form")
+    def _default_options_form(self) -> Callable[[Any], str]:
+        return self._options_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
+        return self._check_user_options
+
     def _group_names(self) -> set[str]:
         return {group.name for group in self.user.groups}
 
@@ -294,14 +302,6 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
 
     cgroup_relpath = Unicode("", help="the server's cgroup, relative to the hierarchy's root")
 
-    @default("options_form")
-    def _default_options_form(self) -> Callable[[Any], str]:
-        return self._options_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
-        return self._check_user_options
-
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.cgroup_relpath = state.get("cgroup", "")
@@ -368,14 +368,6 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
     """Fallback without root: every server runs as the hub's own user. Users are NOT isolated from each other."""
 
     homes_dir = Unicode(config=True, help="parent directory of the per-user working directories")
-
-    @default("options_form")
-    def _default_options_form(self) -> Callable[[Any], str]:
-        return self._options_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Callable[[Any, dict], None]:
-        return self._check_user_options
 
     @default("home_dir")
     def _default_home_dir(self) -> str:
