@@ -17,42 +17,49 @@ accounts, folders) is removed at the end, also on failure or Ctrl-C. See bench/R
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import importlib.metadata
 import json
 import os
-import platform
 import pwd
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
-import jupyterhub
 import psutil
+from common import (
+    REPO,
+    USER_ENV,
+    BenchError,
+    CpuMeter,
+    CpuUse,
+    attempt,
+    cmdline_with_cwd,
+    log,
+    log_table_header,
+    machine_info,
+    no_interrupts,
+    parse_args,
+    prepare,
+    run_in_workdir,
+    running_fleet,
+    summary,
+    write_results,
+)
 
-import hubfleet
-from hubfleet.fleet.state import port_is_free
 from hubfleet.health.client import HubError, HubUser, PasswordLogin
 from hubfleet.system import accounts, cgroups
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results" / "dask.json"
-USER_ENV = Path("/opt/hubfleet/user-env")
 
 USER = "bench"
 """The hub user whose server runs both setups (Unix account `<hub>_bench`)."""
@@ -119,8 +126,8 @@ METHOD = [
 
 SLURM = {
     "status": "pending",
-    "reason": "hubfleet has no Slurm backend for Dask yet: a hub's gateway always runs clusters on the hub's machine"
-    " (hubfleet.research.gateway.HubfleetLocalBackend), whatever the hub's backend",
+    "reason": "not measured by this script yet: Dask on Slurm hubs (dask-gateway's Slurm backend) is tested end to end"
+    " in tests/research/test_dask_slurm.py, but the script has no --backend slurm option",
 }
 
 KERNEL_SETUP = '''\
@@ -240,46 +247,17 @@ print(json.dumps({
 '''
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not run (the fleet did not start, a run failed, ...)."""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 # --------------------------------------------------------------------------------------------- CPU use
 
 
-@dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds used so far: by the whole machine, and by each of the benchmark's own processes."""
+class UserCpuMeter(CpuMeter):
+    """The machine's CPU use during a run, split into the benchmark's processes and everyone else's.
 
-    busy: float
-    total: float
-    ours: dict[tuple[int, float], tuple[str, float]]
-    """(pid, start time) → (category, CPU seconds including reaped children)."""
-    cgroups: dict[str, float]
-    """CPU seconds used so far in the user's server cgroup and in the user's Dask cgroup (`server`, `dask`)."""
-
-
-@dataclass(frozen=True)
-class CpuUse:
-    """CPU use between two samples."""
-
-    busy_percent: float
-    others_percent: float
-    seconds: dict[str, float]
-    """CPU seconds of the benchmark's processes, by owner: `user` (the user's processes, with the children they
-    reaped: the baseline's Dask processes), `fleet` (hub, proxies, supervisor, gateway server, with the children it
-    reaped: the gateway's Dask processes once stopped), `client` (this script)."""
-    cgroup_seconds: dict[str, float]
-    """CPU seconds used in the user's server cgroup (`server`: server, kernel, the baseline's Dask processes) and in
-    the user's Dask cgroup (`dask`: the gateway's scheduler and workers)."""
-
-
-class CpuMeter:
-    """The machine's CPU use during a run, split into the benchmark's processes and everyone else's."""
+    Categories: `user` (the user's processes, with the children they reaped: the baseline's Dask processes), `fleet`
+    (hub, proxies, supervisor, gateway server, with the children it reaped: the gateway's Dask processes once
+    stopped), `client` (this script). Cgroups: the user's server cgroup (`server`: server, kernel, the baseline's Dask
+    processes) and the user's Dask cgroup (`dask`: the gateway's scheduler and workers).
+    """
 
     def __init__(self, state_dir: Path, hub: str, unix_user: str):
         self.state_dir = str(state_dir)
@@ -287,7 +265,7 @@ class CpuMeter:
         self.cgroup_paths = {"server": f"hubfleet/{hub}/{unix_user}", "dask": f"hubfleet/{hub}/{unix_user}-dask"}
         self.driver = cgroups.detect()
 
-    def _cgroup_seconds(self) -> dict[str, float]:
+    def cgroup_seconds(self) -> dict[str, float]:
         used = {}
         for name, relpath in self.cgroup_paths.items():
             group = self.driver.open(relpath) if self.driver is not None else None
@@ -296,68 +274,19 @@ class CpuMeter:
                     used[name] = group.cpu_seconds()
         return used
 
-    def _category(self, process: psutil.Process, uid: int | None) -> str | None:
-        if process.pid == os.getpid():
-            return "client"
-        if uid is not None and uid in (process.uids().real, process.uids().effective):
-            return "user"
-        cmdline = process.cmdline()
-        with contextlib.suppress(psutil.Error):
-            cmdline = [process.cwd(), *cmdline]
-        if any(self.state_dir in arg for arg in cmdline):
-            return "fleet"
-        return None
-
-    def sample(self) -> CpuSample:
-        times = psutil.cpu_times()
-        busy = times.user + times.nice + times.system + times.irq + times.softirq
-        total = busy + times.idle + times.iowait + times.steal
+    def categorizer(self) -> Callable[[psutil.Process], str | None]:
         try:
             uid: int | None = pwd.getpwnam(self.unix_user).pw_uid
         except KeyError:
             uid = None
-        ours: dict[tuple[int, float], tuple[str, float]] = {}
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                category = self._category(process, uid)
-                if category is not None:
-                    cpu = process.cpu_times()
-                    key = (process.pid, process.create_time())
-                    ours[key] = (category, cpu.user + cpu.system + cpu.children_user + cpu.children_system)
-        return CpuSample(busy, total, ours, self._cgroup_seconds())
+        return lambda process: self._category(process, uid)
 
-    @staticmethod
-    def usage(before: CpuSample, after: CpuSample) -> CpuUse:
-        total = after.total - before.total
-        seconds: dict[str, float] = {}
-        for key, (category, used) in after.ours.items():
-            earlier = before.ours.get(key, (category, 0.0))[1]
-            seconds[category] = seconds.get(category, 0.0) + max(used - earlier, 0.0)
-        in_cgroups = {
-            name: round(used - before.cgroups.get(name, 0.0), 2)
-            for name, used in sorted(after.cgroups.items())
-            if used >= before.cgroups.get(name, 0.0)
-        }
-        if total <= 0:
-            return CpuUse(0.0, 0.0, {}, {})
-        busy = after.busy - before.busy
-        others = min(max(busy - sum(seconds.values()), 0.0), busy)
-        return CpuUse(
-            busy_percent=round(100.0 * busy / total, 1),
-            others_percent=round(100.0 * others / total, 1),
-            seconds={category: round(value, 2) for category, value in sorted(seconds.items())},
-            cgroup_seconds=in_cgroups,
-        )
-
-    async def wait_quiet(self, timeout: float, threshold: float = 20.0) -> float:
-        """Wait (at most `timeout` s) until the CPUs are less than `threshold` % busy over one second."""
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout:
-            before = self.sample()
-            await asyncio.sleep(1.0)
-            if self.usage(before, self.sample()).busy_percent < threshold:
-                break
-        return round(time.perf_counter() - start, 1)
+    def _category(self, process: psutil.Process, uid: int | None) -> str | None:
+        if uid is not None and uid in (process.uids().real, process.uids().effective):
+            return "user"
+        if any(self.state_dir in arg for arg in cmdline_with_cwd(process)):
+            return "fleet"
+        return None
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -398,7 +327,7 @@ def last_json_line(output: str) -> dict[str, Any]:
 
 
 async def measure(
-    hub_url: str, password: str, repeats: int, meter: CpuMeter, quiet_timeout: float
+    hub_url: str, password: str, repeats: int, meter: UserCpuMeter, quiet_timeout: float
 ) -> tuple[dict[str, Any], list[Run]]:
     """Log in through the front door, start the server and a kernel, then run both setups in that kernel."""
     runs: list[Run] = []
@@ -450,101 +379,8 @@ async def measure(
 # --------------------------------------------------------------------------------------------- the fleet
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_block(size: int) -> tuple[int, int]:
-    """`size` consecutive free loopback ports below the ephemeral range (for the fleet's internal_ports)."""
-    for _ in range(200):
-        start = 20000 + secrets.randbelow(240) * 50
-        if all(port_is_free(port) for port in range(start, start + size)):
-            return start, start + size - 1
-    raise BenchError(f"no block of {size} free ports found in 20000-32000")
-
-
-def fleet_file(hub: str, port: int, ports: tuple[int, int], shared_root: Path, password: str) -> str:
-    """The one-hub fleet file (JSON is YAML)."""
-    fleet = {
-        "name": "daskbench",
-        "front_door": {"host": "127.0.0.1", "port": port},
-        "internal_ports": {"start": ports[0], "end": ports[1]},
-        "paths": {"user_env": str(USER_ENV), "shared_root": str(shared_root)},
-        "hubs": {
-            hub: {
-                "display_name": "Dask benchmark",
-                "auth": {"type": "shared-password", "password": password, "allowed_users": [USER]},
-                "profiles": [PROFILE],
-                "dask": DASK_SPEC,
-            }
-        },
-    }
-    return json.dumps(fleet, indent=2) + "\n"
-
-
-def run_hubfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubfleet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no {path})"
-
-
-def processes_where(predicate: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error):
-            if predicate(process):
-                found.append(process)
-    return found
-
-
-def kill_processes(processes: list[psutil.Process], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL what is left after `timeout`."""
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
-
-
 def hub_uids(hub: str) -> set[int]:
     return {entry.pw_uid for entry in pwd.getpwall() if entry.pw_name.startswith(f"{hub}_")}
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Clean-up runs to the end even if Ctrl-C is pressed again."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def attempt(what: str, action: Callable[[], object]) -> None:
-    """Run one clean-up step; report its failure and go on with the next."""
-    try:
-        action()
-    except Exception as exc:
-        log(f"  clean-up: {what} failed: {exc}")
 
 
 def remove_cgroup(relpath: str) -> None:
@@ -564,72 +400,50 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def running_fleet(workdir: Path) -> Iterator[Fleet]:
+def dask_fleet(workdir: Path) -> Iterator[Fleet]:
     """A one-hub fleet with `dask:`, started with the real CLI; stopped and removed (accounts too) at the end."""
     hub = f"dask{secrets.token_hex(2)}"
     state_dir = workdir / "state"
     # Not under the 0700 temporary directory: Dask processes run as the user, in a folder below it.
     shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
-    front = free_port()
-    ports = free_port_block(40)
     password = secrets.token_urlsafe(12)
-    source = workdir / "fleet.yaml"
-    source.write_text(fleet_file(hub, front, ports, shared_root, password))
-    log(f"hubfleet: starting hub {hub} (front door 127.0.0.1:{front}, internal ports {ports[0]}-{ports[1]})")
+    spec = {
+        "display_name": "Dask benchmark",
+        "auth": {"type": "shared-password", "password": password, "allowed_users": [USER]},
+        "profiles": [PROFILE],
+        "dask": DASK_SPEC,
+    }
     try:
-        started = time.perf_counter()
-        result = run_hubfleet("up", str(source), "--detach", "--state-dir", str(state_dir))
-        if result.returncode != 0:
-            raise BenchError(
-                f"hubfleet up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-                + tail(state_dir / "supervisor.out")
+        with running_fleet(
+            "daskbench",
+            hub,
+            spec,
+            workdir / "fleet.yaml",
+            state_dir,
+            shared_root,
+            lambda: hub_uids(hub),
+            cleanup=[("removing the hub's cgroups", lambda: remove_cgroup(f"hubfleet/{hub}"))],
+        ) as fleet:
+            yield Fleet(
+                hub=hub,
+                hub_url=f"{fleet.door}/",
+                password=password,
+                state_dir=state_dir,
+                info={
+                    "hub": hub,
+                    "front_door_port": fleet.front_door_port,
+                    "internal_ports": list(fleet.internal_ports),
+                    "up_seconds": round(fleet.up_seconds, 2),
+                    "dask": DASK_SPEC,
+                    "profile": PROFILE,
+                },
             )
-        up_seconds = time.perf_counter() - started
-        log(f"hubfleet: fleet up in {up_seconds:.1f} s")
-        yield Fleet(
-            hub=hub,
-            hub_url=f"http://127.0.0.1:{front}/hubs/{hub}/",
-            password=password,
-            state_dir=state_dir,
-            info={
-                "hub": hub,
-                "front_door_port": front,
-                "internal_ports": list(ports),
-                "up_seconds": round(up_seconds, 2),
-                "dask": DASK_SPEC,
-                "profile": PROFILE,
-            },
-        )
     finally:
         with no_interrupts():
-            log("hubfleet: stopping the fleet and removing its Unix accounts")
-            down = run_hubfleet("down", "--state-dir", str(state_dir), timeout=300)
-            if down.returncode != 0:
-                log(f"  clean-up: hubfleet down exited with {down.returncode}: {down.stdout} {down.stderr}")
-            uids = hub_uids(hub)
-            leftovers = processes_where(lambda p: any(str(state_dir) in arg for arg in p.cmdline()))
-            leftovers += processes_where(lambda p: p.uids().real in uids or p.uids().effective in uids)
-            if leftovers:
-                log(f"  clean-up: {len(leftovers)} process(es) left after hubfleet down: killing them")
-                kill_processes(leftovers)
-            attempt("removing the hub's cgroups", lambda: remove_cgroup(f"hubfleet/{hub}"))
-            attempt("removing the hub's Unix users and groups", lambda: accounts.remove_hub_accounts(hub))
             attempt(f"removing {shared_root}", lambda: shutil.rmtree(shared_root, ignore_errors=True))
 
 
 # --------------------------------------------------------------------------------------------- report
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
-    return {
-        "median": round(statistics.median(ordered), 3),
-        "p90": round(p90, 3),
-        "max": round(ordered[-1], 3),
-        "min": round(ordered[0], 3),
-        "mean": round(statistics.fmean(ordered), 3),
-    }
 
 
 def report(runs: list[Run]) -> dict[str, Any]:
@@ -661,14 +475,11 @@ def report(runs: list[Run]) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any], repeats: int) -> None:
-    log("")
-    log(
+    title = (
         f"Time from t0 (in the kernel, just before the cluster is asked for), seconds, median (p90) of R={repeats};"
         " shutdown from its own start"
     )
-    header = f"{'setup':<26}" + "".join(f"{PHASE_LABELS[phase]:>18}" for phase in PHASES)
-    log(header)
-    log("-" * len(header))
+    log_table_header(title, f"{'setup':<26}" + "".join(f"{PHASE_LABELS[phase]:>18}" for phase in PHASES))
     for data in results["setups"].values():
         cells = "".join(
             f"{data['summary'][phase]['median']:>9.2f} ({data['summary'][phase]['p90']:>5.2f})" for phase in PHASES
@@ -697,51 +508,23 @@ def print_table(results: dict[str, Any], repeats: int) -> None:
         used = data["cgroup_cpu_seconds_median"]
         log(f"  {data['label']:<26} server {used['server']:5.2f}   dask {used['dask']:5.2f}")
     log("")
-    log("Slurm: pending (hubfleet has no Slurm backend for Dask yet; see bench/README.md)")
+    log("Slurm: not measured by this script yet (see bench/README.md)")
 
 
 # --------------------------------------------------------------------------------------------- main
 
 
-def command_output(*argv: str) -> str:
-    try:
-        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unavailable ({exc})"
-    return result.stdout.strip() or result.stderr.strip()
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    driver = cgroups.detect()
-    commit = command_output("git", "-C", str(REPO), "rev-parse", "HEAD")
-    changed = command_output("git", "--no-optional-locks", "-C", str(REPO), "diff", "--name-only", "HEAD", "--", "src")
+def dask_machine_info() -> dict[str, Any]:
+    """machine_info(), with the hub environment's Dask versions and the load average."""
     versions = {}
     for package in ("dask-gateway-server", "dask", "distributed"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python_version": platform.python_version(),
-        "jupyterhub_version": jupyterhub.__version__,
-        "hub_env": versions,
-        "hubfleet_version": hubfleet.__version__,
-        "hubfleet_commit": commit,
-        "hubfleet_src_changed_since_commit": changed.split(),
-        "cgroups": type(driver).__name__ if driver is not None else None,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    info = machine_info(after_jupyterhub={"hub_env": versions})
+    info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
 
 
 def check_prerequisites() -> None:
@@ -762,80 +545,55 @@ def check_prerequisites() -> None:
         log("WARNING: no writable cgroup hierarchy: the Dask limits are not enforced, the gateway runs without them")
 
 
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--repeats", "-r", type=int, default=5, help="R: timed runs of each setup (default 5)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
-    parser.add_argument(
-        "--quiet-timeout",
-        type=float,
-        default=60.0,
-        help="before each run, wait up to this many seconds for the CPUs to be < 20%% busy (default 60)",
-    )
-    parser.add_argument(
-        "--keep-workdir", action="store_true", help="keep the temporary directory (fleet file, state and logs)"
-    )
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        check_prerequisites()
-    except BenchError as exc:
-        log(f"error: {exc}")
+    repeats = ("--repeats", "-r", 5, "R: timed runs of each setup (default 5)")
+    args = parse_args(argv, __doc__, repeats, DEFAULT_OUT, each="run", kept="fleet file, state and logs")
+    started = prepare(check_prerequisites)
+    if started is None:
         return 2
-    started = dt.datetime.now(dt.UTC)
-    info = machine_info()
+    info = dask_machine_info()
     log(
         f"Dask benchmark: R={args.repeats}, {info['nproc']} CPU(s), JupyterHub {info['jupyterhub_version']}, "
         f"dask-gateway-server {info['hub_env']['dask-gateway-server']}"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="hubfleet-dask-bench-"))
-    try:
-        with running_fleet(workdir) as fleet:
-            meter = CpuMeter(fleet.state_dir, fleet.hub, accounts.unix_username(fleet.hub, USER))
+
+    def run(workdir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Run]]:
+        with dask_fleet(workdir) as fleet:
+            meter = UserCpuMeter(fleet.state_dir, fleet.hub, accounts.unix_username(fleet.hub, USER))
             kernel_info, runs = asyncio.run(
                 measure(fleet.hub_url, fleet.password, args.repeats, meter, args.quiet_timeout)
             )
-            fleet_info = fleet.info
-    except KeyboardInterrupt:
-        log("interrupted: everything the benchmark started has been stopped and removed")
-        shutil.rmtree(workdir, ignore_errors=True)
-        return 130
-    except (BenchError, HubError, httpx.HTTPError, subprocess.SubprocessError, OSError, TimeoutError) as exc:
-        log(f"error: {type(exc).__name__}: {exc}")
-        log(f"(logs kept in {workdir})")
-        return 1
-    if args.keep_workdir:
-        log(f"(fleet file, state and logs kept in {workdir})")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+            return fleet.info, kernel_info, runs
+
+    errors = (BenchError, HubError, httpx.HTTPError, subprocess.SubprocessError, OSError, TimeoutError)
+    kept = "fleet file, state and logs"
+    status, outcome = run_in_workdir(
+        "hubfleet-dask-bench-",
+        run,
+        errors,
+        args.keep_workdir,
+        kept,
+        describe=lambda exc: f"{type(exc).__name__}: {exc}",
+    )
+    if outcome is None:
+        return status
+    fleet_info, kernel_info, runs = outcome
     results = report(runs)
     print_table(results, args.repeats)
-    document = {
-        "benchmark": "dask time to first result with 2 workers",
-        "date": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "repeats": args.repeats,
-        "definition": (
+    write_results(
+        args.out,
+        "dask time to first result with 2 workers",
+        started,
+        settings={"repeats": args.repeats},
+        definition=(
             "seconds, measured in a kernel of a user's server on a hubfleet hub, from t0 (just before the cluster is"
             " asked for) until the cluster exists, until 2 workers are connected, and until the sum of a small"
             " dask.array is back; then the time to shut the cluster down"
         ),
-        "method": METHOD,
-        "machine": info,
-        "fleet": fleet_info,
-        "kernel": kernel_info,
-        **results,
-        "slurm": SLURM,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    log(f"\nResults written to {args.out}")
+        method=METHOD,
+        machine=info,
+        results={"fleet": fleet_info, "kernel": kernel_info, **results, "slurm": SLURM},
+    )
     return 0
 
 

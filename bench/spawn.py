@@ -15,43 +15,58 @@ See bench/README.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
-import platform
 import pwd
 import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import jupyterhub
 import psutil
+from common import (
+    REPO,
+    USER_ENV,
+    BenchError,
+    CpuMeter,
+    CpuUse,
+    attempt,
+    cmdline_with_cwd,
+    command_output,
+    free_port,
+    kill_processes,
+    log,
+    log_table_header,
+    machine_info,
+    no_interrupts,
+    owned_by,
+    parse_args,
+    prepare,
+    processes_where,
+    run_in_workdir,
+    running_fleet,
+    summary,
+    tail,
+    write_results,
+)
 
-import hubfleet
 from hubfleet.fleet.processes import find_proxy_command
-from hubfleet.fleet.state import port_is_free
-from hubfleet.system import accounts, cgroups
+from hubfleet.system import accounts
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results" / "spawn.json"
-USER_ENV = Path("/opt/hubfleet/user-env")
 SINGLEUSER = USER_ENV / "bin" / "jupyterhub-singleuser"
 
 POLL_SECONDS = 0.1
@@ -96,40 +111,10 @@ METHOD = [
 ]
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not run (a hub did not start, a spawn failed, ...)."""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 # --------------------------------------------------------------------------------------------- measuring
 
 
-@dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds used so far: by the whole machine, and by each of the benchmark's own processes."""
-
-    busy: float
-    total: float
-    ours: dict[tuple[int, float], tuple[str, float]]
-    """(pid, start time) → (category, CPU seconds including reaped children)."""
-
-
-@dataclass(frozen=True)
-class CpuUse:
-    """CPU use between two samples."""
-
-    busy_percent: float
-    """Share of the machine's CPU time that was busy (every process)."""
-    others_percent: float
-    """Share of the machine's CPU time used by processes that are not the benchmark's."""
-    seconds: dict[str, float]
-    """CPU seconds of the benchmark's processes, by category (`<setup>:<servers|hub|proxies|other>`, `client`)."""
-
-
-class CpuMeter:
+class SetupsCpuMeter(CpuMeter):
     """CPU use of the machine while a round spawns, split into the benchmark's own processes and everyone else's.
 
     The benchmark's own processes are this script (`client`), and for each setup every process of one of its bench
@@ -142,15 +127,15 @@ class CpuMeter:
         self.workdir = str(workdir)
         self.targets = targets
 
+    def categorizer(self) -> Callable[[psutil.Process], str | None]:
+        uids = {uid: target.label for target in self.targets for uid in uids_of(target.unix_users)}
+        return lambda process: self._category(process, uids)
+
     def _category(self, process: psutil.Process, uids: dict[int, str]) -> str | None:
-        if process.pid == os.getpid():
-            return "client"
         uid = process.uids().real
         if uid in uids:
             return f"{uids[uid]}:servers"
-        cmdline = process.cmdline()
-        with contextlib.suppress(psutil.Error):
-            cmdline = [process.cwd(), *cmdline]
+        cmdline = cmdline_with_cwd(process)
         for target in self.targets:
             if any(str(target.root) in arg for arg in cmdline):
                 if any("configurable-http-proxy" in arg for arg in cmdline):
@@ -161,49 +146,6 @@ class CpuMeter:
         if any(self.workdir in arg for arg in cmdline):
             return "other"
         return None
-
-    def sample(self) -> CpuSample:
-        times = psutil.cpu_times()
-        busy = times.user + times.nice + times.system + times.irq + times.softirq
-        total = busy + times.idle + times.iowait + times.steal
-        uids = {uid: target.label for target in self.targets for uid in uids_of(target.unix_users)}
-        ours: dict[tuple[int, float], tuple[str, float]] = {}
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                category = self._category(process, uids)
-                if category is not None:
-                    cpu = process.cpu_times()
-                    key = (process.pid, process.create_time())
-                    ours[key] = (category, cpu.user + cpu.system + cpu.children_user + cpu.children_system)
-        return CpuSample(busy, total, ours)
-
-    @staticmethod
-    def usage(before: CpuSample, after: CpuSample) -> CpuUse:
-        """CPU use between two samples."""
-        total = after.total - before.total
-        seconds: dict[str, float] = {}
-        for key, (category, used) in after.ours.items():
-            earlier = before.ours.get(key, (category, 0.0))[1]
-            seconds[category] = seconds.get(category, 0.0) + max(used - earlier, 0.0)
-        if total <= 0:
-            return CpuUse(0.0, 0.0, {})
-        busy = after.busy - before.busy
-        others = min(max(busy - sum(seconds.values()), 0.0), busy)
-        return CpuUse(
-            busy_percent=round(100.0 * busy / total, 1),
-            others_percent=round(100.0 * others / total, 1),
-            seconds={category: round(value, 2) for category, value in sorted(seconds.items())},
-        )
-
-    async def wait_quiet(self, timeout: float, threshold: float = 20.0) -> float:
-        """Wait (at most `timeout` s) until the CPUs are less than `threshold` % busy over one second."""
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout:
-            before = self.sample()
-            await asyncio.sleep(1.0)
-            if self.usage(before, self.sample()).busy_percent < threshold:
-                break
-        return round(time.perf_counter() - start, 1)
 
 
 def server_cpu(unix_user: str) -> tuple[float | None, float | None]:
@@ -317,7 +259,7 @@ class Target:
 class Bench:
     """Spawns and stops servers on one target through its REST API."""
 
-    def __init__(self, target: Target, client: httpx.AsyncClient, meter: CpuMeter):
+    def __init__(self, target: Target, client: httpx.AsyncClient, meter: SetupsCpuMeter):
         self.target = target
         self.client = client
         self.meter = meter
@@ -491,7 +433,7 @@ def attach_phases(rounds: list[Round], target: Target) -> None:
             spawn.listening_seconds, spawn.noticed_seconds = found[index]
 
 
-async def measure(targets: list[Target], meter: CpuMeter, quiet_timeout: float) -> dict[str, list[Round]]:
+async def measure(targets: list[Target], meter: SetupsCpuMeter, quiet_timeout: float) -> dict[str, list[Round]]:
     """Warm-up, then the sequential round, then the concurrent round; each step on every target in turn.
 
     Interleaving the setups step by step (rather than measuring one setup, then the other) spreads whatever else
@@ -522,50 +464,7 @@ async def measure(targets: list[Target], meter: CpuMeter, quiet_timeout: float) 
     return rounds
 
 
-# --------------------------------------------------------------------------------------------- processes and ports
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_block(size: int) -> tuple[int, int]:
-    """`size` consecutive free loopback ports below the ephemeral range (for the fleet's internal_ports)."""
-    for _ in range(200):
-        start = 20000 + secrets.randbelow(240) * 50
-        if all(port_is_free(port) for port in range(start, start + size)):
-            return start, start + size - 1
-    raise BenchError(f"no block of {size} free ports found in 20000-32000")
-
-
-def processes_where(predicate: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error):
-            if predicate(process):
-                found.append(process)
-    return found
-
-
-def kill_processes(processes: list[psutil.Process], timeout: float = 10.0) -> int:
-    """SIGTERM, then SIGKILL what is left after `timeout`. Returns how many there were."""
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return len(processes)
-
-
-def owned_by(uids: set[int]) -> Callable[[psutil.Process], bool]:
-    return lambda process: process.uids().real in uids or process.uids().effective in uids
+# --------------------------------------------------------------------------------------------- processes
 
 
 def environ_has(marker: str) -> Callable[[psutil.Process], bool]:
@@ -573,10 +472,6 @@ def environ_has(marker: str) -> Callable[[psutil.Process], bool]:
         return process.environ().get(MARKER_ENV) == marker
 
     return check
-
-
-def cmdline_mentions(text: str) -> Callable[[psutil.Process], bool]:
-    return lambda process: any(text in arg for arg in process.cmdline())
 
 
 def uids_of(names: list[str]) -> set[int]:
@@ -599,70 +494,16 @@ def wait_http_ok(url: str, process: subprocess.Popen[bytes] | None, log_file: Pa
     raise BenchError(f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}")
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no {path})"
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Clean-up runs to the end even if Ctrl-C is pressed again."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def attempt(what: str, action: Callable[[], object]) -> None:
-    """Run one clean-up step; report its failure and go on with the next."""
-    try:
-        action()
-    except Exception as exc:
-        log(f"  clean-up: {what} failed: {exc}")
-
-
 # --------------------------------------------------------------------------------------------- hubfleet
 
 
-def fleet_file(name: str, hub: str, port: int, ports: tuple[int, int], shared_root: Path, users: list[str]) -> str:
-    password = secrets.token_urlsafe(12)
-    return textwrap.dedent(
-        f"""\
-        name: {name}
-        front_door: {{host: 127.0.0.1, port: {port}}}
-        internal_ports: {{start: {ports[0]}, end: {ports[1]}}}
-        paths:
-          user_env: {USER_ENV}
-          shared_root: {shared_root}
-        hubs:
-          {hub}:
-            display_name: Spawn benchmark
-            auth:
-              type: shared-password
-              password: {password}
-              allowed_users: [{", ".join(users)}]
-            profiles:
-              - name: bench
-                display_name: Bench (1 CPU, 1G)
-                cpu: 1
-                memory: 1G
-                default: true
-        """
-    )
-
-
-def run_hubfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubfleet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+def hub_spec(users: list[str]) -> dict[str, Any]:
+    """The benchmark hub: shared-password auth for `users`, one profile of 1 CPU / 1G."""
+    return {
+        "display_name": "Spawn benchmark",
+        "auth": {"type": "shared-password", "password": secrets.token_urlsafe(12), "allowed_users": users},
+        "profiles": [{"name": "bench", "display_name": "Bench (1 CPU, 1G)", "cpu": 1, "memory": "1G", "default": True}],
+    }
 
 
 @contextlib.contextmanager
@@ -674,46 +515,26 @@ def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
     root = workdir / "hubfleet"
     root.mkdir()
     state_dir = root / "state"
-    front = free_port()
-    ports = free_port_block(40)
-    source = root / "fleet.yaml"
-    source.write_text(fleet_file("spawnbench", hub, front, ports, root / "shared", users))
-    log(f"hubfleet: starting hub {hub} (front door 127.0.0.1:{front}, internal ports {ports[0]}-{ports[1]})")
-    try:
-        started = time.perf_counter()
-        result = run_hubfleet("up", str(source), "--detach", "--state-dir", str(state_dir))
-        if result.returncode != 0:
-            raise BenchError(
-                f"hubfleet up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-                + tail(state_dir / "supervisor.out")
-            )
-        up_seconds = time.perf_counter() - started
-        log(f"hubfleet: fleet up in {up_seconds:.1f} s")
+    with running_fleet(
+        "spawnbench", hub, hub_spec(users), root / "fleet.yaml", state_dir, root / "shared", lambda: uids_of(unix_users)
+    ) as fleet:
         token = (state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
-        door = f"http://127.0.0.1:{front}/hubs/{hub}"
         yield Target(
             label="hubfleet",
-            api_url=f"{door}/hub/api",
-            server_prefix=door,
+            api_url=f"{fleet.door}/hub/api",
+            server_prefix=fleet.door,
             token=token,
             users=users,
             unix_users=unix_users,
             root=root,
             hub_log=state_dir / "hubs" / hub / "hub.log",
-            info={"hub": hub, "front_door_port": front, "internal_ports": list(ports), "up_seconds": up_seconds},
+            info={
+                "hub": hub,
+                "front_door_port": fleet.front_door_port,
+                "internal_ports": list(fleet.internal_ports),
+                "up_seconds": fleet.up_seconds,
+            },
         )
-    finally:
-        with no_interrupts():
-            log("hubfleet: stopping the fleet and removing its Unix accounts")
-            down = run_hubfleet("down", "--state-dir", str(state_dir), timeout=300)
-            if down.returncode != 0:
-                log(f"  clean-up: hubfleet down exited with {down.returncode}: {down.stdout} {down.stderr}")
-            leftovers = processes_where(cmdline_mentions(str(state_dir)))
-            leftovers += processes_where(owned_by(uids_of(unix_users)))
-            if leftovers:
-                log(f"  clean-up: {len(leftovers)} process(es) left after hubfleet down: killing them")
-                kill_processes(leftovers)
-            attempt("removing the hub's Unix users and groups", lambda: accounts.remove_hub_accounts(hub))
 
 
 # --------------------------------------------------------------------------------------------- bare JupyterHub
@@ -839,57 +660,20 @@ def bare_setup(n: int, workdir: Path) -> Iterator[Target]:
 # --------------------------------------------------------------------------------------------- report
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
-    return {
-        "median": round(statistics.median(ordered), 3),
-        "p90": round(p90, 3),
-        "max": round(ordered[-1], 3),
-        "min": round(ordered[0], 3),
-        "mean": round(statistics.fmean(ordered), 3),
-    }
-
-
-def command_output(*argv: str) -> str:
-    try:
-        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unavailable ({exc})"
-    return result.stdout.strip() or result.stderr.strip()
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+def spawn_machine_info() -> dict[str, Any]:
+    """machine_info(), with the proxy's version and the user environment's versions."""
     user_env = command_output(
         str(USER_ENV / "bin" / "python"),
         "-c",
         "import jupyterhub, jupyterlab, jupyter_server, platform; "
         "print(jupyterhub.__version__, jupyterlab.__version__, jupyter_server.__version__, platform.python_version())",
     ).split()
-    driver = cgroups.detect()
-    commit = command_output("git", "-C", str(REPO), "rev-parse", "HEAD")
-    changed = command_output("git", "--no-optional-locks", "-C", str(REPO), "diff", "--name-only", "HEAD", "--", "src")
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python_version": platform.python_version(),
-        "jupyterhub_version": jupyterhub.__version__,
-        "hubfleet_version": hubfleet.__version__,
-        "hubfleet_commit": commit,
-        "hubfleet_src_changed_since_commit": changed.split(),
-        "configurable_http_proxy_version": command_output(find_proxy_command(), "--version"),
-        "user_env": dict(zip(USER_ENV_VERSIONS, user_env, strict=False)),
-        "cgroups": type(driver).__name__ if driver is not None else None,
-    }
+    return machine_info(
+        before_cgroups={
+            "configurable_http_proxy_version": command_output(find_proxy_command(), "--version"),
+            "user_env": dict(zip(USER_ENV_VERSIONS, user_env, strict=False)),
+        }
+    )
 
 
 def report(rounds: dict[str, list[Round]]) -> dict[str, Any]:
@@ -940,23 +724,28 @@ def total_of(values: list[float | None]) -> float | None:
     return round(sum(known), 2) if known else None
 
 
-def print_phases_table(results: dict[str, Any]) -> None:
-    """Time-to-ready split into the server's own start-up and the hub noticing it (from the hub logs)."""
-    log("")
-    log("Phases of time-to-ready, median seconds (from the hub logs)")
-    header = f"{'setup':<10} {'mode':<12} {'server listening':>17} {'+ hub noticed':>14} {'time-to-ready':>14}"
-    log(header)
-    log("-" * len(header))
+def setup_rows(results: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(setup, mode, data) for each round of each setup in the report, in order."""
     for label, modes in results["setups"].items():
         for mode, data in modes.items():
-            listening, noticed = data["listening_summary"], data["noticed_summary"]
-            if listening is None or noticed is None:
-                log(f"{label:<10} {mode:<12} {'(not found in the log)':>17}")
-                continue
-            log(
-                f"{label:<10} {mode:<12} {listening['median']:>17.2f} {noticed['median']:>14.2f} "
-                f"{data['summary']['median']:>14.2f}"
-            )
+            yield label, mode, data
+
+
+def print_phases_table(results: dict[str, Any]) -> None:
+    """Time-to-ready split into the server's own start-up and the hub noticing it (from the hub logs)."""
+    log_table_header(
+        "Phases of time-to-ready, median seconds (from the hub logs)",
+        f"{'setup':<10} {'mode':<12} {'server listening':>17} {'+ hub noticed':>14} {'time-to-ready':>14}",
+    )
+    for label, mode, data in setup_rows(results):
+        listening, noticed = data["listening_summary"], data["noticed_summary"]
+        if listening is None or noticed is None:
+            log(f"{label:<10} {mode:<12} {'(not found in the log)':>17}")
+            continue
+        log(
+            f"{label:<10} {mode:<12} {listening['median']:>17.2f} {noticed['median']:>14.2f} "
+            f"{data['summary']['median']:>14.2f}"
+        )
     log(
         "(server listening: spawn start until the server logs its URL; hub noticed: until the hub logs it started.\n"
         " The bare hub's check backs off exponentially with random jitter; hubfleet's spawner first probes the port"
@@ -966,27 +755,23 @@ def print_phases_table(results: dict[str, Any]) -> None:
 
 def print_cpu_table(results: dict[str, Any]) -> None:
     """Where the CPU went while each round spawned."""
-    log("")
-    log("CPU seconds used while each round spawned, by the servers and by each setup's own processes")
-    header = (
+    log_table_header(
+        "CPU seconds used while each round spawned, by the servers and by each setup's own processes",
         f"{'setup':<10} {'mode':<12} {'server/spawn':>13} {'throttled':>10} {'servers':>8} {'hub':>6} "
-        f"{'proxies':>8} {'other':>6} {'client':>7}"
+        f"{'proxies':>8} {'other':>6} {'client':>7}",
     )
-    log(header)
-    log("-" * len(header))
-    for label, modes in results["setups"].items():
-        for mode, data in modes.items():
-            if mode == "first spawn":
-                continue  # its servers were stopped within the round: their CPU is in their hub's
-            cpu = data["cpu_seconds"]
-            per_spawn, throttled = data["server_cpu_seconds_median"], data["throttled_seconds_total"]
-            log(
-                f"{label:<10} {mode:<12} {'-' if per_spawn is None else f'{per_spawn:.2f}':>13} "
-                f"{'-' if throttled is None else f'{throttled:.2f}':>10} "
-                f"{cpu.get(f'{label}:servers', 0.0):>8.2f} {cpu.get(f'{label}:hub', 0.0):>6.2f} "
-                f"{cpu.get(f'{label}:proxies', 0.0):>8.2f} {cpu.get(f'{label}:other', 0.0):>6.2f} "
-                f"{cpu.get('client', 0.0):>7.2f}"
-            )
+    for label, mode, data in setup_rows(results):
+        if mode == "first spawn":
+            continue  # its servers were stopped within the round: their CPU is in their hub's
+        cpu = data["cpu_seconds"]
+        per_spawn, throttled = data["server_cpu_seconds_median"], data["throttled_seconds_total"]
+        log(
+            f"{label:<10} {mode:<12} {'-' if per_spawn is None else f'{per_spawn:.2f}':>13} "
+            f"{'-' if throttled is None else f'{throttled:.2f}':>10} "
+            f"{cpu.get(f'{label}:servers', 0.0):>8.2f} {cpu.get(f'{label}:hub', 0.0):>6.2f} "
+            f"{cpu.get(f'{label}:proxies', 0.0):>8.2f} {cpu.get(f'{label}:other', 0.0):>6.2f} "
+            f"{cpu.get('client', 0.0):>7.2f}"
+        )
     log("(server/spawn: median CPU a server used until ready; throttled: time its cgroup CPU quota held it back)")
 
 
@@ -995,24 +780,20 @@ def print_table(results: dict[str, Any], n: int) -> None:
         ("hubfleet", "first spawn"): "first spawn (creates the Unix account)",
         ("baseline", "first spawn"): "first spawn (account made by useradd -m)",
     }
-    log("")
-    log(f"Time-to-ready of N={n} spawns, seconds (POST …/server until the hub reports the server ready)")
-    header = (
+    log_table_header(
+        f"Time-to-ready of N={n} spawns, seconds (POST …/server until the hub reports the server ready)",
         f"{'setup':<10} {'mode':<42} {'median':>7} {'p90':>7} {'max':>7} {'round wall':>11} {'CPU busy':>9} "
-        f"{'others':>7}"
+        f"{'others':>7}",
     )
-    log(header)
-    log("-" * len(header))
-    for label, modes in results["setups"].items():
-        for mode, data in modes.items():
-            s = data["summary"]
-            wall = f"{data['wall_seconds']:.2f}" if mode != "first spawn" else ""
-            name = labels.get((label, mode), mode)
-            busy, others = f"{data['cpu_busy_percent']:.0f}%", f"{data['other_cpu_percent']:.0f}%"
-            log(
-                f"{label:<10} {name:<42} {s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {wall:>11} "
-                f"{busy:>9} {others:>7}"
-            )
+    for label, mode, data in setup_rows(results):
+        s = data["summary"]
+        wall = f"{data['wall_seconds']:.2f}" if mode != "first spawn" else ""
+        name = labels.get((label, mode), mode)
+        busy, others = f"{data['cpu_busy_percent']:.0f}%", f"{data['other_cpu_percent']:.0f}%"
+        log(
+            f"{label:<10} {name:<42} {s['median']:>7.2f} {s['p90']:>7.2f} {s['max']:>7.2f} {wall:>11} "
+            f"{busy:>9} {others:>7}"
+        )
     ratios = results["ratios"]
     if "sequential_median" in ratios:
         log("")
@@ -1052,7 +833,7 @@ def warm_file_cache() -> None:
     )
 
 
-def idle_check(meter: CpuMeter, seconds: float = 3.0) -> float:
+def idle_check(meter: SetupsCpuMeter, seconds: float = 3.0) -> float:
     """How busy the CPUs are before the benchmark starts; warns when something else is using them."""
     before = meter.sample()
     time.sleep(seconds)
@@ -1062,83 +843,53 @@ def idle_check(meter: CpuMeter, seconds: float = 3.0) -> float:
     return busy
 
 
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--users", "-n", type=int, default=6, help="N: spawns per round (default 6)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
-    parser.add_argument(
-        "--quiet-timeout",
-        type=float,
-        default=60.0,
-        help="before each round, wait up to this many seconds for the CPUs to be < 20%% busy (default 60)",
-    )
-    parser.add_argument(
-        "--keep-workdir", action="store_true", help="keep the temporary directory (hub logs, configs, fleet state)"
-    )
-    args = parser.parse_args(argv)
-    if args.users < 1:
-        parser.error("--users must be at least 1")
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        check_prerequisites()
-    except BenchError as exc:
-        log(f"error: {exc}")
+    users = ("--users", "-n", 6, "N: spawns per round (default 6)")
+    args = parse_args(argv, __doc__, users, DEFAULT_OUT, each="round", kept="hub logs, configs, fleet state")
+    started = prepare(check_prerequisites)
+    if started is None:
         return 2
-    started = dt.datetime.now(dt.UTC)
-    info = machine_info()
+    info = spawn_machine_info()
     log(
         f"Spawn benchmark: N={args.users}, {info['nproc']} CPU(s), Python {info['python_version']}, "
         f"JupyterHub {info['jupyterhub_version']}"
     )
     warm_file_cache()
-    workdir = Path(tempfile.mkdtemp(prefix="hubfleet-spawn-bench-"))
-    try:
-        info["cpu_busy_percent_before"] = idle_check(CpuMeter(workdir, []))
+
+    def run(workdir: Path) -> tuple[dict[str, Any], dict[str, list[Round]]]:
+        info["cpu_busy_percent_before"] = idle_check(SetupsCpuMeter(workdir, []))
         with contextlib.ExitStack() as stack:
             running = [stack.enter_context(setup(args.users, workdir)) for setup in (hubfleet_setup, bare_setup)]
             targets = {target.label: target.info for target in running}
-            meter = CpuMeter(workdir, running)
+            meter = SetupsCpuMeter(workdir, running)
             rounds = asyncio.run(measure(running, meter, args.quiet_timeout))
             for target in running:
                 attach_phases(rounds[target.label], target)
-    except KeyboardInterrupt:
-        log("interrupted: everything the benchmark started has been stopped and removed")
-        shutil.rmtree(workdir, ignore_errors=True)
-        return 130
-    except (BenchError, httpx.HTTPError, subprocess.SubprocessError, OSError) as exc:
-        log(f"error: {exc}")
-        log(f"(logs kept in {workdir})")
-        return 1
-    if args.keep_workdir:
-        log(f"(logs, configs and fleet state kept in {workdir})")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return targets, rounds
+
+    errors = (BenchError, httpx.HTTPError, subprocess.SubprocessError, OSError)
+    kept = "logs, configs and fleet state"
+    status, outcome = run_in_workdir("hubfleet-spawn-bench-", run, errors, args.keep_workdir, kept)
+    if outcome is None:
+        return status
+    targets, rounds = outcome
     results = report(rounds)
     print_table(results, args.users)
     print_phases_table(results)
     print_cpu_table(results)
-    document = {
-        "benchmark": "spawn time-to-ready",
-        "date": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "n_users": args.users,
-        "poll_seconds": POLL_SECONDS,
-        "definition": (
-            "seconds from POST hub/api/users/<u>/server until servers[''].ready is true in GET hub/api/users/<u>; "
-            "hubfleet through its front door, the baseline through its own proxy"
+    write_results(
+        args.out,
+        "spawn time-to-ready",
+        started,
+        settings={"n_users": args.users, "poll_seconds": POLL_SECONDS},
+        definition=(
+            "seconds from POST hub/api/users/<u>/server until servers[''].ready is true in GET hub/api/users/<u>;"
+            " hubfleet through its front door, the baseline through its own proxy"
         ),
-        "method": METHOD,
-        "machine": info,
-        "targets": targets,
-        **results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    log(f"\nResults written to {args.out}")
+        method=METHOD,
+        machine=info,
+        results={"targets": targets, **results},
+    )
     return 0
 
 
