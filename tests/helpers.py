@@ -117,7 +117,7 @@ def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, 
     ) + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 
-def _port_block() -> tuple[int, int]:
+def port_block() -> tuple[int, int]:
     """Internal ports for a test fleet: 199 ports chosen per run (so that fleets of parallel runs do not meet), below
     the kernel's ephemeral range (32768+), where the OS hands out ports to outgoing connections and `bind(0)`."""
     start = 20000 + (secrets.randbelow(60) * 200)
@@ -167,7 +167,7 @@ def running_fleet(
         pytest.skip(f"no user environment at {USER_ENV} (run make setup)")
     tmp.mkdir(parents=True, exist_ok=True)
     shared_root = Path(f"/srv/hubfleet-test-{secrets.token_hex(3)}")
-    block = _port_block()
+    block = port_block()
     port = block[1] + 1  # the front door: just outside the hubs' internal range
     fleet = RunningFleet(
         root=tmp,

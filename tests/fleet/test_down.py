@@ -17,8 +17,8 @@ from hubfleet.system import accounts, cgroups
 from tests.helpers import (
     USER_ENV,
     fleet_yaml,
-    free_port,
     hubfleet,
+    port_block,
     processes_mentioning,
     processes_of_hub_users,
     unique_hub,
@@ -29,11 +29,11 @@ def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> 
     if os.geteuid() != 0 or not (USER_ENV / "bin" / "jupyterhub-singleuser").exists():
         pytest.skip("needs root and the user environment")
     hub = unique_hub("td")
-    port = free_port()
+    block = port_block()
+    port = block[1] + 1
     shared = tmp_path / "shared"
-    start = 30000 + (os.getpid() % 100) * 100
     hubs = f"{hub}:\n  auth: {{type: shared-password, password: down-test-pw, allowed_users: [erin]}}\n"
-    (tmp_path / "fleet.yaml").write_text(fleet_yaml("downtest", port, (start, start + 99), shared, hubs))
+    (tmp_path / "fleet.yaml").write_text(fleet_yaml("downtest", port, block, shared, hubs))
     try:
         hubfleet("up", "fleet.yaml", "--detach", cwd=tmp_path)
         state = tmp_path / ".hubfleet"
