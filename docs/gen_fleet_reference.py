@@ -29,10 +29,15 @@ SECTIONS = (
     "FrontDoor",
     "Paths",
     "PortRange",
+    "Usage",
+    "Metering",
+    "RateCard",
+    "Console",
     "HubDefaults",
     "Hub",
     "Community",
     "PilotPlan",
+    "Conversion",
     "PaidPlan",
     "SharedPasswordAuth",
     "NativeAuth",
@@ -44,6 +49,10 @@ SECTIONS = (
     "Scratch",
     "Dask",
     "DaskLimits",
+    "Course",
+    "Meeting",
+    "LTI",
+    "LTIPlatform",
 )
 """One section per model, in this order (the top level first, then as they nest)."""
 

@@ -9,39 +9,17 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from hubfleet.spec.base import HubName, Slug, SpecModel, Username
+from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.units import ByteSize, Seconds
-
-HubName = Annotated[
-    str,
-    StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$"),
-    Field(description="DNS-safe: lower-case letters, digits and '-', starting with a letter, at most 20 characters"),
-]
-Slug = Annotated[
-    str,
-    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$"),
-    Field(description="lower-case letters, digits, '-' and '_', at most 32 characters"),
-]
-Username = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/:,]+$"),
-    Field(description="a JupyterHub user name (no spaces, '/', ':' or ',')"),
-]
-
-
-class SpecModel(BaseModel):
-    """Base of every fleet-file model: unknown keys are errors, models are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+from hubfleet.spec.usage import Console, Usage
 
 
 class FrontDoor(SpecModel):
@@ -106,6 +84,13 @@ class Template(StrEnum):
     pangeo = "pangeo"
 
 
+class Conversion(SpecModel):
+    """When a pilot is ready to become a paid hub."""
+
+    min_active_users: int = Field(5, ge=1, description="non-staff users active in the window")
+    window_days: int = Field(14, ge=1, description="the window, in days before today")
+
+
 class PilotPlan(SpecModel):
     """A time-limited pilot hub."""
 
@@ -113,6 +98,8 @@ class PilotPlan(SpecModel):
     start: dt.date = Field(description="first day of the pilot")
     end: dt.date = Field(description="last day of the pilot")
     budget: float | None = Field(None, ge=0, description="budget for the whole pilot (currency units)")
+    hard_quota: bool = Field(False, description="refuse new servers once the budget is spent")
+    conversion: Conversion = Field(default_factory=Conversion, description="when the pilot is ready to convert")
 
     @field_validator("end")
     @classmethod
@@ -129,6 +116,7 @@ class PaidPlan(SpecModel):
     type: Literal["paid"]
     monthly_fee: float = Field(0, ge=0, description="fixed monthly fee (currency units)")
     monthly_budget: float | None = Field(None, ge=0, description="monthly budget (currency units)")
+    hard_quota: bool = Field(False, description="refuse new servers once this month's budget is spent")
 
 
 Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
@@ -333,6 +321,17 @@ class Hub(SpecModel):
     storage: Storage = Field(default_factory=Storage)
     culling: Culling = Field(default_factory=Culling)
     dask: Dask | None = Field(None, description="Dask Gateway for the hub's users")
+    courses: list[Course] = Field(default_factory=list, description="courses taught on this hub")
+    lti: LTI | None = Field(None, description="LTI 1.3: launches from learning management systems")
+
+    @field_validator("courses")
+    @classmethod
+    def _unique_courses(cls, courses: list[Course]) -> list[Course]:
+        names = [c.name for c in courses]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"course names must be unique: {', '.join(doubled)}")
+        return courses
 
     @property
     def title(self) -> str:
@@ -345,6 +344,8 @@ class Hub(SpecModel):
         names = set(self.auth.admins) | set(self.auth.allowed_users)
         for members in self.groups.values():
             names.update(members)
+        for course in self.courses:
+            names.update(course.members)
         return names
 
     def default_profile(self) -> Profile:
@@ -363,6 +364,7 @@ class HubDefaults(SpecModel):
     storage: Storage | None = Field(None, description="default for each hub's `storage` (merged key by key)")
     culling: Culling | None = Field(None, description="default for each hub's `culling` (merged key by key)")
     dask: Dask | None = Field(None, description="default for each hub's `dask` (merged key by key)")
+    lti: LTI | None = Field(None, description="default for each hub's `lti` (e.g. one campus LMS for every hub)")
 
 
 class Fleet(SpecModel):
@@ -376,6 +378,8 @@ class Fleet(SpecModel):
     paths: Paths = Field(default_factory=Paths)
     internal_ports: PortRange = Field(default_factory=PortRange)
     defaults: HubDefaults = Field(default_factory=HubDefaults)
+    usage: Usage = Field(default_factory=Usage, description="metering, cost model and budget alerts")
+    console: Console = Field(default_factory=Console, description="the web console at the front door's `/`")
     hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
 
     def hub(self, name: str) -> Hub:

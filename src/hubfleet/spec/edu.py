@@ -1,0 +1,98 @@
+"""Education parts of a hub's spec: courses and LTI 1.3 platform registrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, ValidationInfo, field_validator, model_validator
+
+from hubfleet.spec.base import Slug, SpecModel, Username
+from hubfleet.spec.units import Seconds
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Meeting(SpecModel):
+    """A weekly class meeting (servers of the course's students are pre-warmed before it)."""
+
+    day: Weekday = Field(description="day of the week (mon … sun)")
+    start: dt.time = Field(description="start time, local time of the fleet's machine (HH:MM)")
+    end: dt.time = Field(description="end time (HH:MM)")
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.time, info: ValidationInfo) -> dt.time:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("a meeting must end after it starts")
+        return end
+
+
+class Course(SpecModel):
+    """A course taught on the hub: its people become JupyterHub groups and roles, its folder a shared folder."""
+
+    name: Slug = Field(description="short name, used in group names (`<name>-students`, …) and folder names")
+    title: str | None = Field(None, description="the course's full title")
+    instructors: list[Username] = Field(default_factory=list, description="instructors (full control of the course)")
+    tas: list[Username] = Field(default_factory=list, description="teaching assistants (manage students' servers)")
+    students: list[Username] = Field(default_factory=list, description="students named in the fleet file")
+    roster: Literal["fleet-file", "lms"] = Field(
+        "fleet-file", description="where the student list comes from: this file, or the LMS roster (LTI NRPS sync)"
+    )
+    lms_context: str | None = Field(
+        None, description="the LTI context (course) id this course is linked to in the LMS, if any"
+    )
+    profile: Slug | None = Field(None, description="the hub profile the course's students get (default: hub default)")
+    folder: bool = Field(True, description="a shared course folder: read-only for students, read-write for staff")
+    schedule: list[Meeting] = Field(default_factory=list, description="weekly meetings")
+
+    @property
+    def staff(self) -> set[str]:
+        """Instructors and TAs."""
+        return set(self.instructors) | set(self.tas)
+
+    @property
+    def members(self) -> set[str]:
+        """Everyone the fleet file names for this course."""
+        return self.staff | set(self.students)
+
+
+LTIPlatformKind = Literal["canvas", "moodle", "openedx", "other"]
+
+
+class LTIPlatform(SpecModel):
+    """One LMS registration of the hub as an LTI 1.3 tool, keyed by (issuer, client_id)."""
+
+    label: LTIPlatformKind = Field("other", description="what kind of LMS this is (canvas, moodle, openedx, other)")
+    issuer: str = Field(min_length=1, description="the platform's `iss` (e.g. https://canvas.instructure.com)")
+    client_id: str = Field(min_length=1, description="the client id the LMS gave the tool (Canvas: developer key id)")
+    deployment_ids: list[str] = Field(min_length=1, description="deployment ids of the tool in this LMS")
+    auth_login_url: AnyHttpUrl = Field(description="the platform's OIDC authorization endpoint")
+    token_url: AnyHttpUrl = Field(description="the platform's OAuth 2 token endpoint (for roster sync and grades)")
+    jwks_url: AnyHttpUrl = Field(description="the platform's public key set (JWKS)")
+
+
+class LTI(SpecModel):
+    """LTI 1.3: users launch the hub from their LMS, logged in, in the right course, with the right role."""
+
+    platforms: list[LTIPlatform] = Field(min_length=1, description="LMS registrations")
+    username: Literal["email", "name", "sub"] = Field(
+        "email",
+        description="how a hub user name is derived: the e-mail's local part, the person's name, or the LMS's opaque"
+        " `sub` (each normalised; a clash with another person gets a numbered suffix, never a merge)",
+    )
+    auto_create_courses: bool = Field(True, description="an instructor's first launch from a new LMS course creates it")
+    leeway: Seconds = Field(60, description="clock skew allowed on `iat`/`exp`")
+    login_ttl: Seconds = Field(600, description="how long a started login (state and nonce) stays valid")
+    max_pending_logins: int = Field(10_000, ge=10, description="bound on logins started but not finished")
+
+    @model_validator(mode="after")
+    def _unique_registrations(self) -> LTI:
+        seen: set[tuple[str, str]] = set()
+        for platform in self.platforms:
+            key = (platform.issuer, platform.client_id)
+            if key in seen:
+                raise ValueError(f"two registrations of issuer {key[0]!r} with client_id {key[1]!r}")
+            seen.add(key)
+        return self
