@@ -1,0 +1,63 @@
+"""The fleet database: one SQLAlchemy engine for every room's tables (SQLite by default, PostgreSQL by URL).
+
+Each room (usage, edu, …) declares its tables on the shared `Base` and ships its own Alembic migration branch in
+`hubfleet/db/migrations/versions/` (files `<room>_NNNN_*.py`, `branch_labels=("<room>",)`); `migrate()` brings
+every branch to its head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+DATABASE_FILE = "fleet.sqlite"
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every table in the fleet database."""
+
+
+def default_url(state_dir: Path) -> str:
+    """The fleet database in a state directory (SQLite)."""
+    return f"sqlite:///{Path(state_dir).resolve() / DATABASE_FILE}"
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL journaling, foreign keys and a busy timeout (several processes write)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    """Alembic's configuration for the fleet database's migrations (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring every room's tables to their newest version."""
+    command.upgrade(alembic_config(engine), "heads")
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Connect, migrate, and return a session factory."""
+    engine = connect(url)
+    migrate(engine)
+    return sessionmaker(engine, expire_on_commit=False)

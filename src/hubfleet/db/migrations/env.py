@@ -1,0 +1,12 @@
+"""Alembic's environment for the fleet database: the engine comes from hubfleet.db.migrate()."""
+
+from alembic import context
+
+import hubfleet.db.models  # noqa: F401 - every room's tables on Base.metadata, for autogenerate
+from hubfleet.db import Base
+
+engine = context.config.attributes["engine"]
+with engine.begin() as connection:
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()

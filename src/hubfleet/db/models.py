@@ -1,0 +1,1 @@
+"""Imports every room's table modules so that `Base.metadata` knows all tables (Alembic autogenerate, tests)."""
