@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubfleet import db
 from hubfleet.hub.settings import HubPorts
 from hubfleet.spec.models import Fleet, PortRange
 
@@ -26,6 +27,11 @@ def state_dir_for(fleet: Fleet | None = None, explicit: Path | None = None) -> P
     if fleet is not None and fleet.state_dir is not None:
         return fleet.state_dir.resolve()
     return Path(DEFAULT_STATE_DIR).resolve()
+
+
+def database_url(fleet: Fleet, state_root: Path) -> str:
+    """The fleet database's URL: the fleet file's `usage.metering.database_url`, else SQLite in the state directory."""
+    return fleet.usage.metering.database_url or db.default_url(state_root)
 
 
 def _private_dir(path: Path) -> Path:

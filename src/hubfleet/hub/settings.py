@@ -124,3 +124,5 @@ class HubSettings(SettingsFile):
     culling: Culling
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None
+    database_url: str
+    """The fleet database (SQLAlchemy URL): LTI identities, courses' records, the exchange, usage."""

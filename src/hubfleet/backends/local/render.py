@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from hubfleet.fleet.state import HubState
+from hubfleet.fleet.state import HubState, database_url
 from hubfleet.hub.settings import GatewayLink, HubPorts, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
@@ -123,6 +123,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         scratch_root=scratch_root(fleet, hub),
         culling=hub.culling,
         gateway=gateway,
+        database_url=database_url(fleet, state.root.parents[1]),
         secrets=secrets,
     )
 
