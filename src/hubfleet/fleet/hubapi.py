@@ -75,6 +75,14 @@ class HubAPI:
         if names:
             await self.request("POST", "/users", json={"usernames": names, "admin": admin})
 
+    async def ensure_users(self, names: Iterable[str]) -> None:
+        """Create those of `names` that do not exist yet (the others are left as they are)."""
+        names = sorted(names)
+        if names:
+            response = await self._client.post("/users", json={"usernames": names})
+            if response.status_code != 409:  # 409: all of them exist already
+                response.raise_for_status()
+
     async def set_admin(self, name: str, admin: bool) -> None:
         await self.request("PATCH", f"/users/{name}", json={"admin": admin})
 
@@ -87,6 +95,14 @@ class HubAPI:
         response = await self._client.post(f"/groups/{name}")
         if response.status_code not in (201, 409):
             response.raise_for_status()
+
+    async def group(self, name: str) -> dict | None:
+        """The group model (`users`, `properties`, …), None if there is no such group."""
+        response = await self._client.get(f"/groups/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
 
     async def delete_group(self, name: str) -> None:
         response = await self._client.delete(f"/groups/{name}")
