@@ -27,20 +27,33 @@ def default_url(state_dir: Path) -> str:
 
 
 def connect(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL journaling, foreign keys and a busy timeout (several processes write)."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+    """An engine for `url`. SQLite gets WAL journaling, foreign keys and a busy timeout (several processes write),
+    and real transactions around DDL too (pysqlite would commit each DDL statement on its own), so that a failed
+    migration leaves nothing behind."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        # Migrations take the write lock up front: a second process migrating at the same time waits, then finds
+        # the tables at their newest version instead of creating them twice.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(MIGRATING) else "BEGIN")
+
+    return engine
+
+
+MIGRATING = "hubfleet.migrating"
+"""Connection-info flag set while migrations run."""
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -3,10 +3,12 @@
 from alembic import context
 
 import hubfleet.db.models  # noqa: F401 - every room's tables on Base.metadata, for autogenerate
-from hubfleet.db import Base
+from hubfleet.db import MIGRATING, Base
 
 engine = context.config.attributes["engine"]
-with engine.begin() as connection:
+with engine.connect() as connection:
+    connection.info[MIGRATING] = True
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
+    connection.commit()
