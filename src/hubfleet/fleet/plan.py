@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hubfleet.edu.courses import fleet_file_groups
+from hubfleet.spec.checks import COURSE_MEMBER_LISTS
 from hubfleet.spec.models import Fleet, Hub
 
-LIVE_FIELDS = {"auth", "groups"}
+LIVE_FIELDS = {"auth", "groups", "courses"}
 """Hub fields whose user and group parts change through the hub's API, without a restart."""
 
 AUTH_MEMBERSHIP = {"admins", "allowed_users"}
@@ -126,13 +128,16 @@ def diff_hub(old: Hub, new: Hub) -> HubChange:
     change.users_removed = sorted(old.users - new.users)
     change.admins_added = sorted(set(new.auth.admins) - set(old.auth.admins))
     change.admins_removed = sorted(set(old.auth.admins) - set(new.auth.admins))
-    change.groups_added = sorted(set(new.groups) - set(old.groups))
-    change.groups_removed = sorted(set(old.groups) - set(new.groups))
-    for group, members in new.groups.items():
-        before = set(old.groups.get(group, []))
+    # A course's members are its groups' members: only those the file names change (not those added at run time).
+    old_groups = {**old.groups, **fleet_file_groups(old.courses)}
+    new_groups = {**new.groups, **fleet_file_groups(new.courses)}
+    change.groups_added = sorted(set(new_groups) - set(old_groups))
+    change.groups_removed = sorted(set(old_groups) - set(new_groups))
+    for group, members in new_groups.items():
+        before = set(old_groups.get(group, []))
         if added := sorted(set(members) - before):
             change.members_added[group] = added
-        if group in old.groups and (removed := sorted(before - set(members))):
+        if group in old_groups and (removed := sorted(before - set(members))):
             change.members_removed[group] = removed
     old_data, new_data = old.model_dump(), new.model_dump()
     for key in old_data:
@@ -142,6 +147,9 @@ def diff_hub(old: Hub, new: Hub) -> HubChange:
         if key == "auth" and before["type"] == after["type"]:
             before = {k: v for k, v in before.items() if k not in AUTH_MEMBERSHIP}
             after = {k: v for k, v in after.items() if k not in AUTH_MEMBERSHIP}
+        if key == "courses":
+            before = [{k: v for k, v in course.items() if k not in COURSE_MEMBER_LISTS} for course in before]
+            after = [{k: v for k, v in course.items() if k not in COURSE_MEMBER_LISTS} for course in after]
         if before != after:
             change.settings_changed.append(key)
     if not change.live and not change.needs_restart:

@@ -16,6 +16,7 @@ import os
 import pwd
 import stat
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, s
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import Configurable
 
+from hubfleet.edu.courses import (
+    COURSE_ROLES,
+    COURSES_FOLDER,
+    course_folder_path,
+    course_groups,
+    folder_access,
+    parse_group,
+)
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Profile, SharedFolder
 from hubfleet.system import accounts, cgroups
@@ -82,8 +91,10 @@ def remove_link(dir_fd: int, name: str, target: Path) -> None:
             raise
 
 
-def link_shared_folders(home: Path, uid: int, gid: int, targets: dict[str, Path]) -> list[str]:
-    """`~/shared/<name>` → target for each folder in `targets`; other links there are removed.
+def link_shared_folders(
+    home: Path, uid: int, gid: int, targets: dict[str, Path], links_dir: str = SHARED_LINKS_DIR
+) -> list[str]:
+    """`~/<links_dir>/<name>` → target for each folder in `targets`; other links there are removed.
 
     Works through directory descriptors and never follows a symlink: the home belongs to the user, who may have
     replaced `~/shared` or anything in it with a link to elsewhere (an OSError then, nothing outside the home is
@@ -92,12 +103,12 @@ def link_shared_folders(home: Path, uid: int, gid: int, targets: dict[str, Path]
     home_fd = _open_dir(home)
     try:
         try:
-            links_fd = _open_dir(SHARED_LINKS_DIR, dir_fd=home_fd)
+            links_fd = _open_dir(links_dir, dir_fd=home_fd)
         except FileNotFoundError:
             if not targets:
                 return []
-            os.mkdir(SHARED_LINKS_DIR, 0o755, dir_fd=home_fd)
-            links_fd = _open_dir(SHARED_LINKS_DIR, dir_fd=home_fd)
+            os.mkdir(links_dir, 0o755, dir_fd=home_fd)
+            links_fd = _open_dir(links_dir, dir_fd=home_fd)
         try:
             os.fchown(links_fd, uid, gid)
             for name in os.listdir(links_fd):
@@ -153,13 +164,44 @@ class HubfleetSpawnerMixin(Configurable):
     def _group_names(self) -> set[str]:
         return {group.name for group in self.user.groups}
 
+    def user_courses(self) -> dict[str, tuple[str, dict]]:
+        """Course → (this user's role in it, the course's properties), from the user's JupyterHub groups.
+
+        A group counts when its name is a course's group (`parse_group`) and its properties name that course (as
+        the fleet file's and run-time courses' groups do). With several roles in one course, the most privileged.
+        """
+        found: dict[str, tuple[str, dict]] = {}
+        for group in self.user.groups:
+            parsed = parse_group(group.name)
+            properties = dict(group.properties or {})
+            if parsed is None or properties.get("course") != parsed[0]:
+                continue
+            course, role = parsed
+            if course not in found or COURSE_ROLES.index(role) < COURSE_ROLES.index(found[course][0]):
+                found[course] = (role, properties)
+        return dict(sorted(found.items()))
+
+    def course_profiles(self) -> list[str]:
+        """Names of the profiles this user's courses give them, in the order of the courses' names."""
+        names = (properties.get("profile") for _, properties in self.user_courses().values())
+        return list(dict.fromkeys(name for name in names if name))
+
     def allowed_profiles(self) -> list[Profile]:
-        """The profiles this user may choose (admins may choose any)."""
+        """The profiles this user may choose (admins may choose any): open ones, their groups', their courses'."""
         groups = self._group_names()
+        from_courses = set(self.course_profiles())
         profiles = [Profile.model_validate(p) for p in self.profiles]
         if self.user.admin:
             return profiles
-        return [p for p in profiles if not p.groups or groups.intersection(p.groups)]
+        return [p for p in profiles if not p.groups or groups.intersection(p.groups) or p.name in from_courses]
+
+    def default_profile(self, allowed: list[Profile]) -> Profile:
+        """Among `allowed`, the profile used without a choice: the first course's profile, else the default."""
+        by_name = {p.name: p for p in allowed}
+        for name in self.course_profiles():
+            if name in by_name:
+                return by_name[name]
+        return next((p for p in allowed if p.default), allowed[0])
 
     def chosen_profile(self, options: dict | None = None) -> Profile:
         """The profile a start uses: the user's choice (in `options`, else `user_options`), else the default."""
@@ -168,7 +210,7 @@ class HubfleetSpawnerMixin(Configurable):
             raise RuntimeError("none of this hub's profiles is open to you: ask a hub admin to add you to a group")
         wanted = ((self.user_options if options is None else options) or {}).get("profile")
         if wanted is None:
-            return next((p for p in allowed if p.default), allowed[0])
+            return self.default_profile(allowed)
         for profile in allowed:
             if profile.name == wanted:
                 return profile
@@ -178,7 +220,7 @@ class HubfleetSpawnerMixin(Configurable):
         allowed = self.allowed_profiles()
         if len(allowed) < 2:
             return ""
-        default = next((p for p in allowed if p.default), allowed[0]).name
+        default = self.default_profile(allowed).name
         rows = []
         for profile in allowed:
             checked = " checked" if profile.name == default else ""
@@ -280,11 +322,37 @@ class HubfleetSpawnerMixin(Configurable):
             accounts.ensure_group(group)
         accounts.set_managed_groups(self.unix_name, wanted, accounts.hub_group_prefix(self.hub_name))
         self._link_shared_folders(account)
+        self._prepare_course_folders(account)
         scratch = self.scratch_dir
         if scratch is not None:
             accounts.ensure_folder(scratch.parent)
             accounts.ensure_folder(scratch, account.uid, account.gid, 0o700)
         self._link_scratch(account.home, account.uid, account.gid)
+
+    def _prepare_course_folders(self, account: accounts.Account) -> None:
+        """The folder of each of the user's courses that has one (made here too for courses created at run time,
+        with its ACL: students read, staff write), linked as `~/courses/<course>`; links to other courses go."""
+        unix_group = partial(accounts.unix_groupname, self.hub_name)
+        targets = {}
+        for course, (_, properties) in self.user_courses().items():
+            if not properties.get("folder", True):
+                continue
+            path = course_folder_path(Path(self.shared_root).parent, self.hub_name, course)
+            try:
+                for group in course_groups(course).values():
+                    accounts.ensure_group(unix_group(group))
+                accounts.ensure_shared_folder(path, folder_access(unix_group, course))
+            except accounts.AccountsError as exc:
+                self.log.error("course folder %s of %s not available: %s", path, self.user.name, exc)
+                continue
+            targets[course] = path
+        try:
+            in_the_way = link_shared_folders(account.home, account.uid, account.gid, targets, COURSES_FOLDER)
+        except OSError as exc:
+            self.log.warning("cannot link the course folders of %s in ~/%s: %s", self.user.name, COURSES_FOLDER, exc)
+            return
+        for name in in_the_way:
+            self.log.warning("~/%s/%s of %s is not a link: left alone", COURSES_FOLDER, name, self.user.name)
 
     def _link_shared_folders(self, account: accounts.Account) -> None:
         targets = {f.name: Path(self.shared_root) / f.name for f in self.visible_folders()}

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hubfleet.edu.courses import COURSES_FOLDER, course_groups
 from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
 
 Finding = tuple[tuple[str | int, ...], str, str]
@@ -16,6 +17,9 @@ Finding = tuple[tuple[str | int, ...], str, str]
 
 EVERYONE = "everyone"
 """The pseudo-group of every user of a hub, usable in shared-folder access."""
+
+COURSE_MEMBER_LISTS = ("instructors", "tas", "students")
+"""The fields of a course that name its members."""
 
 SCRATCH_FOLDER = "scratch"
 """The folder of a hub's per-user scratch folders, beside its shared folders: no shared folder may take its name."""
@@ -64,6 +68,7 @@ def _check_ports(door: FrontDoor, ports: PortRange, hub_count: int) -> Iterator[
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:
     groups = set(hub.groups)
+    course_group_names = {group for course in hub.courses for group in course_groups(course.name).values()}
     for group in hub.groups:
         if group == EVERYONE:
             yield (
@@ -71,10 +76,23 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
                 f"'{EVERYONE}' is reserved for all users of the hub",
                 "rename the group",
             )
+        if group in course_group_names:
+            yield (
+                (*at, "groups", group),
+                f"group '{group}' is also a group of one of the hub's courses",
+                "rename the group, or list its members in the course",
+            )
+    yield from _check_courses(hub, at)
+    course_lists = (
+        (getattr(course, field), (*at, "courses", index, field))
+        for index, course in enumerate(hub.courses)
+        for field in COURSE_MEMBER_LISTS
+    )
     for user_list, where in (
         (hub.auth.admins, (*at, "auth", "admins")),
         (hub.auth.allowed_users, (*at, "auth", "allowed_users")),
         *((members, (*at, "groups", group)) for group, members in hub.groups.items()),
+        *course_lists,
     ):
         for index, user in enumerate(user_list):
             if user != user.lower():
@@ -91,8 +109,8 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
         seen_profiles.add(profile.name)
         defaults += profile.default
         for g_index, group in enumerate(profile.groups):
-            if group not in groups:
-                yield _unknown_group((*at, "profiles", index, "groups", g_index), group, groups)
+            if group not in groups | course_group_names:
+                yield _unknown_group((*at, "profiles", index, "groups", g_index), group, groups | course_group_names)
     if defaults > 1:
         yield (*at, "profiles"), "more than one profile has default: true", "keep one default profile"
     if not hub.profiles:
@@ -116,9 +134,16 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
                 f"'{SCRATCH_FOLDER}' is reserved for the per-user scratch folders",
                 "rename the shared folder (per-user scratch is `storage.scratch`)",
             )
+        if folder.name == COURSES_FOLDER:
+            yield (
+                (*at, "storage", "shared", index, "name"),
+                f"'{COURSES_FOLDER}' is reserved for the course folders",
+                "rename the shared folder (a course's folder is its `folder: true`)",
+            )
         for group in folder.access:
-            if group != EVERYONE and group not in groups:
-                yield _unknown_group((*at, "storage", "shared", index, "access", group), group, groups)
+            if group != EVERYONE and group not in groups | course_group_names:
+                loc = (*at, "storage", "shared", index, "access", group)
+                yield _unknown_group(loc, group, groups | course_group_names)
     for field in ("password_file", "client_secret_file"):
         value = getattr(hub.auth, field, None)
         if value is not None:
@@ -131,6 +156,29 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
                     f"the shared password in {resolved} is shorter than 8 characters",
                     "JupyterHub refuses shorter shared passwords",
                 )
+
+
+def _check_courses(hub: Hub, at: tuple[str, ...]) -> Iterator[Finding]:
+    """A course's profile exists on the hub; nobody has two roles in one course."""
+    profiles = {profile.name for profile in hub.profiles}
+    for index, course in enumerate(hub.courses):
+        if course.profile is not None and course.profile not in profiles:
+            yield (
+                (*at, "courses", index, "profile"),
+                f"course '{course.name}' uses profile '{course.profile}', which the hub does not have",
+                f"profiles of this hub: {', '.join(sorted(profiles)) or 'none'}",
+            )
+        seen: dict[str, str] = {}
+        for field in COURSE_MEMBER_LISTS:
+            for m_index, user in enumerate(getattr(course, field)):
+                if user in seen:
+                    yield (
+                        (*at, "courses", index, field, m_index),
+                        f"'{user}' is listed in both {seen[user]} and {field} of course '{course.name}'",
+                        "give each member one role per course",
+                    )
+                else:
+                    seen[user] = field
 
 
 def _unknown_group(loc: tuple[str | int, ...], group: str, groups: set[str]) -> Finding:

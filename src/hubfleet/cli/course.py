@@ -1,0 +1,379 @@
+"""Course commands: list, show, add-member, remove-member — on the running fleet, through each hub's REST API.
+
+Courses are the hub's groups (`hubfleet.edu.courses`): the fleet file's courses and those created at run time
+(an instructor's first LTI launch) alike. The commands act as the fleet's service, with its token from the state
+directory, so they need the rights of the fleet's operator (root on a one-machine install).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, state_root
+from hubfleet.db import open_database
+from hubfleet.edu.courses import COURSE_ROLES, course_groups, group_name, parse_group
+from hubfleet.edu.lti.identity import IdentityStore
+from hubfleet.edu.lti.keys import ToolKey
+from hubfleet.edu.lti.services import Member, ServiceClient, ServiceError
+from hubfleet.edu.roster import SyncReport, sync_course
+from hubfleet.fleet.hubapi import PAGINATION, HubAPI
+from hubfleet.fleet.state import FleetState
+from hubfleet.hub.settings import HubSettings
+from hubfleet.spec.base import Username
+from hubfleet.spec.edu import Course
+
+course_app = typer.Typer(
+    name="course",
+    help="Courses on a hub: their staff and students, on the running fleet.",
+    no_args_is_help=True,
+)
+
+HUB_ARGUMENT: Any = typer.Argument(..., help="the hub (see `hubfleet status`)")
+COURSE_ARGUMENT: Any = typer.Argument(..., help="the course's short name (see `hubfleet course list HUB`)")
+USER_ARGUMENT: Any = typer.Argument(..., help="the hub user name")
+JSON_OPTION: Any = typer.Option(False, "--json", help="machine-readable output")
+
+FLEET_FILE_SOURCE = "fleet file"
+RUN_TIME_SOURCE = "run time"
+"""Where a member came from: named in the fleet file, or added while the hub ran (CLI or LMS)."""
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class CourseView:
+    """A course as the running hub has it, with what the fleet file says about it."""
+
+    name: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    members: dict[str, list[str]] = field(default_factory=dict)
+    """Role → members, from the hub's groups."""
+    spec: Course | None = None
+    """The fleet file's definition (None: created at run time)."""
+
+    def source(self, user: str) -> str:
+        """Where member `user` came from."""
+        return FLEET_FILE_SOURCE if self.spec is not None and user in self.spec.members else RUN_TIME_SOURCE
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "name": self.name,
+            "title": self.properties.get("title") or (spec.title if spec else None),
+            "origin": "fleet-file" if spec is not None else self.properties.get("origin", "run-time"),
+            "roster": self.properties.get("roster", spec.roster if spec else "lms"),
+            "lms_context": self.properties.get("lti_context"),
+            "profile": self.properties.get("profile"),
+            "folder": self.properties.get("folder", True),
+            "groups": course_groups(self.name),
+            "members": {
+                role: [{"name": user, "source": self.source(user)} for user in users]
+                for role, users in self.members.items()
+            },
+            "schedule": [meeting.model_dump(mode="json") for meeting in spec.schedule] if spec else [],
+        }
+
+
+def hub_settings(state_dir: Path | None, hub: str) -> HubSettings:
+    """The settings of `hub` in the fleet's state directory (its API port, service token, fleet-file courses)."""
+    state = FleetState(state_root(state_dir))
+    if hub not in state.hub_names():
+        known = ", ".join(state.hub_names()) or "none"
+        raise fail(f"no hub {hub!r} in the fleet state at {state.root} (hubs: {known})")
+    try:
+        return HubSettings.read(state.hub(hub).settings_file)
+    except OSError as exc:
+        raise fail(f"cannot read the settings of hub {hub!r}: {exc.strerror} (run as the fleet's operator)") from None
+
+
+def hub_api(settings: HubSettings) -> HubAPI:
+    """The hub's REST API on loopback, as the fleet's service."""
+    return HubAPI(f"http://127.0.0.1:{settings.ports.hub}{settings.base_url}hub/api", settings.secret("service_token"))
+
+
+def run_on_hub(settings: HubSettings, action: Callable[[HubAPI], Awaitable[_T]]) -> _T:
+    """Run `action` against the hub's API; a hub that does not answer is a clear error."""
+
+    async def go() -> _T:
+        async with hub_api(settings) as api:
+            return await action(api)
+
+    try:
+        return asyncio.run(go())
+    except httpx.TransportError as exc:
+        raise fail(f"hub {settings.hub!r} does not answer ({exc}): is the fleet running? (`hubfleet status`)") from None
+
+
+async def _all_groups(api: HubAPI) -> list[dict]:
+    groups: list[dict] = []
+    offset = 0
+    while True:
+        response = await api.request(
+            "GET", "/groups", params={"offset": offset, "limit": 200}, headers={"Accept": PAGINATION}
+        )
+        page = response.json()
+        groups += page["items"]
+        following = page["_pagination"].get("next")
+        if not following:
+            return groups
+        offset = following["offset"]
+
+
+def _course_of(group: dict) -> tuple[str, str] | None:
+    """(course, role) of a course group: its name parses and its properties name the course."""
+    parsed = parse_group(group["name"])
+    if parsed is None or (group.get("properties") or {}).get("course") != parsed[0]:
+        return None
+    return parsed
+
+
+async def load_courses(api: HubAPI, settings: HubSettings) -> dict[str, CourseView]:
+    """Every course of the hub, from its groups, with the fleet file's definitions."""
+    specs = {course.name: course for course in settings.courses}
+    views: dict[str, CourseView] = {}
+    for group in await _all_groups(api):
+        parsed = _course_of(group)
+        if parsed is None:
+            continue
+        course, role = parsed
+        view = views.setdefault(course, CourseView(course, spec=specs.get(course)))
+        view.members[role] = sorted(group.get("users", []))
+        if role == "student" or not view.properties:
+            view.properties = dict(group.get("properties") or {})
+    for view in views.values():
+        for role in COURSE_ROLES:
+            view.members.setdefault(role, [])
+        view.members = {role: view.members[role] for role in COURSE_ROLES}
+    return dict(sorted(views.items()))
+
+
+def _check_user(user: str) -> None:
+    try:
+        TypeAdapter(Username).validate_python(user)
+    except ValidationError:
+        raise fail(f"invalid user name {user!r}: no spaces, '/', ':' or ','") from None
+    if user != user.lower():
+        raise fail(f"JupyterHub lower-cases user names: write {user.lower()!r}")
+
+
+def _find(views: dict[str, CourseView], hub: str, course: str) -> CourseView:
+    if course not in views:
+        raise fail(f"no course {course!r} on hub {hub!r} (courses: {', '.join(views) or 'none'})")
+    return views[course]
+
+
+@course_app.command("list")
+def list_courses(
+    hub: str = HUB_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION, as_json: bool = JSON_OPTION
+) -> None:
+    """List the hub's courses: the fleet file's and those created at run time (e.g. from the LMS)."""
+    settings = hub_settings(state_dir, hub)
+    views = run_on_hub(settings, lambda api: load_courses(api, settings))
+    if as_json:
+        print(json.dumps([view.to_dict() for view in views.values()], indent=2))
+        return
+    table = Table(title=f"courses on hub {hub}", title_justify="left")
+    for column in ("course", "title", "origin", "instructors", "tas", "students", "lms context"):
+        table.add_column(column)
+    for view in views.values():
+        data = view.to_dict()
+        counts = [str(len(view.members[role])) for role in COURSE_ROLES]
+        table.add_row(
+            view.name, escape(data["title"] or ""), data["origin"], *counts, escape(data["lms_context"] or "")
+        )
+    console.print(table)
+
+
+@course_app.command("show")
+def show(
+    hub: str = HUB_ARGUMENT,
+    course: str = COURSE_ARGUMENT,
+    state_dir: Path | None = STATE_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one course: title, staff, students (and where each came from), folder, schedule."""
+    settings = hub_settings(state_dir, hub)
+    view = _find(run_on_hub(settings, lambda api: load_courses(api, settings)), hub, course)
+    data = view.to_dict()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"[bold]{escape(course)}[/]" + (f" — {escape(data['title'])}" if data["title"] else ""))
+    console.print(f"  defined in: {data['origin']}; students from: {data['roster']}")
+    if data["lms_context"]:
+        console.print(f"  LMS context: {escape(data['lms_context'])}")
+    console.print(f"  profile: {escape(data['profile'] or 'the hub default')}")
+    if data["folder"]:
+        console.print(f"  folder: ~/courses/{escape(course)} (staff write, students read)")
+    table = Table(title_justify="left")
+    for column in ("role", "user", "source"):
+        table.add_column(column)
+    for role, members in data["members"].items():
+        for member in members:
+            table.add_row(role, escape(member["name"]), member["source"])
+    console.print(table)
+    for meeting in data["schedule"]:
+        console.print(f"  meets {meeting['day']} {meeting['start'][:5]} to {meeting['end'][:5]}")
+
+
+async def _set_role(api: HubAPI, settings: HubSettings, course: str, user: str, role: str | None) -> CourseView:
+    """Make `user` a member of `course` with exactly `role` (None: not a member); the course must exist."""
+    view = _find(await load_courses(api, settings), settings.hub, course)
+    if role is not None and await api.user(user) is None:
+        await api.create_users([user])
+    for each in COURSE_ROLES:
+        group = group_name(course, each)
+        if each == role and user not in view.members[each]:
+            await api.add_members(group, [user])
+        elif each != role and user in view.members[each]:
+            await api.remove_members(group, [user])
+    return view
+
+
+ROLE_OPTION: Any = typer.Option(..., "--role", help="instructor, ta or student", case_sensitive=False)
+
+
+@course_app.command("add-member")
+def add_member(
+    hub: str = HUB_ARGUMENT,
+    course: str = COURSE_ARGUMENT,
+    user: str = USER_ARGUMENT,
+    role: str = ROLE_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Add USER to COURSE as instructor, TA or student (their role in the course changes if they had one).
+
+    Takes effect at once, without a restart; the user is created on the hub if new. `hubfleet apply` leaves
+    them alone: it only removes members the fleet file named before and no longer does.
+    """
+    role = role.lower()
+    if role not in COURSE_ROLES:
+        raise fail(f"--role must be one of {', '.join(COURSE_ROLES)}, not {role!r}")
+    _check_user(user)
+    settings = hub_settings(state_dir, hub)
+    run_on_hub(settings, lambda api: _set_role(api, settings, course, user, role))
+    console.print(f"[green]✓[/] {escape(user)} is {role} of course {escape(course)} on hub {escape(hub)}")
+
+
+@course_app.command("remove-member")
+def remove_member(
+    hub: str = HUB_ARGUMENT,
+    course: str = COURSE_ARGUMENT,
+    user: str = USER_ARGUMENT,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Remove USER from COURSE (every role); their files stay. Takes effect at once."""
+    _check_user(user)
+    settings = hub_settings(state_dir, hub)
+    view = run_on_hub(settings, lambda api: _set_role(api, settings, course, user, None))
+    if not any(user in members for members in view.members.values()):
+        console.print(f"{escape(user)} was not a member of course {escape(course)}: nothing changed")
+        return
+    console.print(f"[green]✓[/] {escape(user)} is no longer a member of course {escape(course)} on hub {escape(hub)}")
+    if view.source(user) == FLEET_FILE_SOURCE:
+        errors.print(
+            f"[yellow]note:[/] the fleet file names {escape(user)} in this course: a restart of the hub adds them "
+            "back; remove them from the file too"
+        )
+
+
+def register(root: typer.Typer) -> None:
+    """Add `hubfleet course …` to `root`."""
+    root.add_typer(course_app)
+
+
+# --- roster sync from the LMS (LTI NRPS); appended by the roster-sync helper ------------------------------------------
+
+
+MEMBERSHIPS_OPTION: Any = typer.Option(
+    None,
+    "--memberships-url",
+    help="the LMS's NRPS context memberships URL (default: the one the course's LTI launches recorded)",
+)
+
+
+def _lms_platform(settings: HubSettings, issuer: str | None) -> Any:
+    """The hub's LMS registration a course's roster comes from: the course's issuer's, or the only one."""
+    platforms = settings.lti.platforms if settings.lti else []
+    matching = [p for p in platforms if issuer is None or p.issuer == issuer]
+    if len(matching) != 1:
+        which = f"issuer {issuer!r}" if issuer else "the course (it records no lti_issuer)"
+        raise fail(f"cannot tell which LMS registration of hub {settings.hub!r} serves {which}")
+    return matching[0]
+
+
+async def _sync_roster(api: HubAPI, settings: HubSettings, course: str, memberships_url: str | None) -> SyncReport:
+    from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the key the hub made on its first LTI start
+
+    view = _find(await load_courses(api, settings), settings.hub, course)
+    if view.to_dict()["roster"] != "lms":
+        raise fail(f"course {course!r} takes its members from the fleet file (roster: fleet-file), not the LMS")
+    url = memberships_url or view.properties.get("lti_memberships_url")
+    if not url:
+        raise fail(f"no roster URL known for course {course!r}: launch it from the LMS once, or pass --memberships-url")
+    platform = _lms_platform(settings, view.properties.get("lti_issuer"))
+    key_file = settings.state_dir / TOOL_KEY_FILE
+    if not key_file.is_file():
+        raise fail(f"hub {settings.hub!r} has no LTI tool key yet ({key_file}): start it with `lti:` configured")
+    identities = IdentityStore(open_database(settings.database_url))
+    reserved = settings.named_users()
+    rule = settings.lti.username if settings.lti else "email"
+
+    async def username(member: Member) -> str:
+        return await asyncio.to_thread(
+            identities.username_for,
+            platform.issuer,
+            member.user_id,
+            email=member.email,
+            name=member.name,
+            rule=rule,
+            taken=reserved.__contains__,
+        )
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = ServiceClient(platform, ToolKey.load_or_create(key_file), http=http)
+        try:
+            return await sync_course(api, client, course=course, context_memberships_url=url, usernames=username)
+        except ServiceError as exc:
+            raise fail(f"the LMS at {platform.issuer} refused the roster sync: {exc.message}") from None
+
+
+@course_app.command("sync")
+def sync(
+    hub: str = HUB_ARGUMENT,
+    course: str = COURSE_ARGUMENT,
+    memberships_url: str | None = MEMBERSHIPS_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Sync COURSE's members from its LMS roster (LTI NRPS): people are added in the group of their LMS role or
+    moved to it; students who left the course (or are inactive there) lose the course; their users and files stay.
+    """
+    settings = hub_settings(state_dir, hub)
+    if settings.lti is None:
+        raise fail(f"hub {hub!r} has no LTI registrations (`lti:` in the fleet file)")
+    report = run_on_hub(settings, lambda api: _sync_roster(api, settings, course, memberships_url))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    console.print(
+        f"[green]✓[/] course {escape(course)}: {report.members} LMS members, {len(report.added)} added, "
+        f"{len(report.updated)} changed role, {len(report.removed)} removed, {report.ignored} without a course role"
+    )
+    for user, role in sorted(report.added.items()):
+        console.print(f"  + {escape(user)} ({role})")
+    for user, (before, after) in sorted(report.updated.items()):
+        console.print(f"  ~ {escape(user)} ({before} → {after})")
+    for user in report.removed:
+        console.print(f"  - {escape(user)}")

@@ -1,0 +1,146 @@
+"""How a course maps onto JupyterHub and the machine: group names, the staff role, the course folder.
+
+Pure derivations (no JupyterHub import), shared by the fleet side (hub config, `hubfleet course`), the hub side
+(spawner, LTI authenticator) and the checks of the fleet file. A course ``c`` is three JupyterHub groups
+(``c-instructors``, ``c-tas``, ``c-students``) and one role (``course-c-staff``) granted to the first two, whose
+scopes reach the servers of the members of ``c-students`` and nobody else's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from hubfleet.spec.edu import Course
+
+COURSE_ROLES = ("instructor", "ta", "student")
+"""A member's role in a course, most privileged first."""
+
+STAFF_ROLES = ("instructor", "ta")
+"""Roles that manage the course's students' servers and write the course folder."""
+
+GROUP_SUFFIXES = {"instructor": "instructors", "ta": "tas", "student": "students"}
+"""Role → suffix of the course's group for it."""
+
+COURSES_FOLDER = "courses"
+"""Folder, beside a hub's shared folders, that holds its course folders; also the folder of links in each home."""
+
+COURSE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
+"""A course name (the spec's `Slug`)."""
+
+ROLE_NAME_PREFIX = "course-"
+ROLE_NAME_SUFFIX = "-staff"
+
+_SUFFIX_ROLES = {suffix: role for role, suffix in GROUP_SUFFIXES.items()}
+
+
+def _check_course(course: str) -> None:
+    if not COURSE_NAME_RE.fullmatch(course):
+        raise ValueError(f"invalid course name {course!r}: lower-case letters, digits, '-' and '_', at most 32")
+
+
+def _check_role(role: str) -> None:
+    if role not in GROUP_SUFFIXES:
+        raise ValueError(f"invalid course role {role!r}: one of {', '.join(COURSE_ROLES)}")
+
+
+def group_name(course: str, role: str) -> str:
+    """The JupyterHub group of `course`'s members with `role`: `<course>-instructors`, `-tas` or `-students`."""
+    _check_course(course)
+    _check_role(role)
+    return f"{course}-{GROUP_SUFFIXES[role]}"
+
+
+def course_groups(course: str) -> dict[str, str]:
+    """Role → group name, for each of `course`'s three groups."""
+    return {role: group_name(course, role) for role in COURSE_ROLES}
+
+
+def parse_group(group: str) -> tuple[str, str] | None:
+    """`(course, role)` when `group` is the name of a course's group (inverse of `group_name`), else None."""
+    course, sep, suffix = group.rpartition("-")
+    role = _SUFFIX_ROLES.get(suffix)
+    if not sep or role is None or not COURSE_NAME_RE.fullmatch(course):
+        return None
+    return course, role
+
+
+def staff_role_name(course: str) -> str:
+    """The name of `course`'s staff role: `course-<course>-staff`."""
+    _check_course(course)
+    return f"{ROLE_NAME_PREFIX}{course}{ROLE_NAME_SUFFIX}"
+
+
+def staff_scopes(course: str) -> list[str]:
+    """What `course`'s staff may do: see the course's groups, list and read its students, and read, start, stop
+    and open (access) their servers. Every scope is filtered to the course's groups (JupyterHub `!group=`)."""
+    students = f"group={group_name(course, 'student')}"
+    scopes = [
+        f"list:users!{students}",
+        f"read:users!{students}",
+        f"servers!{students}",  # read:servers, start:servers, delete:servers
+        f"access:servers!{students}",
+    ]
+    scopes += [f"read:groups!group={group}" for group in course_groups(course).values()]
+    scopes.append("admin-ui")  # the admin page, showing (and acting on) only what the scopes above allow
+    return scopes
+
+
+def staff_role(course: str) -> dict[str, Any]:
+    """The JupyterHub role definition (for `load_roles` or `roles.create_role`) of `course`'s staff."""
+    return {
+        "name": staff_role_name(course),
+        "description": f"Staff of course {course}: manage the servers of its students",
+        "scopes": staff_scopes(course),
+        "groups": [group_name(course, role) for role in STAFF_ROLES],
+    }
+
+
+def course_folder_path(shared_root: Path | str, hub: str, course: str) -> Path:
+    """The course's shared folder: `<shared_root>/<hub>/courses/<course>`."""
+    _check_course(course)
+    return Path(shared_root) / hub / COURSES_FOLDER / course
+
+
+def folder_access(unix_group: Callable[[str], str], course: str) -> dict[str, Literal["read", "write"]]:
+    """Unix group → access of `course`'s folder: students read, staff write (`unix_group(group)` names the POSIX
+    group of a hub group, e.g. `functools.partial(accounts.unix_groupname, hub)`)."""
+    return {unix_group(group_name(course, role)): "write" if role in STAFF_ROLES else "read" for role in COURSE_ROLES}
+
+
+def group_properties(course: Course, role: str) -> dict[str, Any]:
+    """The JupyterHub group properties of the fleet file's `course`'s group for `role`.
+
+    The same keys as a course created at run time (`hubfleet.hub.courses.ensure_course`): `course`, `role`, and
+    what the hub side needs to know about the course without the fleet file: `title`, `lti_context`, `roster`,
+    `profile`, `folder`; `origin` says where the course was defined.
+    """
+    _check_role(role)
+    properties: dict[str, Any] = {
+        "course": course.name,
+        "role": role,
+        "origin": "fleet-file",
+        "roster": course.roster,
+        "folder": course.folder,
+    }
+    for key, value in (("title", course.title), ("lti_context", course.lms_context), ("profile", course.profile)):
+        if value is not None:
+            properties[key] = value
+    return properties
+
+
+def members_by_role(course: Course) -> dict[str, list[str]]:
+    """Role → the members the fleet file names for it."""
+    return {"instructor": list(course.instructors), "ta": list(course.tas), "student": list(course.students)}
+
+
+def fleet_file_groups(courses: list[Course]) -> dict[str, list[str]]:
+    """Group name → members, for the groups of the fleet file's `courses`."""
+    return {
+        group_name(course.name, role): members
+        for course in courses
+        for role, members in members_by_role(course).items()
+    }
