@@ -25,10 +25,15 @@ $(VENV)/.installed: pyproject.toml
 	npm install --silent --no-audit --no-fund --prefix $(VENV) configurable-http-proxy@$(CHP_VERSION)
 	touch $@
 
-$(USER_ENV)/.installed: requirements/user-env.txt
+# Students' `hubfleet-assignment` (fetch/submit): one standard-library file, run by the env's Python.
+STUDENT_CMD = src/hubfleet/edu/exchange/student.py
+
+$(USER_ENV)/.installed: requirements/user-env.txt $(STUDENT_CMD)
 	$(USER_PY) -m venv $(USER_ENV)
 	$(USER_ENV)/bin/pip install -q --upgrade pip
 	$(USER_ENV)/bin/pip install -q -r requirements/user-env.txt
+	{ echo '#!$(USER_ENV)/bin/python'; cat $(STUDENT_CMD); } > $(USER_ENV)/bin/hubfleet-assignment
+	chmod 0755 $(USER_ENV)/bin/hubfleet-assignment
 	touch $@
 
 # Runs the demo fleet in the foreground with a live status view (Ctrl-C stops it).

@@ -1,0 +1,220 @@
+"""The exchange's commands in `hubfleet assignment …`: release, collect, grade, status, feedback, grades, passback.
+
+They act on the fleet database directly (the same code the hub's exchange service runs), as the fleet's operator:
+no hub needs to be up for them, except that students fetch and submit through the running service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, state_root
+from hubfleet.db import open_database
+from hubfleet.edu.exchange.passback import Passback, PassbackReport
+from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SETTINGS_FILE, ExchangeSettings
+from hubfleet.edu.exchange.store import Exchange, ExchangeError
+from hubfleet.edu.exchange.workflow import autograde, make_feedback, release_source
+from hubfleet.fleet.state import FleetState
+from hubfleet.hub.settings import HubSettings
+
+_Result = TypeVar("_Result")
+
+EXCHANGE_HUB: Any = typer.Argument(..., help="the hub (see `hubfleet status`)")
+EXCHANGE_COURSE: Any = typer.Argument(..., help="the course's short name")
+EXCHANGE_NAME: Any = typer.Argument(..., help="the assignment's name (`name:` of its assignment.yaml)")
+OPTIONAL_NAME: Any = typer.Argument(None, help="an assignment: its students (default: every assignment)")
+SOURCE_ARGUMENT: Any = typer.Argument(..., help="the assignment's source folder (notebooks, data, assignment.yaml)")
+BY_OPTION: Any = typer.Option("operator", "--by", help="who releases it (kept with the release)")
+WORKERS_OPTION: Any = typer.Option(None, "--workers", help="parallel sandboxes (default: sized to the cores)")
+CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output (one column per graded cell)")
+
+
+def _exchange(hub: str, state_dir: Path | None) -> tuple[Exchange, ExchangeSettings | None]:
+    """The hub's exchange on the fleet database, and its service settings (None before the hub first ran one)."""
+    hub_state = FleetState(state_root(state_dir)).hub(hub)
+    if not hub_state.settings_file.exists():
+        raise fail(f"no hub {hub!r} in this fleet's state directory (see `hubfleet status`)")
+    settings = HubSettings.read(hub_state.settings_file)
+    exchange_file = hub_state.root / SETTINGS_FILE
+    service = ExchangeSettings.read(exchange_file) if exchange_file.exists() else None
+    return Exchange(open_database(settings.database_url), hub), service
+
+
+def _refused(function: Callable[[], _Result]) -> _Result:
+    """Run an exchange action; a refusal (unknown assignment, bad input) becomes a clear error and exit 1."""
+    try:
+        return function()
+    except ExchangeError as exc:
+        raise fail(exc.message) from None
+
+
+def release_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    source: Path = SOURCE_ARGUMENT,
+    by: str = BY_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Make the student version of SOURCE and release it to COURSE's students (again: replaces the files)."""
+    exchange, service = _exchange(hub, state_dir)
+    limit = service.max_upload_bytes if service else DEFAULT_MAX_UPLOAD_BYTES
+    assignment = _refused(lambda: release_source(exchange, course, source, by=by, max_bytes=limit))
+    due = f"due {assignment.due:%Y-%m-%d %H:%M} UTC" if assignment.due else "no due date"
+    console.print(f"released {course}/{assignment.name}: {assignment.max_score:g} points, {due}")
+
+
+def collect_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Collect each student's latest submission (the one that counts) for grading."""
+    exchange, _ = _exchange(hub, state_dir)
+    collected = _refused(lambda: exchange.collect(course, name))
+    late = sum(s.late for s in collected)
+    console.print(f"collected {len(collected)} submission(s) of {course}/{name} ({late} late)")
+
+
+def grade_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    workers: int | None = WORKERS_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Autograde the collected submissions not graded yet (a run that was stopped resumes where it was)."""
+    exchange, _ = _exchange(hub, state_dir)
+    summary = _refused(lambda: autograde(exchange, course, name, workers=workers))
+    console.print(
+        f"graded {summary.graded} submission(s) of {course}/{name}; {summary.already_graded} graded before, "
+        f"{summary.collected} collected"
+    )
+
+
+def status_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str | None = OPTIONAL_NAME,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """The course's assignments (submissions, collected, graded), or one assignment's students."""
+    exchange, _ = _exchange(hub, state_dir)
+    if name is None:
+        table = Table(title=f"assignments of {course} on {hub}", title_justify="left")
+        for column in ("assignment", "due", "points", "students submitted", "collected", "graded"):
+            table.add_column(column)
+        for assignment in exchange.assignments(course):
+            latest = exchange.latest(course, assignment.name)
+            rows = exchange.gradebook(course, assignment.name)
+            due = f"{assignment.due:%Y-%m-%d %H:%M}" if assignment.due else "-"
+            graded = sum(row.graded for row in rows)
+            table.add_row(
+                assignment.name, due, f"{assignment.max_score:g}", str(len(latest)), str(len(rows)), str(graded)
+            )
+        console.print(table)
+        return
+    submitted = {s.student: s for s in _refused(lambda: exchange.latest(course, name))}
+    rows = {row.student: row for row in exchange.gradebook(course, name)}
+    table = Table(title=f"{course}/{name} on {hub}", title_justify="left")
+    for column in ("student", "last submitted", "late", "collected", "graded", "score"):
+        table.add_column(column)
+    for student, submission in sorted(submitted.items()):
+        row = rows.get(student)
+        score = f"{row.total:g} / {row.max_score:g}" if row and row.graded else "-"
+        table.add_row(
+            escape(student),
+            f"{submission.submitted_at:%Y-%m-%d %H:%M:%S}",
+            "late" if submission.late else "",
+            "yes" if row and row.submission_id == submission.id else ("older" if row else "no"),
+            "yes" if row and row.graded else "no",
+            score,
+        )
+    console.print(table)
+
+
+def feedback_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Make each graded student's feedback page (HTML; students get theirs with `hubfleet-assignment feedback`)."""
+    exchange, _ = _exchange(hub, state_dir)
+    made = _refused(lambda: make_feedback(exchange, course, name))
+    console.print(f"feedback pages made for {made} student(s) of {course}/{name}")
+
+
+def grades_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    as_csv: bool = CSV_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """The gradebook of an assignment: each student's counting submission, cell scores and total."""
+    exchange, _ = _exchange(hub, state_dir)
+    if as_csv:
+        print(_refused(lambda: exchange.gradebook_csv(course, name)), end="")
+        return
+    table = Table(title=f"grades of {course}/{name}", title_justify="left")
+    for column in ("student", "late", "graded", "raw", "kept", "total", "max"):
+        table.add_column(column)
+    for row in _refused(lambda: exchange.gradebook(course, name)):
+        table.add_row(
+            escape(row.student),
+            "late" if row.late else "",
+            "yes" if row.graded else "no",
+            f"{row.raw_total:g}",
+            f"{row.kept:.0%}",
+            f"{row.total:g}",
+            f"{row.max_score:g}",
+        )
+    console.print(table)
+
+
+def passback_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Send the assignment's scores to the LMS the course was launched from (only changed scores; kept in the
+    outbox while the LMS is down, and delivered later by the hub's exchange)."""
+    exchange, service = _exchange(hub, state_dir)
+    if service is None:
+        raise fail(f"hub {hub} has no exchange service settings yet (a hub with courses or LTI, started once)")
+
+    async def send() -> PassbackReport:
+        passback = Passback(exchange, service.lti_platforms, service.tool_key_file)
+        try:
+            return await passback.send_assignment(course, name)
+        finally:
+            await passback.close()
+
+    report = _refused(lambda: asyncio.run(send()))
+    console.print(
+        f"{course}/{name}: {report.queued} changed score(s), {report.delivered} delivered, {report.pending} pending"
+    )
+    for error in report.errors:
+        errors.print(f"[yellow]![/] {escape(error)}")
+    if report.pending:
+        raise typer.Exit(2)
+
+
+def register(assignment_app: typer.Typer) -> None:
+    """Add the exchange's commands to `hubfleet assignment`."""
+    assignment_app.command("release")(release_command)
+    assignment_app.command("collect")(collect_command)
+    assignment_app.command("grade")(grade_command)
+    assignment_app.command("status")(status_command)
+    assignment_app.command("feedback")(feedback_command)
+    assignment_app.command("grades")(grades_command)
+    assignment_app.command("passback")(passback_command)
