@@ -45,6 +45,7 @@ _V1_OPTIONAL = ("cpuacct", "pids")
 _V2_REQUIRED = ("memory", "cpu")
 _V2_OPTIONAL = ("pids",)
 _KILL_POLL_S = 0.01
+_V1_UNLIMITED_MEMORY = 1 << 62  # v1 reports "no limit" as a huge page-aligned number
 
 
 class CgroupError(RuntimeError):
@@ -195,6 +196,18 @@ class Cgroup(ABC):
     def cpu_seconds(self) -> float:
         """CPU time consumed by the group's processes since they joined it."""
 
+    def memory_working_set_bytes(self) -> int:
+        """Memory in use less inactive file cache (what Kubernetes and OpenCost call the working set)."""
+        return max(0, self.memory_bytes() - self._inactive_file_bytes())
+
+    @abstractmethod
+    def _inactive_file_bytes(self) -> int:
+        """Inactive file cache charged to the group (reclaimable)."""
+
+    @abstractmethod
+    def limits(self) -> Limits:
+        """The memory and CPU limits set on the group (``None`` where unlimited; pids are not read)."""
+
     @abstractmethod
     def oom_kills(self) -> int:
         """How many processes the kernel's OOM killer has killed in the group."""
@@ -285,6 +298,18 @@ class _V1Group(Cgroup):
     def cpu_seconds(self) -> float:
         return int(_read(self._file("cpuacct", "cpuacct.usage"))) / 1e9
 
+    def _inactive_file_bytes(self) -> int:
+        return _keyed(_read(self._file("memory", "memory.stat"))).get("total_inactive_file", 0)
+
+    def limits(self) -> Limits:
+        memory = int(_read(self._file("memory", "memory.limit_in_bytes")))
+        quota = int(_read(self._file("cpu", "cpu.cfs_quota_us")))
+        period = int(_read(self._file("cpu", "cpu.cfs_period_us")))
+        return Limits(
+            memory_bytes=memory if memory < _V1_UNLIMITED_MEMORY else None,
+            cpu=quota / period if quota > 0 else None,
+        )
+
     def oom_kills(self) -> int:
         control = _keyed(_read(self._file("memory", "memory.oom_control")))
         if "oom_kill" in control:
@@ -326,6 +351,17 @@ class _V2Group(Cgroup):
 
     def cpu_seconds(self) -> float:
         return _keyed(_read(self._file("cpu.stat")))["usage_usec"] / 1e6
+
+    def _inactive_file_bytes(self) -> int:
+        return _keyed(_read(self._file("memory.stat"))).get("inactive_file", 0)
+
+    def limits(self) -> Limits:
+        memory = _read(self._file("memory.max")).strip()
+        quota, period = _read(self._file("cpu.max")).split()
+        return Limits(
+            memory_bytes=int(memory) if memory != "max" else None,
+            cpu=int(quota) / int(period) if quota != "max" else None,
+        )
 
     def oom_kills(self) -> int:
         return _keyed(_read(self._file("memory.events"))).get("oom_kill", 0)

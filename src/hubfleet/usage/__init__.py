@@ -1,0 +1,1 @@
+"""Usage metering, the cost model, plans and budgets, and reports."""

@@ -1,0 +1,28 @@
+"""Fixtures of the usage tests: a fresh ledger migrated with the usage branch, and small fleets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy.orm import Session, sessionmaker
+
+from hubfleet import db
+from hubfleet.spec import Fleet, parse
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A new fleet database with the usage ledger's tables (the `usage` migration branch)."""
+    engine = db.connect(db.default_url(tmp_path))
+    command.upgrade(db.alembic_config(engine), "usage@head")
+    yield sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()
+
+
+def make_fleet(hubs: str, usage: str = "") -> Fleet:
+    """A fleet (not started) with `hubs` (YAML under `hubs:`, unindented) and an optional `usage:` block."""
+    indented = "\n".join("  " + line for line in hubs.strip().splitlines())
+    return parse(f"name: t\n{usage}\nhubs:\n{indented}\n")

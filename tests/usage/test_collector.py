@@ -1,0 +1,54 @@
+"""The collector's gap rule on a real cgroup: a reading counts only after a recent one, and covers just that time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hubfleet.system import cgroups
+from hubfleet.usage.collector import Collector, _Server, max_gap
+from hubfleet.usage.tables import SERVER
+from tests.usage.conftest import make_fleet
+
+
+def test_the_gap_bound() -> None:
+    assert max_gap(60) == 90 and max_gap(2) == 7
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or cgroups.detect() is None, reason="needs root and a cgroup hierarchy")
+def test_readings_across_a_gap_count_nothing(tmp_path: Path) -> None:
+    fleet = make_fleet(
+        "h:\n  auth: {type: shared-password, password: secret-password}\n", "usage: {metering: {interval: 2}}"
+    )
+    driver = cgroups.detect()
+    assert driver is not None
+    relpath = f"hubfleet-usage-test-{os.getpid()}/h_alice"
+    group = driver.create(relpath, cgroups.Limits(memory_bytes=2**30, cpu=0.5))
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=cgroups.prepare_preexec(group))
+    try:
+        collector = Collector(lambda: fleet, list, f"sqlite:///{tmp_path / 'ledger.sqlite'}", driver=driver)
+        server = _Server("h", "alice", SERVER, relpath, None)
+        deadline = time.time() + 30
+        while group.cpu_seconds() < 0.2 and time.time() < deadline:  # the burner is running
+            time.sleep(0.1)
+        first = collector._read(fleet, server, time.time(), max_gap(2))
+        assert first is not None and first.seconds == 0 and first.cpu_seconds == 0, "a first reading is a baseline"
+        time.sleep(1.5)
+        second = collector._read(fleet, server, time.time(), max_gap(2))
+        assert second is not None and 1.4 < second.seconds < 2.5
+        assert 0 < second.cpu_seconds <= 0.5 * second.seconds * 1.1, "counted, and the CPU quota holds it to 0.5"
+        assert second.cpu_request == 0.5 and second.memory_request == 2**30, "the request is the cgroup's limits"
+        time.sleep(1.0)
+        late = collector._read(fleet, server, time.time() + max_gap(2), max_gap(2))  # as if the collector had stopped
+        assert late is not None and late.seconds == 0 and late.cpu_seconds == 0, "CPU across a gap is discarded"
+    finally:
+        burner.kill()
+        burner.wait()
+        group.remove()
+        for path in group.paths:
+            os.rmdir(os.path.dirname(path))
