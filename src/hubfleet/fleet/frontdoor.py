@@ -1,37 +1,25 @@
 """The front door: one configurable-http-proxy on the fleet's public port, routing /hubs/<name>/ to each hub's
-own proxy, and a landing page listing the hubs at /."""
+own proxy, and everything else to the fleet's own web app: the fleet console (`/`, `/console/`, see
+`hubfleet.console`) and `/_hubfleet/health`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from hubfleet.console.app import Console
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
 from hubfleet.fleet.state import FleetState, allocate_ports, write_private
 from hubfleet.spec.models import Fleet
-
-TEMPLATES = Path(__file__).parent / "templates"
+from hubfleet.usage.metrics import CollectorRegistry, MetricsHandler
 
 ROUTE_MARK = "hubfleet"
 """Key set on the route data of routes the fleet owns (others are left alone)."""
-
-
-class LandingHandler(web.RequestHandler):
-    """The page at / listing every hub of the fleet."""
-
-    def initialize(self, hubs: Callable[[], list[dict[str, Any]]], fleet: Callable[[], Fleet]) -> None:
-        self.hubs = hubs
-        self.fleet = fleet
-
-    def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.render("landing.html", fleet=self.fleet(), hubs=self.hubs())
 
 
 class HealthHandler(web.RequestHandler):
@@ -68,6 +56,7 @@ class FrontDoor:
             write_private(ports_file, json.dumps([self.landing_port, self.api_port]))
         self.token_file = state.frontdoor_dir / "proxy_token"
         self._server: HTTPServer | None = None
+        self.metrics: CollectorRegistry | None = None  # the usage collector's gauges, set by the supervisor
         self._routes: dict[str, str] = {}
         self.proxy = self._proxy_process()
 
@@ -119,14 +108,15 @@ class FrontDoor:
         return self.fleet.front_door.url
 
     async def start(self) -> None:
+        console = Console(lambda: self.fleet, self.state, self.hubs)
         app = web.Application(
             [
-                (r"/", LandingHandler, {"hubs": self.hubs, "fleet": lambda: self.fleet}),
+                *console.handlers(),
                 (r"/_hubfleet/health", HealthHandler, {"hubs": self.hubs}),
+                (r"/_hubfleet/metrics", MetricsHandler, {"registry": lambda: self.metrics, "state": self.state}),
                 (r".*", NotFoundHandler),
             ],
-            template_path=str(TEMPLATES),
-            xsrf_cookies=False,
+            **console.settings(),
         )
         self._server = app.listen(self.landing_port, address="127.0.0.1", xheaders=True)
         await self.proxy.start()

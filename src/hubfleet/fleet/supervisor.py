@@ -26,9 +26,10 @@ from hubfleet.backends.slurm import SlurmBackend
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.scratch import ScratchSweeper
-from hubfleet.fleet.state import FleetState
+from hubfleet.fleet.state import FleetState, database_url
 from hubfleet.spec import Fleet, SpecError, parse
 from hubfleet.spec.models import Hub, PaidPlan, PilotPlan
+from hubfleet.usage.collector import Collector, HubTarget
 
 log = logging.getLogger("hubfleet.supervisor")
 
@@ -57,6 +58,10 @@ class Supervisor:
         # Cleans up the per-user scratch folders of hubs with `storage.scratch`, in a thread, every few minutes.
         self.scratch = ScratchSweeper(lambda: self.fleet)
         self._sweeping: asyncio.Task | None = None
+        # Meters every hub's usage into the fleet database every `usage.metering.interval`; /_hubfleet/metrics.
+        self.collector = Collector(lambda: self.fleet, self.usage_targets, database_url(fleet, self.state.root))
+        self.front_door.metrics = self.collector.registry
+        self._metering: asyncio.Task | None = None
         self.ready = False
 
     async def run(self, on_ready: Callable[[Supervisor], Awaitable[None]] | None = None) -> None:
@@ -75,6 +80,7 @@ class Supervisor:
             await self.refresh_status()
             self._refresh = asyncio.create_task(self._refresh_loop())
             self._sweeping = asyncio.create_task(self.scratch.run())
+            self._metering = asyncio.create_task(self.collector.run())
             if on_ready is not None:
                 await on_ready(self)
             await self._stop.wait()
@@ -93,6 +99,21 @@ class Supervisor:
     def backend_for(self, hub: Hub) -> Backend:
         """The backend `hub`'s spec asks for."""
         return self.backends[hub.backend]
+
+    def usage_targets(self) -> list[HubTarget]:
+        """Every running hub, as the usage collector reaches it (servers of Slurm hubs run elsewhere: not read)."""
+        return [
+            HubTarget(
+                name=name,
+                api_url=hub.api_url,
+                token=hub.settings.secret("service_token"),
+                state_dir=hub.state.root,
+                home_root=hub.settings.home_root,
+                local_servers=backend.name == "local",
+            )
+            for backend in self.backends.values()
+            for name, hub in getattr(backend, "hubs", {}).items()
+        ]
 
     def running_on(self, name: str) -> Backend | None:
         """The backend hub `name` was brought up on, if any."""
@@ -119,6 +140,9 @@ class Supervisor:
         self.scratch.stop()
         if self._sweeping is not None:
             self._sweeping.cancel()
+        self.collector.stop()
+        if self._metering is not None:
+            self._metering.cancel()
         running = [(backend, name) for backend in self.backends.values() for name in backend.hub_names()]
         results = await asyncio.gather(*(backend.down(name) for backend, name in running), return_exceptions=True)
         for (_, name), result in zip(running, results, strict=True):
@@ -202,7 +226,7 @@ class Supervisor:
                 await self.refresh_status()
 
     def landing_hubs(self) -> list[dict[str, Any]]:
-        """What the landing page shows of each hub."""
+        """What the front door shows of each hub (its front page, health and console), from the last status."""
         hubs = []
         for name, hub in self.fleet.hubs.items():
             status = self._statuses.get(name)
@@ -216,6 +240,8 @@ class Supervisor:
                     "url": f"/hubs/{name}/",
                     "healthy": bool(status and status.healthy),
                     "state": status.state if status else "starting",
+                    "users": status.users if status else None,
+                    "running_servers": status.running_servers if status else None,
                 }
             )
         return hubs

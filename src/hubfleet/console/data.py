@@ -1,0 +1,130 @@
+"""What the console's pages show, read from the usage reports (the same functions as `hubfleet cost|usage|pilots`)
+and the supervisor's last status of each hub. Everything here is synchronous database work: run it in a thread."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hubfleet.spec.models import Fleet
+from hubfleet.usage.reports import (
+    HubCost,
+    PilotStatus,
+    UsageRow,
+    cost_report,
+    month_span,
+    monthly_active_users,
+    pilot_statuses,
+    usage_report,
+)
+
+MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def this_month() -> dt.date:
+    """The first day of the current month (UTC, as the ledger counts days)."""
+    return dt.datetime.now(dt.UTC).date().replace(day=1)
+
+
+def parse_month(text: str | None) -> dt.date:
+    """`YYYY-MM` as the first day of that month (None or empty: this month); ValueError if it is not one."""
+    if not text:
+        return this_month()
+    match = MONTH.match(text)
+    if match is None or not 1970 <= int(match[1]) <= 9000:
+        raise ValueError(f"month must look like 2026-11, not {text!r}")
+    return dt.date(int(match[1]), int(match[2]), 1)
+
+
+def shift_month(month: dt.date, months: int) -> dt.date:
+    """The first day of the month `months` away from `month`."""
+    index = month.year * 12 + month.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+@dataclass(frozen=True)
+class HubCard:
+    """One hub on the overview: the supervisor's view of it and its cost this month."""
+
+    name: str
+    title: str
+    community: str
+    plan: str
+    state: str
+    healthy: bool
+    users: int | None
+    running_servers: int | None
+    active_users: int
+    cost: HubCost | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    month: dt.date
+    currency: str
+    cards: list[HubCard]
+    total: float
+    """The whole fleet's cost in the month (`hubfleet cost`'s total; shown to operators only)."""
+
+
+@dataclass(frozen=True)
+class HubDetail:
+    """A hub's page: its cost lines and its usage by day, user and group over one month."""
+
+    month: dt.date
+    cost: HubCost | None
+    days: list[dt.date]
+    by_day: list[UsageRow]
+    by_user: list[UsageRow]
+    by_group: list[UsageRow]
+
+
+def overview(
+    sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, summaries: list[dict[str, Any]]
+) -> Overview:
+    """The cards of the hubs in `summaries` (the supervisor's, already limited to what the viewer may see)."""
+    with sessions() as session:
+        report = cost_report(session, fleet, month=month)
+        active = monthly_active_users(session, fleet, month=month)
+    costs = {hub_cost.hub: hub_cost for hub_cost in report.hubs}
+    cards = [
+        HubCard(
+            name=summary["name"],
+            title=summary["title"],
+            community=summary["community"],
+            plan=summary["plan"],
+            state=summary["state"],
+            healthy=summary["healthy"],
+            users=summary.get("users"),
+            running_servers=summary.get("running_servers"),
+            active_users=active.get(summary["name"], 0),
+            cost=costs.get(summary["name"]),
+        )
+        for summary in summaries
+    ]
+    return Overview(month=report.month, currency=report.currency, cards=cards, total=report.total)
+
+
+def hub_detail(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, hub: str) -> HubDetail:
+    """Hub `hub`'s cost and usage in `month`."""
+    first, last = month_span(month)
+    with sessions() as session:
+        report = cost_report(session, fleet, month=first)
+        usage = {
+            by: usage_report(session, fleet, hub=hub, by=by, since=first, until=last) for by in ("day", "user", "group")
+        }
+    cost = next((hub_cost for hub_cost in report.hubs if hub_cost.hub == hub), None)
+    days = [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]
+    return HubDetail(
+        month=first, cost=cost, days=days, by_day=usage["day"], by_user=usage["user"], by_group=usage["group"]
+    )
+
+
+def pilots(sessions: sessionmaker[Session], fleet: Fleet, today: dt.date) -> list[PilotStatus]:
+    """Every pilot hub's status today."""
+    with sessions() as session:
+        return pilot_statuses(session, fleet, today=today)

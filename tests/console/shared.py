@@ -1,0 +1,118 @@
+"""The console tests' fleet: two shared-password hubs, an operator, a hub admin and plain users, and usage in the
+fleet database written through the usage ledger's own API. (Imported by the tests and by conftest.py alike.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from hubfleet.db import open_database
+from hubfleet.usage import ledger
+from tests.helpers import RunningFleet, unique_hub
+
+A, B = unique_hub("ca"), unique_hub("cb")
+PASSWORD = "console-test-password"
+ADMIN_PASSWORD = "console-admin-password-32-characters"  # shared-password hubs' admins log in with the admin password
+OPERATOR = "olga"  # a user of hub A (not its admin), listed in console.operators as A:olga
+HUB_ADMIN = "bea"  # an admin of hub B only
+PLAIN_USER = "pia"  # a member of hub A, not an admin
+GIB = 1024**3
+
+TODAY = dt.datetime.now(dt.UTC).date()
+MONTH = TODAY.replace(day=1)
+
+HUBS = f"""\
+{A}:
+  display_name: Alpha Research
+  community: {{name: Alpha Lab}}
+  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [{OPERATOR}]}}
+  groups:
+    physics: [{PLAIN_USER}, paul]
+    chemistry: [chen]
+  plan: {{type: paid, monthly_fee: 40, monthly_budget: 60}}
+{B}:
+  display_name: Beta College
+  auth: {{type: shared-password, password: {PASSWORD}, admins: [{HUB_ADMIN}], admin_password: {ADMIN_PASSWORD}}}
+  groups:
+    intro: [ben, bo]
+  plan: {{type: pilot, start: {MONTH - dt.timedelta(days=30)}, end: {MONTH + dt.timedelta(days=60)}, budget: 25}}
+"""
+
+CONSOLE = f"""\
+console:
+  operators: ["{A}:{OPERATOR}"]
+"""
+
+
+def password(user: str) -> str:
+    """The password `user` logs in with (admins have their own)."""
+    return ADMIN_PASSWORD if user == HUB_ADMIN else PASSWORD
+
+
+@dataclass(frozen=True)
+class ConsoleFleet:
+    """The running fleet and the month its usage was recorded in."""
+
+    fleet: RunningFleet
+    month: dt.date
+
+    @property
+    def month_text(self) -> str:
+        return f"{self.month:%Y-%m}"
+
+    def cost_json(self) -> dict:
+        """`hubfleet cost --json` for the month."""
+        return json.loads(self.fleet.cli("cost", "--month", self.month_text, "--json").stdout)
+
+
+def open_fleet_database(url: str) -> sessionmaker[Session]:
+    """The fleet's database, once the fleet's own processes (which migrate it on first use, as this does) are done:
+    two processes migrating one SQLite file at the same moment collide."""
+    for _ in range(20):
+        try:
+            return open_database(url)
+        except OperationalError:
+            time.sleep(0.5)
+    return open_database(url)
+
+
+def record_usage(url: str) -> None:
+    """Usage for this month, as the collector would record it: servers of both hubs over a few days, groups, logins
+    and home directories (data in the real ledger, through its API)."""
+    sessions = open_fleet_database(url)
+    days = sorted({MONTH + dt.timedelta(days=offset) for offset in (0, 3, 7, 12)} | {TODAY})
+    days = [day for day in days if day <= TODAY]
+    people = {A: [(PLAIN_USER, 2.0), ("paul", 1.0), ("chen", 3.0), (OPERATOR, 0.5)], B: [("ben", 1.5), ("bo", 0.5)]}
+    readings = []
+    for number, day in enumerate(days):
+        start = dt.datetime.combine(day, dt.time(1, 0), dt.UTC).timestamp()
+        for hub, users in people.items():
+            for user, hours in users:
+                seconds = 3600 * hours * (1 + number % 2)
+                readings.append(
+                    ledger.Reading(
+                        hub=hub,
+                        user=user,
+                        kind="server",
+                        start=start,
+                        seconds=seconds,
+                        cpu_seconds=0.4 * seconds,
+                        cpu_request=0.5,
+                        memory_bytes=GIB // 2,
+                        memory_request=GIB,
+                    )
+                )
+    with sessions.begin() as session:
+        ledger.record_samples(session, readings)
+        ledger.rollup(session, dt.datetime.combine(days[0], dt.time(0), dt.UTC).timestamp())
+        ledger.set_group_members(session, A, {"physics": [PLAIN_USER, "paul"], "chemistry": ["chen"]})
+        ledger.set_group_members(session, B, {"intro": ["ben", "bo"]})
+        for hub, users in people.items():
+            for user, _ in users:
+                ledger.record_activity(session, hub, user, dt.datetime.combine(TODAY, dt.time(2, 0), dt.UTC), 1)
+                ledger.record_home_bytes(session, hub, user, TODAY, 3 * GIB)

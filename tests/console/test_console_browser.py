@@ -1,0 +1,127 @@
+"""The console in a real browser (headless Debian Chromium through Playwright): log in through a hub's own login form,
+see the hubs with the figures `hubfleet cost` gives, open a hub page with its charts; a hub admin cannot open another
+hub's page. Screenshots go to tests/artifacts/console/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.console.shared import HUB_ADMIN, OPERATOR, A, B, ConsoleFleet, password
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[playwright_api.Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def log_in(browser: playwright_api.Browser, url: str, hub: str, user: str) -> playwright_api.Page:
+    """A fresh browser that logs in to the console with `hub`, through that hub's own login form."""
+    page = browser.new_context(viewport={"width": 1200, "height": 480}).new_page()  # full-page shots fit the content
+    page.goto(url + "/")
+    page.locator(f'[data-hub="{hub}"] a.login').click()
+    page.wait_for_url(f"**/hubs/{hub}/hub/login**")  # the hub's normal login form
+    page.fill("#username_input", user)
+    page.fill("#password_input", password(user))
+    page.click("#login_submit")
+    page.wait_for_url(f"{url}/console/")
+    return page
+
+
+def money(amount: float, currency: str) -> str:
+    return f"{amount:,.2f} {currency}"
+
+
+def test_the_login_page_lists_the_hubs(browser: playwright_api.Browser, console_fleet: ConsoleFleet) -> None:
+    page = browser.new_context(viewport={"width": 1280, "height": 700}).new_page()
+    page.goto(console_fleet.fleet.url + "/")
+    for hub in (A, B):
+        card = page.locator(f'[data-hub="{hub}"]')
+        assert card.locator("a.open").get_attribute("href") == f"/hubs/{hub}/"
+        assert card.locator("a.login").is_visible()
+    page.screenshot(path=ARTIFACTS / "login.png", full_page=True)
+    page.context.close()
+
+
+def test_an_operator_sees_every_hub_with_the_figures_of_hubfleet_cost(
+    browser: playwright_api.Browser, console_fleet: ConsoleFleet
+) -> None:
+    fleet = console_fleet.fleet
+    page = log_in(browser, fleet.url, A, OPERATOR)
+    assert page.locator("[data-viewer]").get_attribute("data-viewer") == f"{A}:{OPERATOR}"
+    # The collector keeps metering while the test reads: the page must equal `hubfleet cost` just before or after.
+    before = console_fleet.cost_json()
+    page.goto(f"{fleet.url}/console/?month={console_fleet.month_text}")
+    shown = {hub: page.locator(f'article[data-hub="{hub}"] dd.cost').inner_text() for hub in (A, B)}
+    after = console_fleet.cost_json()
+    for hub in (A, B):
+        expected = {money(report_hub(report, hub)["total"], report["currency"]) for report in (before, after)}
+        assert shown[hub] in expected, (hub, shown[hub], expected)
+        assert report_hub(before, hub)["total"] > 0
+    assert page.locator(f'article[data-hub="{A}"] .budget svg').count() == 1
+    page.screenshot(path=ARTIFACTS / "overview.png", full_page=True)
+
+    page.locator(f'article[data-hub="{A}"] h2 a').click()
+    page.wait_for_url(f"**/console/hubs/{A}?month={console_fleet.month_text}")
+    for chart in ("cost-by-group", "cost-by-user", "cost-by-day", "cpu-by-day", "cpu-by-group", "cpu-by-user"):
+        assert page.locator(f"#{chart} svg.chart").count() == 1, chart
+    assert page.locator('#cost-by-group svg [data-name="physics"]').count() == 1
+    lines = page.locator("table.lines tr.line")
+    assert lines.count() == len(report_hub(before, A)["lines"])
+    page.screenshot(path=ARTIFACTS / "hub.png", full_page=True)
+
+    page.goto(f"{fleet.url}/console/pilots")
+    assert page.locator(f'table.pilots tr[data-hub="{B}"]').count() == 1
+    page.screenshot(path=ARTIFACTS / "pilots.png", full_page=True)
+    page.context.close()
+
+
+def test_a_hub_admin_cannot_open_another_hubs_page(
+    browser: playwright_api.Browser, console_fleet: ConsoleFleet
+) -> None:
+    fleet = console_fleet.fleet
+    page = log_in(browser, fleet.url, B, HUB_ADMIN)
+    assert page.locator(f'article[data-hub="{B}"]').count() == 1
+    assert page.locator(f'article[data-hub="{A}"]').count() == 0
+    response = page.goto(f"{fleet.url}/console/hubs/{A}")
+    assert response is not None and response.status == 403
+    assert page.locator('[data-status="403"]').is_visible()
+    page.screenshot(path=ARTIFACTS / "forbidden.png", full_page=True)
+    page.context.close()
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(
+    browser: playwright_api.Browser, console_fleet: ConsoleFleet
+) -> None:
+    page = browser.new_context().new_page()
+    page.goto(f"{console_fleet.fleet.url}/console/hubs/{A}")
+    assert page.url.startswith(f"{console_fleet.fleet.url}/console/login?next=")
+    assert page.locator(f'[data-hub="{A}"] a.login').is_visible()
+    page.context.close()
+
+
+def report_hub(report: dict, hub: str) -> dict:
+    """One hub of `hubfleet cost --json`."""
+    return next(h for h in report["hubs"] if h["hub"] == hub)
