@@ -102,9 +102,12 @@ class RunningFleet:
         return self.file
 
 
-def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "") -> str:
-    """A fleet file for tests: free ports, a private shared root, the given defaults and hubs (YAML, unindented)."""
-    return textwrap.dedent(
+def fleet_yaml(
+    name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "", top: str = ""
+) -> str:
+    """A fleet file for tests: free ports, a private shared root, then the given fleet-level sections (`top`, e.g.
+    `usage:`), `defaults:` and hubs (each YAML, unindented)."""
+    text = textwrap.dedent(
         f"""\
             name: {name}
             front_door: {{host: 127.0.0.1, port: {port}}}
@@ -112,9 +115,13 @@ def fleet_yaml(name: str, port: int, ports: tuple[int, int], shared_root: Path, 
             paths:
               user_env: {USER_ENV}
               shared_root: {shared_root}
-            hubs:
             """
-    ) + textwrap.indent(textwrap.dedent(hubs), "  ")
+    )
+    if top:
+        text += textwrap.dedent(top).rstrip("\n") + "\n"
+    if defaults:
+        text += "defaults:\n" + textwrap.indent(textwrap.dedent(defaults), "  ").rstrip("\n") + "\n"
+    return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 
 def port_block() -> tuple[int, int]:
@@ -158,7 +165,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @contextlib.contextmanager
 def running_fleet(
-    tmp: Path, hubs_yaml: str, hub_names: list[str], password: str, defaults: str = ""
+    tmp: Path, hubs_yaml: str, hub_names: list[str], password: str, defaults: str = "", top: str = ""
 ) -> Iterator[RunningFleet]:
     """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
     if os.geteuid() != 0:
@@ -178,7 +185,7 @@ def running_fleet(
         hubs=hub_names,
         password=password,
     )
-    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults))
+    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults, top))
     try:
         fleet.cli("up", str(fleet.file), "--detach")
         yield fleet

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import check, fleet, template
+from hubfleet.cli import assignment, check, course, fleet, template, usage
 
 app = typer.Typer(
     name="hubfleet",
@@ -16,6 +16,9 @@ app = typer.Typer(
 fleet.register(app)
 check.register(app)
 template.register(app)
+course.register(app)
+usage.register(app)
+assignment.register(app)
 
 
 def main() -> None:

@@ -45,15 +45,12 @@ def connect(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:  # type: ignore[no-untyped-def]
-        # Migrations take the write lock up front: a second process migrating at the same time waits, then finds
-        # the tables at their newest version instead of creating them twice.
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(MIGRATING) else "BEGIN")
+        # Every transaction takes the write lock at its start (waiting up to the busy timeout): a transaction that
+        # read first and writes later could otherwise fail at once with "database is locked" when another process
+        # wrote in between, and two processes migrating at once would both create the tables.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-MIGRATING = "hubfleet.migrating"
-"""Connection-info flag set while migrations run."""
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hubfleet.hub.settings import CHECK_USER, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
+from hubfleet.edu.courses import COURSE_ROLES, group_name, group_properties, members_by_role, staff_role
+from hubfleet.edu.exchange.settings import ACCESS_SCOPE as EXCHANGE_ACCESS
+from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
+from hubfleet.edu.exchange.student import URL_ENV as EXCHANGE_URL_ENV
+from hubfleet.hub.settings import CONSOLE_SERVICE_NAME, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
+from hubfleet.usage.quota import QuotaHook
 
 AUTHENTICATORS = {
     "shared-password": "hubfleet.hub.authenticators.SharedPasswordAuthenticator",
@@ -61,12 +66,15 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.ConfigurableHTTPProxy.auth_token = settings.secret("proxy_token")
 
     _configure_auth(c, settings)
+    if settings.lti is not None:
+        _configure_lti(c, settings)
 
     c.JupyterHub.spawner_class = SPAWNERS[settings.isolation]
     c.Spawner.default_url = "/lab"
     c.Spawner.ip = "127.0.0.1"
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
+    c.Spawner.pre_spawn_hook = QuotaHook(state)  # refuses new servers while the hard quota says so
     c.HubfleetSpawnerMixin.hub_name = settings.hub
     c.HubfleetSpawnerMixin.env_prefix = str(settings.user_env)
     c.HubfleetSpawnerMixin.home_root = str(settings.home_root)
@@ -78,16 +86,65 @@ def configure(c: Any, settings: HubSettings) -> None:
     if settings.isolation == "slurm":
         _configure_slurm(c, settings)
 
-    c.JupyterHub.load_groups = {name: {"users": members} for name, members in settings.groups.items()}
+    groups: dict[str, dict] = {name: {"users": members} for name, members in settings.groups.items()}
     services = [{"name": SERVICE_NAME, "api_token": settings.secret("service_token")}]
     roles = [{"name": "hubfleet-fleet", "scopes": FLEET_SERVICE_SCOPES, "services": [SERVICE_NAME]}]
+    _configure_courses(settings, groups, roles)
+    c.JupyterHub.load_groups = groups
     if settings.culling.enabled:
         services.append({"name": CULLER_SERVICE_NAME, "api_token": settings.secret("culler_token")})
         roles.append({"name": "hubfleet-culler", "scopes": CULLER_SCOPES, "services": [CULLER_SERVICE_NAME]})
     if settings.gateway is not None:
         _configure_gateway(c, settings, services, roles)
+    if settings.exchange is not None:
+        _configure_exchange(c, settings, services, roles)
+    if settings.console_redirect_uri is not None:
+        _configure_console(settings, settings.console_redirect_uri, services, roles)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+
+
+def _configure_courses(settings: HubSettings, groups: dict[str, dict], roles: list[dict]) -> None:
+    """Each course of the fleet file: its three groups (members and properties) and its staff role.
+
+    `load_groups` only adds members: people added at run time (CLI, LMS) stay; `hubfleet apply` removes those the
+    fleet file no longer names through the API.
+    """
+    for course in settings.courses:
+        members = members_by_role(course)
+        for role in COURSE_ROLES:
+            groups[group_name(course.name, role)] = {
+                "users": members[role],
+                "properties": group_properties(course, role),
+            }
+        roles.append(staff_role(course.name))
+
+
+def _configure_console(settings: HubSettings, redirect_uri: str, services: list[dict], roles: list[dict]) -> None:
+    """The fleet console as an OAuth client: it learns who logs in (name, admin) and nothing more (no roles, the
+    default identify-only scopes); the operator runs it, so users are not asked to confirm. Every user may log in to
+    it (the console itself decides what they see, and tells the others why not): the user role gets its access
+    scope, merged with what other services already added."""
+    services.append(
+        {
+            "name": CONSOLE_SERVICE_NAME,
+            "oauth_client_id": f"service-{CONSOLE_SERVICE_NAME}",
+            "oauth_redirect_uri": redirect_uri,
+            "oauth_no_confirm": True,
+            "api_token": settings.secret("console_oauth_secret"),
+            "display": False,
+        }
+    )
+    _grant_every_user(roles, f"access:services!service={CONSOLE_SERVICE_NAME}")
+
+
+def _grant_every_user(roles: list[dict], scope: str) -> None:
+    """Add `scope` to JupyterHub's default user role (created here with `self` if no service added it yet)."""
+    user_role = next((role for role in roles if role["name"] == "user"), None)
+    if user_role is None:
+        roles.append({"name": "user", "scopes": ["self", scope]})
+    else:
+        user_role["scopes"] = [*user_role["scopes"], scope]
 
 
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:groups!user"]
@@ -111,6 +168,28 @@ def _configure_gateway(c: Any, settings: HubSettings, services: list[dict], role
     }
 
 
+def _configure_exchange(c: Any, settings: HubSettings, services: list[dict], roles: list[dict]) -> None:
+    """The hub's assignment exchange: a service every user reaches, from a browser (OAuth, no confirmation page:
+    the operator runs it) or from their server with its token; servers find it through `$HUBFLEET_EXCHANGE_URL`.
+    Merges with what other services already set (the user role, server token scopes, server environment)."""
+    exchange = settings.exchange
+    assert exchange is not None
+    services.append(
+        {
+            "name": EXCHANGE_SERVICE,
+            "url": exchange.url,
+            "api_token": settings.secret("exchange_token"),
+            "oauth_no_confirm": True,
+            "display": True,
+        }
+    )
+    _grant_every_user(roles, EXCHANGE_ACCESS)
+    scopes = c.Spawner.server_token_scopes if "server_token_scopes" in c.Spawner else SERVER_TOKEN_SCOPES
+    c.Spawner.server_token_scopes = [*scopes, EXCHANGE_ACCESS]
+    environment = c.Spawner.environment if "environment" in c.Spawner else {}
+    c.Spawner.environment = {**environment, EXCHANGE_URL_ENV: exchange.address}
+
+
 def _configure_slurm(c: Any, settings: HubSettings) -> None:
     """Servers as Slurm jobs (batchspawner); importing the spawner now also installs its port API handler."""
     import hubfleet.hub.slurm  # noqa: F401 - before JupyterHub builds its handlers
@@ -123,8 +202,7 @@ def _configure_slurm(c: Any, settings: HubSettings) -> None:
 def _configure_auth(c: Any, settings: HubSettings) -> None:
     c.JupyterHub.authenticator_class = AUTHENTICATORS[settings.auth_type]
     c.Authenticator.admin_users = set(settings.admins)
-    members = {user for users in settings.groups.values() for user in users}
-    c.Authenticator.allowed_users = set(settings.allowed_users) | members | set(settings.admins) | {CHECK_USER}
+    c.Authenticator.allowed_users = settings.named_users()
     c.Authenticator.allow_all = settings.allow_all
     # Users the fleet adds later through the API (hubfleet apply) may log in without a restart.
     c.Authenticator.allow_existing_users = True
@@ -132,6 +210,8 @@ def _configure_auth(c: Any, settings: HubSettings) -> None:
     options = settings.auth_options
     if settings.auth_type == "shared-password":
         c.SharedPasswordAuthenticator.user_password = settings.secret("shared_password")
+        if "admin_password" in settings.secrets:  # JupyterHub's admins log in with their own password
+            c.SharedPasswordAuthenticator.admin_password = settings.secret("admin_password")
     elif settings.auth_type == "native":
         # nativeauthenticator's own approval is the gate: approved sign-ups (and pre-authorized allowed_users and
         # admins) may log in, so JupyterHub's allow list must not refuse them.
@@ -147,3 +227,24 @@ def _configure_auth(c: Any, settings: HubSettings) -> None:
         c.GitHubOAuthenticator.client_secret = settings.secret("client_secret")
         c.GitHubOAuthenticator.oauth_callback_url = f"{settings.public_url}hub/oauth_callback"
         c.GitHubOAuthenticator.allowed_organizations = set(options.get("allowed_organizations", []))
+
+
+def _configure_lti(c: Any, settings: HubSettings) -> None:
+    """LTI 1.3 on top of the hub's own login: its authenticator class gains the LTI endpoints (`with_lti`), and
+    launch data goes to JupyterHub's encrypted auth_state."""
+    from traitlets.utils.importstring import import_item
+
+    from hubfleet.edu.lti.keys import TOOL_KEY_FILE
+    from hubfleet.hub.authenticators.lti import with_lti  # only LTI hubs pay for the import
+
+    assert settings.lti is not None
+    c.JupyterHub.authenticator_class = with_lti(import_item(AUTHENTICATORS[settings.auth_type]))
+    c.LTI13Authenticator.lti = settings.lti.model_dump(mode="json")
+    c.LTI13Authenticator.hub_name = settings.hub
+    c.LTI13Authenticator.hub_public_url = settings.public_url
+    c.LTI13Authenticator.key_file = str(settings.state_dir / TOOL_KEY_FILE)
+    c.LTI13Authenticator.database_url = settings.database_url
+    # The fleet file's own people keep their names: an LMS person whose rule gives one of them gets a number.
+    c.LTI13Authenticator.reserved_usernames = settings.named_users()
+    c.Authenticator.enable_auth_state = True
+    c.CryptKeeper.keys = [settings.secret("auth_state_key")]

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.models import Culling, Profile, SharedFolder
 
 SETTINGS_ENV = "HUBFLEET_HUB_SETTINGS"
@@ -23,6 +24,9 @@ SERVICE_NAME = "hubfleet"
 """The JupyterHub service the fleet uses to manage a hub (status, users, groups, stopping servers)."""
 
 CULLER_SERVICE_NAME = "idle-culler"
+
+CONSOLE_SERVICE_NAME = "hubfleet-console"
+"""The fleet console as an OAuth client of the hub: operators and hub admins log in to the console with the hub."""
 
 CHECK_USER = "hubfleet-check"
 """The synthetic user `hubfleet check` logs in as."""
@@ -69,6 +73,8 @@ class HubPorts(BaseModel):
     gateway: int | None = None
     gateway_tcp: int | None = None
     gateway_api: int | None = None
+    exchange: int | None = None
+    """The assignment exchange service (hubs with courses or LTI)."""
 
 
 class GatewayLink(BaseModel):
@@ -84,6 +90,17 @@ class GatewayLink(BaseModel):
     """The gateway's TCP proxy for scheduler traffic."""
     public_address: str
     """The gateway as a browser reaches it (dashboards), through the front door."""
+
+
+class ExchangeLink(BaseModel):
+    """Where the hub's assignment exchange service is: for its service entry, and for users' servers to find it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    """The service's HTTP address (the hub proxies its service URL to it)."""
+    address: str
+    """The service as users' servers reach it (through the hub's proxy): `$HUBFLEET_EXCHANGE_URL` in servers."""
 
 
 class SlurmLink(BaseModel):
@@ -119,10 +136,24 @@ class HubSettings(SettingsFile):
     groups: dict[str, list[str]] = {}
     profiles: list[Profile]
     shared_folders: list[SharedFolder] = []
+    courses: list[Course] = []
+    """The fleet file's courses (courses created at run time live only in the hub's database)."""
     scratch_root: Path | None = None
     """The parent of the hub's per-user scratch folders (None: the hub has no scratch)."""
     culling: Culling
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None
+    exchange: ExchangeLink | None = None
     database_url: str
     """The fleet database (SQLAlchemy URL): LTI identities, courses' records, the exchange, usage."""
+    console_redirect_uri: str | None = None
+    """Where the hub sends a console login back to (the front door's callback; None: no console client)."""
+    lti: LTI | None = None
+    """LTI 1.3 launches from the hub's LMS registrations (None: no LTI); the tool's key is kept in `state_dir`."""
+
+    def named_users(self) -> set[str]:
+        """Everyone the fleet file names for this hub (plus the health-check user): they may log in, and no LMS
+        person may take one of their names."""
+        members = {user for users in self.groups.values() for user in users}
+        members.update(user for course in self.courses for user in course.members)
+        return set(self.allowed_users) | members | set(self.admins) | {CHECK_USER}

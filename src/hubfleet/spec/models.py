@@ -148,6 +148,11 @@ class SharedPasswordAuth(AuthBase):
     type: Literal["shared-password"]
     password: SecretStr | None = Field(None, description="the shared password (at least 8 characters)")
     password_file: Path | None = Field(None, description="file holding the shared password")
+    admin_password: SecretStr | None = Field(
+        None,
+        description="the password `admins` log in with (at least 32 characters, as JupyterHub requires; without it, "
+        "admins cannot log in)",
+    )
 
     @field_validator("password")
     @classmethod
@@ -156,10 +161,19 @@ class SharedPasswordAuth(AuthBase):
             raise ValueError("the shared password must be at least 8 characters")
         return password
 
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_long_enough(cls, password: SecretStr | None) -> SecretStr | None:
+        if password is not None and len(password.get_secret_value()) < 32:
+            raise ValueError("the admin password must be at least 32 characters (JupyterHub's minimum)")
+        return password
+
     @model_validator(mode="after")
     def _one_source(self) -> SharedPasswordAuth:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("give exactly one of password or password_file")
+        if self.admin_password is not None and self.admin_password == self.password:
+            raise ValueError("the admin password must differ from the shared password")
         return self
 
     def shared_password(self) -> str:

@@ -14,13 +14,22 @@ import httpx
 import hubfleet.hub as hub_package
 import hubfleet.research as research_package
 from hubfleet.backends.base import Backend, HubStatus
-from hubfleet.backends.local.render import base_url, prepare_machine, render_gateway_settings, render_settings
+from hubfleet.backends.local.render import (
+    base_url,
+    prepare_machine,
+    render_exchange_settings,
+    render_gateway_settings,
+    render_settings,
+    wants_exchange,
+)
+from hubfleet.edu.exchange.settings import SETTINGS_ENV as EXCHANGE_SETTINGS_ENV
+from hubfleet.edu.exchange.settings import SETTINGS_FILE as EXCHANGE_SETTINGS_FILE
 from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.fleet.plan import HubChange
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
 from hubfleet.fleet.standby import StandbyPool
-from hubfleet.fleet.state import FleetState, HubState, hub_ports
-from hubfleet.hub.settings import SETTINGS_ENV, HubSettings
+from hubfleet.fleet.state import FleetState, HubState, allocate_ports, hub_ports
+from hubfleet.hub.settings import SETTINGS_ENV, HubPorts, HubSettings
 from hubfleet.research.settings import SETTINGS_ENV as GATEWAY_SETTINGS_ENV
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import cgroups
@@ -36,6 +45,16 @@ GATEWAY_CONFIG_FILE = Path(research_package.__file__).parent / "dask_gateway_con
 
 def _wants_gateway(hub: Hub) -> bool:
     return hub.dask is not None and hub.dask.enabled
+
+
+def _with_exchange_port(fleet_state: FleetState, state: HubState, fleet: Fleet, hub: Hub, ports: HubPorts) -> HubPorts:
+    """The hub's ports plus one for its assignment exchange, when it needs one (kept like the others)."""
+    if not wants_exchange(hub) or ports.exchange is not None:
+        return ports
+    (port,) = allocate_ports(1, fleet.internal_ports, fleet_state.all_ports())
+    ports = ports.model_copy(update={"exchange": port})
+    state.keep_ports(ports)
+    return ports
 
 
 async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
@@ -57,6 +76,7 @@ class LocalHub:
         self.spec = hub
         self.state = state.create()
         self.ports = hub_ports(fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
+        self.ports = _with_exchange_port(fleet_state, self.state, fleet, hub, self.ports)
         self.settings = self._write_settings()
         self.proxy = self._proxy_process()
         self.hub = self._hub_process()
@@ -166,6 +186,23 @@ class LocalHub:
             pid_file=self.state.root / "dask-gateway.pid",
         )
 
+    def _exchange_process(self) -> ManagedProcess | None:
+        if not wants_exchange(self.spec):
+            return None
+        settings = render_exchange_settings(self.fleet, self.spec, self.state, self.ports)
+        settings_file = self.state.root / EXCHANGE_SETTINGS_FILE
+        settings.write(settings_file)
+        health = f"http://{settings.address}{settings.prefix}api/health"
+        return ManagedProcess(
+            f"{self.name}/exchange",
+            [sys.executable, "-m", "hubfleet.edu.exchange.service"],
+            cwd=self.state.root,
+            log_path=self.state.log("exchange"),
+            env={EXCHANGE_SETTINGS_ENV: str(settings_file)},
+            ready=lambda: _http_ok(health),
+            pid_file=self.state.root / "exchange.pid",
+        )
+
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, prepare_machine, self.fleet, self.spec)
         await self.proxy.start()
@@ -174,7 +211,8 @@ class LocalHub:
         self.started = True
 
     async def _start_companions(self) -> None:
-        self.companions = [p for p in (self._culler_process(), self._gateway_process()) if p is not None]
+        wanted = (self._culler_process(), self._gateway_process(), self._exchange_process())
+        self.companions = [p for p in wanted if p is not None]
         await asyncio.gather(*(process.start() for process in self.companions))
 
     async def _stop_companions(self) -> None:
@@ -185,6 +223,7 @@ class LocalHub:
         self.fleet, self.spec = fleet, hub
         if change.needs_restart:
             self.ports = hub_ports(self.fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
+            self.ports = _with_exchange_port(self.fleet_state, self.state, fleet, hub, self.ports)
         self.settings = self._write_settings()
         if change.needs_restart:
             await asyncio.get_running_loop().run_in_executor(None, prepare_machine, fleet, hub)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
+from hubfleet.console.urls import oauth_callback as console_callback
+from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access
+from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
+from hubfleet.edu.exchange.settings import ExchangeSettings
 from hubfleet.fleet.state import HubState, database_url
-from hubfleet.hub.settings import GatewayLink, HubPorts, HubSettings
+from hubfleet.hub.settings import ExchangeLink, GatewayLink, HubPorts, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
@@ -75,6 +80,45 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubP
     )
 
 
+def wants_exchange(hub: Hub) -> bool:
+    """Whether the hub runs an assignment exchange: it has courses, or LTI launches that may create them."""
+    return bool(hub.courses) or hub.lti is not None
+
+
+def exchange_link(hub: Hub, ports: HubPorts) -> ExchangeLink | None:
+    """Where the hub's assignment exchange listens, if the hub has one."""
+    if not wants_exchange(hub) or ports.exchange is None:
+        return None
+    return ExchangeLink(
+        url=f"http://127.0.0.1:{ports.exchange}",
+        address=f"http://127.0.0.1:{ports.proxy}{base_url(hub)}services/{EXCHANGE_SERVICE}/",
+    )
+
+
+def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> ExchangeSettings:
+    """The exchange service process's settings (the hub must want an exchange)."""
+    assert ports.exchange is not None
+    tool_key_file = None
+    if hub.lti is not None:
+        from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the hub makes the key; passback signs with it
+
+        tool_key_file = state.root / TOOL_KEY_FILE
+    return ExchangeSettings(
+        hub=hub.name,
+        address=f"127.0.0.1:{ports.exchange}",
+        prefix=f"{base_url(hub)}services/{EXCHANGE_SERVICE}/",
+        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
+        hub_prefix=f"{base_url(hub)}hub/",
+        database_url=database_url(fleet, state.root.parents[1]),
+        lti_platforms=list(hub.lti.platforms) if hub.lti else [],
+        tool_key_file=tool_key_file,
+        secrets={
+            "exchange_token": state.secret("exchange_token"),
+            "exchange_cookie_secret": state.secret("exchange_cookie_secret"),
+        },
+    )
+
+
 def fernet_key() -> str:
     """A key for the gateway's encrypted database fields (Fernet: 32 random bytes, URL-safe base64)."""
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -86,14 +130,22 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         "proxy_token": state.secret("proxy_token"),
         "service_token": state.secret("service_token"),
         "culler_token": state.secret("culler_token"),
+        "console_oauth_secret": state.secret("console_oauth_secret"),
     }
     gateway = gateway_link(fleet, hub, ports)
     if gateway is not None:
         secrets["gateway_token"] = state.secret("gateway_token")
+    exchange = exchange_link(hub, ports)
+    if exchange is not None:
+        secrets["exchange_token"] = state.secret("exchange_token")
+    if hub.lti is not None:  # LTI launch data is kept in JupyterHub's (encrypted) auth_state
+        secrets["auth_state_key"] = state.secret("auth_state_key")
     auth = hub.auth
     options: dict[str, str | int | bool | list[str]] = {}
     if isinstance(auth, SharedPasswordAuth):
         secrets["shared_password"] = state.store_secret("shared_password", auth.shared_password())
+        if auth.admin_password is not None:
+            secrets["admin_password"] = state.store_secret("admin_password", auth.admin_password.get_secret_value())
     elif isinstance(auth, NativeAuth):
         options = {"open_signup": auth.open_signup, "minimum_password_length": auth.minimum_password_length}
     elif isinstance(auth, GitHubAuth):
@@ -120,20 +172,31 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         groups={name: list(members) for name, members in hub.groups.items()},
         profiles=list(hub.profiles),
         shared_folders=list(hub.storage.shared),
+        courses=list(hub.courses),
         scratch_root=scratch_root(fleet, hub),
         culling=hub.culling,
         gateway=gateway,
+        exchange=exchange,
         database_url=database_url(fleet, state.root.parents[1]),
+        console_redirect_uri=console_callback(hub.name),
+        lti=hub.lti,
         secrets=secrets,
     )
 
 
 def prepare_machine(fleet: Fleet, hub: Hub) -> None:
-    """POSIX groups of the hub and its groups, its shared folders with their ACLs, and the parent of its
-    per-user scratch folders (root:root 0755, so that users can reach their own folder and nothing else)."""
+    """POSIX groups of the hub, its groups and its courses' groups, its shared and course folders with their ACLs,
+    and the parent of its per-user scratch folders (root:root 0755, so that users can reach their own folder and
+    nothing else)."""
     scratch = scratch_root(fleet, hub)
+    course_folders = {
+        course.name: course_folder_path(fleet.paths.shared_root, hub.name, course.name)
+        for course in hub.courses
+        if course.folder
+    }
     if isolation_mode() != "unix-users":
         folders = [fleet.paths.shared_root / hub.name / folder.name for folder in hub.storage.shared]
+        folders += course_folders.values()
         for folder in [*folders, *([scratch] if scratch else [])]:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -144,7 +207,7 @@ def prepare_machine(fleet: Fleet, hub: Hub) -> None:
         accounts.ensure_folder(scratch)
     hub_group = accounts.hub_groupname(hub.name)
     accounts.ensure_group(hub_group)
-    for group in hub.groups:
+    for group in [*hub.groups, *fleet_file_groups(hub.courses)]:
         accounts.ensure_group(accounts.unix_groupname(hub.name, group))
     for folder in hub.storage.shared:
         access = {
@@ -152,3 +215,5 @@ def prepare_machine(fleet: Fleet, hub: Hub) -> None:
             for group, mode in folder.access.items()
         }
         accounts.ensure_shared_folder(fleet.paths.shared_root / hub.name / folder.name, access)
+    for course, path in course_folders.items():
+        accounts.ensure_shared_folder(path, folder_access(partial(accounts.unix_groupname, hub.name), course))

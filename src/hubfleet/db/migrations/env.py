@@ -3,11 +3,10 @@
 from alembic import context
 
 import hubfleet.db.models  # noqa: F401 - every room's tables on Base.metadata, for autogenerate
-from hubfleet.db import MIGRATING, Base
+from hubfleet.db import Base
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
-    connection.info[MIGRATING] = True
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
