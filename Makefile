@@ -48,9 +48,14 @@ lint: $(VENV)/.installed
 test: setup lint
 	$(BIN)/pytest
 
+# Baselines (ltiauthenticator) go into .venv only here; nbgrader gets a virtualenv of its own (bench/grading.py).
 bench: setup
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/spawn.py
 	$(BIN)/python bench/dask.py
+	$(BIN)/python bench/lti.py
+	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/usage.py
 
 clean:
 	rm -rf $(VENV) .hubfleet
