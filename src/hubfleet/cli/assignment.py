@@ -1,0 +1,144 @@
+"""Assignment commands (`hubfleet assignment …`): the assignment format and the grader's commands, and the exchange's
+(release, collect, grade, status, feedback, grades, passback: `hubfleet.cli.exchange`)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hubfleet.cli import exchange
+from hubfleet.cli.output import console, fail
+from hubfleet.edu import assignments as grading  # its parts load on first use (nbformat, the grader)
+
+assignment_app = typer.Typer(
+    name="assignment",
+    help="Assignments: make the student version, release, collect, autograde, feedback, grades and LMS passback.",
+    no_args_is_help=True,
+)
+
+SPEC_FILE = ".hubfleet-grading.json"
+"""Where `generate` writes the grading spec by default: a hidden file in the source folder (it has the hidden tests)."""
+
+
+SOURCE_DIR: Any = typer.Argument(..., help="the assignment's source folder (notebooks, data, assignment.yaml)")
+OUT_DIR: Any = typer.Argument(..., help="new folder for the student version")
+SPEC_OPTION: Any = typer.Option(None, help=f"where to write the grading spec (default SOURCE_DIR/{SPEC_FILE})")
+SPEC_OR_SOURCE: Any = typer.Argument(..., help="a grading spec (from `generate`) or the source folder")
+SUBMISSIONS_DIR: Any = typer.Argument(..., help="one folder per submission; its name is the submission id")
+JOURNAL: Any = typer.Option(..., help="append-only results file (JSON lines); a rerun skips what it holds")
+WORKERS: Any = typer.Option(None, min=1, help="parallel sandboxes (default: two per CPU core)")
+GRADED_DIR: Any = typer.Option(None, help="keep the executed notebooks here (default JOURNAL.graded/)")
+CELL_TIMEOUT: Any = typer.Option(30.0, min=0.1, help="seconds per cell")
+NOTEBOOK_TIMEOUT: Any = typer.Option(300.0, min=0.1, help="seconds per notebook")
+MEMORY_MB: Any = typer.Option(1024, min=16, help="memory limit of each sandbox, MiB")
+
+
+@assignment_app.command("generate")
+def generate_command(
+    source_dir: Path = SOURCE_DIR,
+    out_dir: Path = OUT_DIR,
+    spec: Path | None = SPEC_OPTION,
+) -> None:
+    """Make the student version: solutions replaced by stubs, hidden tests removed, checksums recorded."""
+    try:
+        source = grading.load_source(source_dir)
+        spec_made = grading.generate(source, out_dir)
+    except grading.SourceError as exc:
+        raise fail(str(exc)) from None
+    spec_path = spec or source.root / SPEC_FILE
+    spec_path.write_text(spec_made.dumps())
+    spec_path.chmod(0o600)
+    cells = sum(len([c for c in nb.cells if c.grade or c.task]) for nb in spec_made.notebooks)
+    console.print(
+        f"Student version of [bold]{escape(spec_made.assignment)}[/] in {escape(str(out_dir))}: "
+        f"{len(spec_made.notebooks)} notebook(s), {cells} graded cell(s), {spec_made.max_total:g} points, "
+        f"{len(spec_made.data_files)} data file(s)."
+    )
+    console.print(f"Grading spec (with the hidden tests; keep it from students): {escape(str(spec_path))}")
+
+
+def _load_spec(spec_or_source: Path, workdir: Path) -> grading.GradingSpec:
+    if spec_or_source.is_dir():
+        return grading.generate(grading.load_source(spec_or_source), workdir / "release")
+    try:
+        return grading.GradingSpec.loads(spec_or_source.read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise grading.SourceError(f"{spec_or_source}: not a grading spec ({exc.__class__.__name__}: {exc})") from None
+
+
+def _submissions(folder: Path) -> list[grading.Submission]:
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
+            try:
+                found.append(grading.Submission(id=entry.name, folder=entry))
+            except ValidationError:
+                raise grading.SourceError(f"{entry}: the folder name is not usable as a submission id") from None
+    return found
+
+
+@assignment_app.command("autograde")
+def autograde_command(
+    spec_or_source: Path = SPEC_OR_SOURCE,
+    submissions_dir: Path = SUBMISSIONS_DIR,
+    journal: Path = JOURNAL,
+    workers: int | None = WORKERS,
+    graded_dir: Path | None = GRADED_DIR,
+    cell_timeout: float = CELL_TIMEOUT,
+    notebook_timeout: float = NOTEBOOK_TIMEOUT,
+    memory_mb: int = MEMORY_MB,
+) -> None:
+    """Grade every submission in sandboxes, in parallel; results go to the journal one by one, as they finish."""
+    limits = grading.SandboxLimits(
+        cell_seconds=cell_timeout, notebook_seconds=notebook_timeout, memory_bytes=memory_mb * 2**20
+    )
+    with tempfile.TemporaryDirectory(prefix="hubfleet-autograde-") as tmp, grading.JournalSink(journal) as sink:
+        try:
+            spec = _load_spec(spec_or_source, Path(tmp))
+            submissions = _submissions(submissions_dir)
+        except (grading.SourceError, OSError) as exc:
+            raise fail(str(exc)) from None
+        done = sink.done_ids()
+        todo = [s for s in submissions if s.id not in done]
+        totals: list[grading.GradeResult] = []
+        columns: list[Any] = [TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("grading", total=len(todo))
+
+            def record(result: grading.GradeResult) -> None:
+                sink(result)
+                totals.append(result)
+                progress.advance(task)
+
+            try:
+                summary = grading.grade_batch(
+                    spec,
+                    submissions,
+                    workers=workers,
+                    limits=limits,
+                    skip=done,
+                    on_result=record,
+                    graded_root=graded_dir or journal.with_name(journal.name + ".graded"),
+                    hide=[spec_or_source.absolute().parent, journal.absolute().parent],
+                )
+            except grading.SandboxError as exc:
+                raise fail(str(exc)) from None
+    rate = summary.graded / summary.seconds if summary.seconds else 0.0
+    troubled = sum(1 for r in totals if r.errors)
+    console.print(
+        f"Graded {summary.graded} submission(s) in {summary.seconds:.1f} s with {summary.workers} worker(s) "
+        f"({rate:.1f}/s); skipped {summary.skipped} already in {escape(str(journal))}; "
+        f"{troubled} with problems (see their `errors`)."
+    )
+
+
+def register(root: typer.Typer) -> None:
+    """Add `hubfleet assignment …` to `root`."""
+    exchange.register(assignment_app)
+    root.add_typer(assignment_app)

@@ -1,0 +1,151 @@
+"""The student version of an assignment and its :class:`~.models.GradingSpec`, as ``nbgrader generate_assignment``.
+
+Per notebook, in nbgrader's order: lock cells (``deletable``/``editable`` metadata), replace solutions by stubs,
+clear outputs, validate the metadata, record checksums and the source of every nbgrader cell (with its hidden
+tests: that is what grading restores), remove hidden tests and mark schemes, record the student checksums. Data
+files are copied as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from hubfleet.edu.assignments import nbgrader_format as fmt
+from hubfleet.edu.assignments.models import CellSpec, GradingSpec, NotebookSpec
+from hubfleet.edu.assignments.source import AssignmentSource, SourceError
+
+__all__ = ["generate", "read_notebook"]
+
+MAX_NOTEBOOK_BYTES = 50 * 1024 * 1024
+
+
+def read_notebook(path: Path) -> Any:
+    """Read a v4 notebook without following a symlink; ``ValueError``/``OSError`` name the file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB")
+    try:
+        return nbformat.reads(data.decode("utf-8"), as_version=4)
+    except Exception as exc:  # nbformat raises a zoo of types for broken JSON/schema
+        raise ValueError(f"{path}: not a readable notebook: {exc}") from None
+
+
+def _lock(cell: Any) -> None:
+    """nbgrader's LockCells: nbgrader cells cannot be deleted; locked and test cells cannot be edited."""
+    if fmt.is_solution(cell):
+        cell.metadata["deletable"] = False
+    elif fmt.is_grade(cell) or fmt.is_locked(cell):
+        cell.metadata["deletable"] = False
+        cell.metadata["editable"] = False
+
+
+def _record_checksum(cell: Any) -> str:
+    checksum = fmt.compute_checksum(cell)
+    cell.metadata.nbgrader["checksum"] = checksum
+    cell.metadata.nbgrader["cell_type"] = cell.cell_type
+    return checksum
+
+
+def _normalize_flags(cell: Any) -> None:
+    """Store the flags as booleans: checksums hash ``str()`` of them, and grading compares against booleans."""
+    meta = cell.metadata.get("nbgrader")
+    if isinstance(meta, dict):
+        for flag in ("grade", "solution", "locked", "task"):
+            if flag in meta:
+                meta[flag] = bool(meta[flag])
+
+
+def _is_recorded(cell: Any) -> bool:
+    return bool(fmt.is_grade(cell) or fmt.is_solution(cell) or fmt.is_locked(cell) or fmt.is_task(cell))
+
+
+def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
+    """Turn a source notebook into the student version (in place) and return the recorded cells."""
+    sources: list[tuple[Any, str, str]] = []  # (cell, graded source, its checksum)
+    seen: set[str] = set()
+    for index, cell in enumerate(nb.cells):
+        at = f"{where}, cell {index + 1}"
+        try:
+            _lock(cell)
+            cell.source = fmt.replace_solutions(cell)
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+            fmt.validate_cell(cell)
+            _normalize_flags(cell)
+            if not _is_recorded(cell):
+                fmt.remove_hidden_tests(cell)  # raises if a non-grade cell has hidden tests
+                continue
+            gid = fmt.grade_id(cell)
+            if gid in seen:
+                raise fmt.FormatError(f"grade_id {gid!r} is used twice")
+            seen.add(gid)  # type: ignore[arg-type]  # validate_cell checked it
+            checksum = _record_checksum(cell)
+            sources.append((cell, cell.source, checksum))
+            cell.source = fmt.remove_mark_scheme({**cell, "source": fmt.remove_hidden_tests(cell)})
+        except fmt.FormatError as exc:
+            raise SourceError(f"{at}: {exc}") from None
+    specs = []
+    for cell, graded_source, checksum in sources:
+        specs.append(
+            CellSpec(
+                grade_id=fmt.grade_id(cell),
+                cell_type=cell.cell_type,
+                grade=bool(fmt.is_grade(cell)),
+                solution=bool(fmt.is_solution(cell)),
+                locked=bool(fmt.is_locked(cell)),
+                task=bool(fmt.is_task(cell)),
+                points=fmt.points(cell),
+                source=graded_source,
+                checksum=checksum,
+                student_checksum=_record_checksum(cell),
+            )
+        )
+    return nb, tuple(specs)
+
+
+def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
+    """Write the student version of ``source`` into ``out_dir`` (created; must be empty or missing).
+
+    Returns the :class:`GradingSpec` (it holds the hidden tests: store it where students cannot read it).
+    Raises :class:`SourceError` naming the notebook and cell for anything nbgrader would refuse.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise SourceError(f"{out}: not empty (the student version goes into a new folder)")
+    notebooks = []
+    student_versions = []
+    for name in source.notebooks:
+        path = source.root / name
+        try:
+            nb = read_notebook(path)
+        except (OSError, ValueError) as exc:
+            raise SourceError(str(exc)) from None
+        student, cells = _student_notebook(copy.deepcopy(nb), str(path))
+        notebooks.append(NotebookSpec(name=name, cells=cells))
+        student_versions.append((name, student))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, student in student_versions:
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(student, str(target))
+    for name in source.data_files:
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.root / name, target)
+    return GradingSpec(
+        assignment=source.name,
+        title=source.title,
+        due=source.due,
+        late_policy=source.late_policy,
+        notebooks=tuple(notebooks),
+        data_files=source.data_files,
+    )
