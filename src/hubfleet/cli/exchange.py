@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,12 +17,13 @@ from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, state_root
 from hubfleet.db import open_database
-from hubfleet.edu.exchange.passback import Passback, PassbackReport
 from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SETTINGS_FILE, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange, ExchangeError
-from hubfleet.edu.exchange.workflow import autograde, make_feedback, release_source
 from hubfleet.fleet.state import FleetState
 from hubfleet.hub.settings import HubSettings
+
+if TYPE_CHECKING:
+    from hubfleet.edu.exchange.passback import PassbackReport
 
 _Result = TypeVar("_Result")
 
@@ -63,6 +64,8 @@ def release_command(
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Make the student version of SOURCE and release it to COURSE's students (again: replaces the files)."""
+    from hubfleet.edu.exchange.workflow import release_source  # nbformat and nbconvert: for the commands using them
+
     exchange, service = _exchange(hub, state_dir)
     limit = service.max_upload_bytes if service else DEFAULT_MAX_UPLOAD_BYTES
     assignment = _refused(lambda: release_source(exchange, course, source, by=by, max_bytes=limit))
@@ -91,6 +94,8 @@ def grade_command(
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Autograde the collected submissions not graded yet (a run that was stopped resumes where it was)."""
+    from hubfleet.edu.exchange.workflow import autograde
+
     exchange, _ = _exchange(hub, state_dir)
     summary = _refused(lambda: autograde(exchange, course, name, workers=workers))
     console.print(
@@ -147,6 +152,8 @@ def feedback_command(
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Make each graded student's feedback page (HTML; students get theirs with `hubfleet-assignment feedback`)."""
+    from hubfleet.edu.exchange.workflow import make_feedback
+
     exchange, _ = _exchange(hub, state_dir)
     made = _refused(lambda: make_feedback(exchange, course, name))
     console.print(f"feedback pages made for {made} student(s) of {course}/{name}")
@@ -188,6 +195,8 @@ def passback_command(
 ) -> None:
     """Send the assignment's scores to the LMS the course was launched from (only changed scores; kept in the
     outbox while the LMS is down, and delivered later by the hub's exchange)."""
+    from hubfleet.edu.exchange.passback import Passback
+
     exchange, service = _exchange(hub, state_dir)
     if service is None:
         raise fail(f"hub {hub} has no exchange service settings yet (a hub with courses or LTI, started once)")

@@ -8,11 +8,13 @@ every branch to its head.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DATABASE_FILE = "fleet.sqlite"
 
@@ -55,6 +57,8 @@ def connect(url: str) -> Engine:
 
 def alembic_config(engine: Engine) -> Config:
     """Alembic's configuration for the fleet database's migrations (no alembic.ini needed)."""
+    from alembic.config import Config  # Alembic is imported by the processes that migrate only
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.attributes["engine"] = engine
@@ -63,6 +67,8 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Bring every room's tables to their newest version."""
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "heads")
 
 
