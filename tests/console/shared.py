@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from dataclasses import dataclass
-
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.db import open_database
 from hubfleet.usage import ledger
@@ -70,21 +66,10 @@ class ConsoleFleet:
         return json.loads(self.fleet.cli("cost", "--month", self.month_text, "--json").stdout)
 
 
-def open_fleet_database(url: str) -> sessionmaker[Session]:
-    """The fleet's database, once the fleet's own processes (which migrate it on first use, as this does) are done:
-    two processes migrating one SQLite file at the same moment collide."""
-    for _ in range(20):
-        try:
-            return open_database(url)
-        except OperationalError:
-            time.sleep(0.5)
-    return open_database(url)
-
-
 def record_usage(url: str) -> None:
     """Usage for this month, as the collector would record it: servers of both hubs over a few days, groups, logins
     and home directories (data in the real ledger, through its API)."""
-    sessions = open_fleet_database(url)
+    sessions = open_database(url)
     days = sorted({MONTH + dt.timedelta(days=offset) for offset in (0, 3, 7, 12)} | {TODAY})
     days = [day for day in days if day <= TODAY]
     people = {A: [(PLAIN_USER, 2.0), ("paul", 1.0), ("chen", 3.0), (OPERATOR, 0.5)], B: [("ben", 1.5), ("bo", 0.5)]}

@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import RSAKey
 
-from hubfleet.db import default_url, open_database
 from hubfleet.edu.lti.launch import CLAIM, MAX_TOKEN_BYTES
 from hubfleet.hub.authenticators.lti import STATE_COOKIE_PREFIX, ToolURLs
 from tests import helpers
@@ -84,19 +83,11 @@ def lms() -> Iterator[PeerLMS]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     root = tmp_path_factory.mktemp("lti")
-    premigrate(root)
     with running_fleet(root, hub_yaml(lms), [H], PASSWORD) as running:
         urls = ToolURLs.of(running.hub_url(H))
         lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
         running.extra["urls"] = urls
         yield running
-
-
-def premigrate(root: Path) -> None:
-    """Create the fleet database before the fleet starts: its processes otherwise all migrate it at once, and on
-    SQLite that race can leave it broken (reported to the lead: /work/helpers/DB_MIGRATE_RACE.md)."""
-    (root / "state").mkdir(parents=True, exist_ok=True)
-    open_database(default_url(root / "state"))
 
 
 def urls_of(fleet: RunningFleet) -> ToolURLs:
@@ -505,7 +496,6 @@ def test_state_cookie_survives_a_cross_site_post_on_https(
 
     monkeypatch.setattr(helpers, "fleet_yaml", behind_tls)
     hub = unique_hub("ltis")
-    premigrate(tmp_path)
     with running_fleet(tmp_path, hub_yaml(lms).replace(H, hub), [hub], PASSWORD) as running:
         public = f"https://127.0.0.1:{running.port}/hubs/{hub}/"
         params = {"iss": lms.issuer, "login_hint": "x", "target_link_uri": f"{public}hub/lti13/launch"}

@@ -528,7 +528,7 @@ BAD_FILES = [
         2,
         17,
         "internal_ports",
-        "each hub needs 4",
+        "the hubs need 8",
     ),
     Bad(
         "mistake-in-defaults",

@@ -32,6 +32,7 @@ FILE_OPTION: Any = typer.Option(None, "--file", "-f", help="fleet file (default:
 CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output")
 JSON_OPTION: Any = typer.Option(False, "--json", help="JSON on standard output")
 PLOT_OPTION: Any = typer.Option(None, "--plot", help="also write a plot: FILE.png or FILE.html")
+MONTH_OPTION: Any = typer.Option(None, "--month", help="YYYY-MM (default: this month)")
 
 
 def _fleet(file: Path | None, state_dir: Path | None) -> tuple[Fleet, Path]:
@@ -180,7 +181,7 @@ def usage(
 
 
 def cost(
-    month: str | None = typer.Option(None, "--month", help="YYYY-MM (default: this month)"),
+    month: str | None = MONTH_OPTION,
     hub: str | None = typer.Option(None, "--hub", help="only this hub, line by line"),
     file: Path | None = FILE_OPTION,
     state_dir: Path | None = STATE_DIR_OPTION,
@@ -246,7 +247,7 @@ def cost(
 
 
 def mau(
-    month: str | None = typer.Option(None, "--month", help="YYYY-MM (default: this month)"),
+    month: str | None = MONTH_OPTION,
     file: Path | None = FILE_OPTION,
     state_dir: Path | None = STATE_DIR_OPTION,
     as_csv: bool = CSV_OPTION,

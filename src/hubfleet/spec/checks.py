@@ -27,7 +27,8 @@ SCRATCH_FOLDER = "scratch"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    yield from _check_ports(fleet.front_door, fleet.internal_ports, len(fleet.hubs))
+    needed = sum(ports_needed(hub) for hub in fleet.hubs.values())
+    yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
     for name, hub in fleet.hubs.items():
         yield from _check_hub(hub, ("hubs", name), base_dir)
 
@@ -45,7 +46,7 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
     except ValidationError:
         pass
     else:
-        yield from _check_ports(door, ports, len(hubs) if isinstance(hubs, dict) else 0)
+        yield from _check_ports(door, ports, HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
     if isinstance(hubs, dict):
         for name, hub_data in hubs.items():
             try:
@@ -55,15 +56,30 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
             yield from _check_hub(hub, ("hubs", name), base_dir)
 
 
-def _check_ports(door: FrontDoor, ports: PortRange, hub_count: int) -> Iterator[Finding]:
+HUB_PORTS = 4
+"""Internal ports of every hub: its hub API, its proxy, the proxy's API, one spare."""
+
+
+def ports_needed(hub: Hub) -> int:
+    """Internal ports the hub takes: its own, 3 for a Dask Gateway (HTTP, TCP, API), 1 for an assignment exchange."""
+    gateway = 3 if hub.dask is not None and hub.dask.enabled else 0
+    exchange = 1 if hub.courses or hub.lti is not None else 0
+    return HUB_PORTS + gateway + exchange
+
+
+def _check_ports(door: FrontDoor, ports: PortRange, needed: int) -> Iterator[Finding]:
     if ports.start <= door.port <= ports.end:
         yield (
             ("front_door", "port"),
             f"port {door.port} is inside internal_ports ({ports.start}-{ports.end})",
             "move the front door or the internal port range",
         )
-    if ports.end - ports.start + 1 < 4 * hub_count:
-        yield (("internal_ports",), "too few internal ports: each hub needs 4", "widen the range")
+    if ports.end - ports.start + 1 < needed:
+        yield (
+            ("internal_ports",),
+            f"too few internal ports: the hubs need {needed} (4 each, 3 more for Dask, 1 more for courses or LTI)",
+            "widen the range",
+        )
 
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:

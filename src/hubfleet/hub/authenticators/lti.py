@@ -36,8 +36,6 @@ from jupyterhub import orm, roles
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import maybe_future
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
 from traitlets import Dict, Unicode
 from traitlets import Set as SetTrait
@@ -133,7 +131,7 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
         self.lti_settings = settings = LTI.model_validate(self.lti)
         self.urls = ToolURLs.of(self.hub_public_url)
         self.tool_key = ToolKey.load_or_create(self.key_file)
-        self.sessions = open_fleet_database(self.database_url)
+        self.sessions = open_database(self.database_url)
         self.identities = IdentityStore(self.sessions)
         self.logins = LoginStore(ttl=settings.login_ttl, max_entries=settings.max_pending_logins)
         self.validator = LaunchValidator(
@@ -258,17 +256,6 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
         path = f"lab/tree/{COURSES_FOLDER}/{course}" if course else "lab"
         target = f"{base_url}user/{quote(username)}/{path}"
         return f"{base_url}hub/spawn/{quote(username)}?{urlencode({'next': target})}"
-
-
-def open_fleet_database(url: str, attempts: int = 30) -> sessionmaker[Session]:
-    """The fleet database, migrated; other processes of the fleet (collector, services, other hubs) may be
-    migrating it at the same moment, so a failed attempt is retried once they are done."""
-    for _ in range(attempts - 1):
-        try:
-            return open_database(url)
-        except OperationalError:
-            time.sleep(0.5)
-    return open_database(url)
 
 
 class DatabaseGroups:
