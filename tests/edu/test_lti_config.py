@@ -6,13 +6,23 @@ import asyncio
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
 from traitlets.config import Config
 
 from hubfleet.backends.local.render import render_settings
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.fleet.state import FleetState
-from hubfleet.hub.authenticators.lti import LaunchLogin, LTI13Authenticator, ToolURLs, course_slug
+from hubfleet.hub.authenticators.lti import (
+    LaunchLogin,
+    LTI13Authenticator,
+    ToolURLs,
+    course_slug,
+    state_cookie_options,
+)
 from hubfleet.hub.config import configure
 from hubfleet.hub.settings import HubPorts, HubSettings
 from hubfleet.spec import parse
@@ -95,3 +105,36 @@ def test_the_combined_authenticator_dispatches(configs: dict[str, tuple[HubSetti
 )
 def test_course_names_from_lms_courses(text: str, slug: str) -> None:
     assert course_slug(text) == slug
+
+
+@pytest.mark.parametrize(
+    ("public_url", "cross_site"),
+    [("https://hubs.uni.example/hubs/gh/", True), ("http://127.0.0.1:8000/hubs/gh/", False)],
+)
+def test_login_state_cookie_survives_the_lms_cross_site_post_on_https(public_url: str, cross_site: bool) -> None:
+    """Behind https the state cookie is `SameSite=None; Secure; HttpOnly` (browsers drop other cookies on the LMS's
+    cross-site form POST); on plain http browsers refuse SameSite=None, so it is not set. The header is the one
+    tornado really sends with these options (httpx does not enforce SameSite, so a launch test cannot see this)."""
+    options = state_cookie_options("/hubs/gh/hub/", public_url)
+
+    class Login(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.set_secure_cookie("lti-state", "s", **options)
+
+    async def set_cookie_header() -> str:
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server = tornado.httpserver.HTTPServer(tornado.web.Application([("/", Login)], cookie_secret="x" * 32))
+        server.add_sockets(sockets)
+        try:
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{sockets[0].getsockname()[1]}/")
+        finally:
+            server.stop()
+        return response.headers["set-cookie"]
+
+    set_cookie = asyncio.run(set_cookie_header())
+    attributes = {part.strip().split("=")[0].lower(): part.strip() for part in set_cookie.split(";")[1:]}
+    assert attributes["path"] == "Path=/hubs/gh/hub/lti13/"
+    assert "httponly" in attributes
+    assert ("secure" in attributes) is cross_site
+    assert (attributes.get("samesite", "").lower() == "samesite=none") is cross_site

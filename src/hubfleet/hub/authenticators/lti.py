@@ -304,6 +304,15 @@ def with_lti(base: type[Authenticator]) -> type[Authenticator]:
     return type(f"LTI13{base.__name__}", (LTI13Authenticator, base), {"__module__": __name__})
 
 
+def state_cookie_options(base_url: str, public_url: str) -> dict[str, Any]:
+    """The login state cookie, scoped to the LTI endpoints, must come back on the LMS's cross-site form POST:
+    SameSite=None (which browsers accept only with Secure, i.e. on https)."""
+    options: dict[str, Any] = {"path": f"{base_url}{PREFIX}/", "httponly": True}
+    if urlparse(public_url).scheme == "https":
+        options |= {"secure": True, "samesite": "None"}
+    return options
+
+
 class _LTIHandler(BaseHandler):
     """Shared parts of the LTI endpoints: cross-site by design (the LMS posts them), and framable (LMS iframes)."""
 
@@ -330,12 +339,7 @@ class _LTIHandler(BaseHandler):
         return STATE_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
 
     def state_cookie_options(self) -> dict[str, Any]:
-        """The login state cookie must come back on the LMS's cross-site form POST: SameSite=None (which browsers
-        accept only with Secure, i.e. on https)."""
-        options: dict[str, Any] = {"path": f"{self.hub.base_url}{PREFIX}/", "httponly": True}
-        if urlparse(self.lti.hub_public_url).scheme == "https":
-            options |= {"secure": True, "samesite": "None"}
-        return options
+        return state_cookie_options(self.hub.base_url, self.lti.hub_public_url)
 
 
 class LoginInitiationHandler(_LTIHandler):
