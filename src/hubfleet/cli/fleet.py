@@ -116,10 +116,15 @@ def _print_logins(fleet: Fleet) -> None:
     if not console.is_terminal:
         return
     for hub in fleet.hubs.values():
-        if isinstance(hub.auth, SharedPasswordAuth) and hub.auth.password is not None:
-            users = ", ".join(sorted(hub.users)) or "any name"
-            password = hub.auth.password.get_secret_value()
+        auth = hub.auth
+        if isinstance(auth, SharedPasswordAuth) and auth.password is not None:
+            users = ", ".join(sorted(hub.users - set(auth.admins))) or "any name"
+            password = auth.password.get_secret_value()
             console.print(f"  {hub.name}: log in as {escape(users)} with password {escape(password)}")
+            if auth.admins and auth.admin_password is not None:
+                admins = ", ".join(sorted(auth.admins))
+                admin_password = auth.admin_password.get_secret_value()
+                console.print(f"  {hub.name}: admins {escape(admins)} with password {escape(admin_password)}")
 
 
 def _status_table(document: dict[str, Any]) -> Table:
