@@ -10,14 +10,17 @@ import asyncio
 import json
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
 import yaml
 
 from hubfleet.edu.courses import group_name
+from hubfleet.edu.lti.launch import Launch
+from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
-from hubfleet.edu.roster import CourseNotOnHub, SyncReport, course_role, sync_course
+from hubfleet.edu.roster import CourseNotOnHub, SyncReport, sync_course
 from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.spec.edu import LTIPlatform
 from tests.helpers import RunningFleet, running_fleet, unique_hub
@@ -188,3 +191,10 @@ def test_cli_sync_with_the_hubs_own_tool_key(fleet: RunningFleet, lms: PeerLMS) 
     assert asyncio.run(members()) == {f"c{i:02d}" for i in range(1, 12)}
     refused = fleet.cli("course", "sync", H, "cl", check=False)
     assert refused.returncode == 1 and "--memberships-url" in refused.stderr
+
+
+def test_a_launch_and_a_roster_sync_give_the_same_course_role() -> None:
+    """One rule for both ways in: whatever roles the LMS sends, launch and roster sync agree."""
+    for roles in (["Administrator"], [LIS_ROLES["ContentDeveloper"]], ["Instructor#TeachingAssistant"], ["Learner"]):
+        launch = Launch(issuer="i", client_id="c", deployment_id="d", sub="s", message_type="m", target_link_uri="t")
+        assert replace(launch, roles=tuple(roles)).course_role == course_role(roles)

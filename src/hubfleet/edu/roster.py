@@ -1,10 +1,10 @@
 """Roster sync: a course's members in the LMS (LTI NRPS) → the course's groups on the hub.
 
-Each member with a course role (LIS Instructor → instructor, TeachingAssistant → ta, Learner → student; other roles
-such as ContentDeveloper or Mentor alone are ignored) becomes a hub user in the group of that role, moved when the
-role changed. Students no longer in the roster, or no longer Active there, leave the course's groups; their hub
-users and files stay. Staff missing from the roster (or inactive there) are left alone: the fleet file or an
-operator may have put them there.
+Each member with a course role (`hubfleet.edu.lti.roles.course_role`: Instructor or Administrator → instructor,
+TeachingAssistant → ta, Learner → student; ContentDeveloper or Mentor alone are ignored) becomes a hub user in the
+group of that role, moved when the role changed. Students no longer in the roster, or no longer Active there, leave
+the course's groups; their hub users and files stay. Staff missing from the roster (or inactive there) are left
+alone: the fleet file or an operator may have put them there.
 """
 
 from __future__ import annotations
@@ -16,22 +16,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hubfleet.edu.courses import COURSE_ROLES, course_groups
+from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
 
 log = logging.getLogger(__name__)
-
-LIS_MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership"
-_ROLE_NAMES = {
-    # course role → LIS context roles naming it: full URIs and the simple names LTI 1.3 allows (NRPS examples use them)
-    "ta": (
-        f"{LIS_MEMBERSHIP}/Instructor#TeachingAssistant",
-        "Instructor#TeachingAssistant",
-        f"{LIS_MEMBERSHIP}#TeachingAssistant",  # not in the vocabulary, but sent by some platforms
-        "TeachingAssistant",
-    ),
-    "instructor": (f"{LIS_MEMBERSHIP}#Instructor", "Instructor"),
-    "student": (f"{LIS_MEMBERSHIP}#Learner", f"{LIS_MEMBERSHIP}/Learner#Learner", "Learner"),
-}
 
 
 class HubGroups(Protocol):
@@ -53,16 +41,6 @@ Usernames = Callable[[Member], str | Awaitable[str]]
 
 class CourseNotOnHub(LookupError):
     """The course's groups are not on the hub (define it in the fleet file, or launch it from the LMS first)."""
-
-
-def course_role(roles: Iterable[str]) -> str | None:
-    """`ta`, `instructor` or `student` from LIS roles (TA first: a TA's roles may also hold its parent, Instructor);
-    None when none of them is a course role."""
-    held = set(roles)
-    for role in ("ta", "instructor", "student"):
-        if held.intersection(_ROLE_NAMES[role]):
-            return role
-    return None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from hubfleet.edu.lti.jwks import KeyLookupError, PlatformKeys
+from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.state import LoginStore, PendingLogin, UsedNonces
 from hubfleet.spec.edu import LTIPlatform
 
@@ -35,18 +36,6 @@ NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
 AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
 RESOURCE_LINK_REQUEST = "LtiResourceLinkRequest"
 DEEP_LINKING_REQUEST = "LtiDeepLinkingRequest"
-
-LIS_MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
-INSTRUCTOR_ROLES = (
-    f"{LIS_MEMBERSHIP}Instructor",
-    f"{LIS_MEMBERSHIP}Administrator",
-    f"{LIS_MEMBERSHIP}ContentDeveloper",
-)
-TA_ROLES = (
-    "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant",
-    f"{LIS_MEMBERSHIP}TeachingAssistant",  # not in the vocabulary, but sent by some platforms
-)
-LEARNER_ROLES = (f"{LIS_MEMBERSHIP}Learner", "http://purl.imsglobal.org/vocab/lis/v2/membership/Learner#Learner")
 
 
 class LaunchError(Exception):
@@ -83,18 +72,8 @@ class Launch:
 
     @property
     def course_role(self) -> str | None:
-        """`instructor`, `ta` or `student` from the LIS roles (the most privileged wins), None without one."""
-        if self.is_ta:  # a TA's roles also hold Instructor (the sub-role's parent): TA is the narrower meaning
-            return "ta"
-        if any(role in INSTRUCTOR_ROLES for role in self.roles):
-            return "instructor"
-        if any(role in LEARNER_ROLES for role in self.roles):
-            return "student"
-        return None
-
-    @property
-    def is_ta(self) -> bool:
-        return any(role in TA_ROLES for role in self.roles)
+        """`instructor`, `ta` or `student` from the LIS roles (`hubfleet.edu.lti.roles`), None without one."""
+        return course_role(self.roles)
 
     def auth_state(self) -> dict[str, Any]:
         """What the hub keeps about the launch (JSON; no token, no secret)."""
