@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, state_root
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
 from hubfleet.db import open_database
 from hubfleet.edu.courses import COURSE_ROLES, course_groups, group_name, parse_group
 from hubfleet.edu.lti.identity import IdentityStore
@@ -28,7 +28,6 @@ from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.services import Member, ServiceClient, ServiceError
 from hubfleet.edu.roster import SyncReport, sync_course
 from hubfleet.fleet.hubapi import PAGINATION, HubAPI
-from hubfleet.fleet.state import FleetState
 from hubfleet.hub.settings import HubSettings
 from hubfleet.spec.base import Username
 from hubfleet.spec.edu import Course
@@ -83,18 +82,6 @@ class CourseView:
             },
             "schedule": [meeting.model_dump(mode="json") for meeting in spec.schedule] if spec else [],
         }
-
-
-def hub_settings(state_dir: Path | None, hub: str) -> HubSettings:
-    """The settings of `hub` in the fleet's state directory (its API port, service token, fleet-file courses)."""
-    state = FleetState(state_root(state_dir))
-    if hub not in state.hub_names():
-        known = ", ".join(state.hub_names()) or "none"
-        raise fail(f"no hub {hub!r} in the fleet state at {state.root} (hubs: {known})")
-    try:
-        return HubSettings.read(state.hub(hub).settings_file)
-    except OSError as exc:
-        raise fail(f"cannot read the settings of hub {hub!r}: {exc.strerror} (run as the fleet's operator)") from None
 
 
 def hub_api(settings: HubSettings) -> HubAPI:

@@ -15,12 +15,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, state_root
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
 from hubfleet.db import open_database
 from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SETTINGS_FILE, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange, ExchangeError
-from hubfleet.fleet.state import FleetState
-from hubfleet.hub.settings import HubSettings
 
 if TYPE_CHECKING:
     from hubfleet.edu.exchange.passback import PassbackReport
@@ -39,11 +37,8 @@ CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output (one
 
 def _exchange(hub: str, state_dir: Path | None) -> tuple[Exchange, ExchangeSettings | None]:
     """The hub's exchange on the fleet database, and its service settings (None before the hub first ran one)."""
-    hub_state = FleetState(state_root(state_dir)).hub(hub)
-    if not hub_state.settings_file.exists():
-        raise fail(f"no hub {hub!r} in this fleet's state directory (see `hubfleet status`)")
-    settings = HubSettings.read(hub_state.settings_file)
-    exchange_file = hub_state.root / SETTINGS_FILE
+    settings = hub_settings(state_dir, hub)
+    exchange_file = settings.state_dir / SETTINGS_FILE
     service = ExchangeSettings.read(exchange_file) if exchange_file.exists() else None
     return Exchange(open_database(settings.database_url), hub), service
 

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hubfleet.fleet.state import DEFAULT_STATE_DIR, STATE_ENV, state_dir_for
+from hubfleet.fleet.state import DEFAULT_STATE_DIR, STATE_ENV, FleetState, state_dir_for
+from hubfleet.hub.settings import HubSettings
 from hubfleet.spec import Fleet, SpecError, load
 
 # Wide enough for the status table when output goes to a file or a pipe.
@@ -57,3 +58,15 @@ def print_problems(exc: SpecError) -> None:
         if problem.hint:
             errors.print(f"      [dim]hint:[/] {escape(problem.hint)}", soft_wrap=True)
     errors.print("Nothing was changed.")
+
+
+def hub_settings(state_dir: Path | None, hub: str) -> HubSettings:
+    """The settings of `hub` in the fleet's state directory (its API port, service token, fleet-file courses)."""
+    state = FleetState(state_root(state_dir))
+    if hub not in state.hub_names():
+        known = ", ".join(state.hub_names()) or "none"
+        raise fail(f"no hub {hub!r} in the fleet state at {state.root} (hubs: {known})")
+    try:
+        return HubSettings.read(state.hub(hub).settings_file)
+    except OSError as exc:
+        raise fail(f"cannot read the settings of hub {hub!r}: {exc.strerror} (run as the fleet's operator)") from None
