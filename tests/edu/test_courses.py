@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from hubfleet.cli.course import course_app
+from hubfleet.common.hubapi import HubAPI
 from hubfleet.edu.courses import course_folder_path
-from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts, cgroups
 from tests.helpers import RunningFleet, running_fleet, unique_hub

@@ -14,8 +14,9 @@ import tornado.web
 from traitlets.config import Config
 
 from hubfleet.backends.local.render import render_settings
+from hubfleet.common.settings import HubPorts, HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.edu.lti.launch import Launch
-from hubfleet.fleet.state import FleetState
 from hubfleet.hub.authenticators.lti import (
     LaunchLogin,
     LTI13Authenticator,
@@ -24,7 +25,6 @@ from hubfleet.hub.authenticators.lti import (
     state_cookie_options,
 )
 from hubfleet.hub.config import configure
-from hubfleet.hub.settings import HubPorts, HubSettings
 from hubfleet.spec import parse
 
 FLEET = """\

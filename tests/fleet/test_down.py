@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubfleet.fleet.state import port_is_free
+from hubfleet.fleet.ports import port_is_free
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts, cgroups
 from tests.helpers import (

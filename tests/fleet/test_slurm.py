@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.backends.slurm import cancel_leftover_jobs
-from hubfleet.fleet.state import FleetState
+from hubfleet.backends.slurm import SlurmBackend
+from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.hub.settings import HubPorts, SlurmLink
 from hubfleet.spec import parse
 from hubfleet.system import accounts
 from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub
@@ -188,7 +188,7 @@ def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(
             submit = ["sbatch", "--mem=100M", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"]
             cluster.run("sudo", "-E", "-u", user, *submit)
         assert sorted(j["user"] for j in cluster.jobs()) == sorted([account, "root"])
-        assert cancel_leftover_jobs(state) == 1
+        assert SlurmBackend.clean_up_after(state) == 1
         assert [j["user"] for j in cluster.jobs()] == ["root"]
     finally:
         cluster.cancel_all()

@@ -13,9 +13,9 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.state import FleetState
 from hubfleet.hub.config import SLURM_START_TIMEOUT, configure
-from hubfleet.hub.settings import HubPorts, SlurmLink
 from hubfleet.hub.slurm import PortHandler, SlurmSpawner, job_resources, slurm_time
 from hubfleet.spec import parse
 from hubfleet.spec.models import Profile

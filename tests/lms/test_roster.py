@@ -16,13 +16,12 @@ import httpx
 import pytest
 import yaml
 
-from hubfleet.edu.courses import group_name
+from hubfleet.common.hubapi import HubAPI
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
 from hubfleet.edu.roster import CourseNotOnHub, SyncReport, sync_course
-from hubfleet.fleet.hubapi import HubAPI
-from hubfleet.spec.edu import LTIPlatform
+from hubfleet.spec.edu import LTIPlatform, group_name
 from tests.helpers import RunningFleet, running_fleet, unique_hub
 from tests.lms.minitool import MiniTool
 from tests.lms.peer import LIS_ROLES, PeerLMS

@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from hubfleet import db
 from hubfleet.cli import app
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec import load
 from hubfleet.usage import ledger

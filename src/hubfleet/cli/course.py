@@ -21,16 +21,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
+from hubfleet.common.hubapi import PAGINATION, HubAPI
+from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
-from hubfleet.edu.courses import COURSE_ROLES, course_groups, group_name, parse_group
 from hubfleet.edu.lti.identity import IdentityStore
 from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.services import Member, ServiceClient, ServiceError
 from hubfleet.edu.roster import SyncReport, sync_course
-from hubfleet.fleet.hubapi import PAGINATION, HubAPI
-from hubfleet.hub.settings import HubSettings
 from hubfleet.spec.base import Username
-from hubfleet.spec.edu import Course
+from hubfleet.spec.edu import COURSE_ROLES, Course, course_groups, group_name, parse_group
 
 course_app = typer.Typer(
     name="course",
@@ -86,7 +85,7 @@ class CourseView:
 
 def hub_api(settings: HubSettings) -> HubAPI:
     """The hub's REST API on loopback, as the fleet's service."""
-    return HubAPI(f"http://127.0.0.1:{settings.ports.hub}{settings.base_url}hub/api", settings.secret("service_token"))
+    return HubAPI(settings.address.hub_api_url, settings.secret("service_token"))
 
 
 def run_on_hub(settings: HubSettings, action: Callable[[HubAPI], Awaitable[_T]]) -> _T:

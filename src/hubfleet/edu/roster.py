@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hubfleet.edu.courses import COURSE_ROLES, course_groups
 from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
+from hubfleet.spec.edu import COURSE_ROLES, course_groups
 
 log = logging.getLogger(__name__)
 
 
 class HubGroups(Protocol):
-    """What a roster sync needs of the hub: its users and groups (`hubfleet.fleet.hubapi.HubAPI` has it over the
+    """What a roster sync needs of the hub: its users and groups (`hubfleet.common.hubapi.HubAPI` has it over the
     REST API; an adapter over JupyterHub's database would do inside the hub)."""
 
     async def group(self, name: str) -> dict | None: ...

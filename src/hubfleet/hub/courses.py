@@ -16,7 +16,8 @@ from typing import Any
 from jupyterhub import orm, roles
 from sqlalchemy.orm import Session
 
-from hubfleet.edu.courses import COURSE_ROLES, STAFF_ROLES, course_groups, group_name, parse_group, staff_role
+from hubfleet.edu.courses import STAFF_ROLES, staff_role
+from hubfleet.spec.edu import COURSE_ROLES, course_groups, group_name, parse_group
 
 __all__ = ["ensure_course", "find_course", "set_member"]
 

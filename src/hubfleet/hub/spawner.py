@@ -24,15 +24,9 @@ from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, s
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import Configurable
 
-from hubfleet.edu.courses import (
-    COURSE_ROLES,
-    COURSES_FOLDER,
-    course_folder_path,
-    course_groups,
-    folder_access,
-    parse_group,
-)
+from hubfleet.edu.courses import course_folder_path, folder_access
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
+from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, course_groups, parse_group
 from hubfleet.spec.models import Profile, SharedFolder
 from hubfleet.system import accounts, cgroups
 

@@ -41,7 +41,6 @@ from traitlets import Dict, Unicode
 from traitlets import Set as SetTrait
 
 from hubfleet.db import open_database
-from hubfleet.edu.courses import COURSE_NAME_RE, COURSES_FOLDER, group_name
 from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.lti.identity import IdentityStore
 from hubfleet.edu.lti.jwks import PlatformKeys
@@ -52,7 +51,7 @@ from hubfleet.edu.lti.state import LoginStore, PendingLogin, UsedNonces
 from hubfleet.edu.roster import sync_course
 from hubfleet.hub.authenticators import LoginRecorderMixin
 from hubfleet.hub.courses import ensure_course, find_course, set_member
-from hubfleet.spec.edu import LTI
+from hubfleet.spec.edu import COURSE_NAME_RE, COURSES_FOLDER, LTI, group_name
 
 PREFIX = "lti13"
 """Path of the LTI endpoints below the hub's prefix (`<public hub URL>hub/lti13/…`)."""
