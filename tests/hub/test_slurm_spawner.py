@@ -53,7 +53,7 @@ def _spawner(user_options: dict) -> SlurmSpawner:
     c.HubfleetSpawnerMixin.env_prefix = "/opt/env"
     c.HubfleetSpawnerMixin.home_root = "/home"
     c.HubfleetSpawnerMixin.profiles = [
-        Profile(name="small", cpu=0.5, memory=1024**3, partition="short", time_limit=1800).model_dump(mode="json")
+        Profile(name="small", cpu=0.5, memory=1024**3, partition="short", time_limit=1800)
     ]
     user = SimpleNamespace(name="ann", groups=[], admin=False, url="/user/ann/")
     spawner = SlurmSpawner(config=c, user=user, user_options=user_options)

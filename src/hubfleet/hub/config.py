@@ -87,8 +87,8 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.env_prefix = str(settings.user_env)
     c.HubfleetSpawnerMixin.home_root = str(settings.home_root)
     c.HubfleetSpawnerMixin.shared_root = str(settings.shared_root / settings.hub)
-    c.HubfleetSpawnerMixin.profiles = [p.model_dump(mode="json") for p in settings.profiles]
-    c.HubfleetSpawnerMixin.shared_folders = [f.model_dump(mode="json") for f in settings.shared_folders]
+    c.HubfleetSpawnerMixin.profiles = list(settings.profiles)  # typed: validated once, when the settings were read
+    c.HubfleetSpawnerMixin.shared_folders = list(settings.shared_folders)
     c.HubfleetSpawnerMixin.scratch_root = str(settings.scratch_root or "")
     c.SameUserSpawner.homes_dir = str(state / "homes")
     if settings.isolation == "slurm":
@@ -243,11 +243,11 @@ def _configure_lti(c: Any, settings: HubSettings) -> None:
     from traitlets.utils.importstring import import_item
 
     from hubfleet.edu.lti.keys import TOOL_KEY_FILE
-    from hubfleet.hub.authenticators.lti import with_lti  # only LTI hubs pay for the import
+    from hubfleet.hub.authenticators.lti import TEMPLATES, with_lti  # only LTI hubs pay for the import
 
     assert settings.lti is not None
     c.JupyterHub.authenticator_class = with_lti(import_item(AUTHENTICATORS[settings.auth_type]))
-    c.LTI13Authenticator.lti = settings.lti.model_dump(mode="json")
+    c.LTI13Authenticator.lti = settings.lti
     c.LTI13Authenticator.hub_name = settings.hub
     c.LTI13Authenticator.hub_public_url = settings.public_url
     c.LTI13Authenticator.key_file = str(settings.state_dir / TOOL_KEY_FILE)
@@ -256,3 +256,5 @@ def _configure_lti(c: Any, settings: HubSettings) -> None:
     c.LTI13Authenticator.reserved_usernames = settings.named_users()
     c.Authenticator.enable_auth_state = True
     c.CryptKeeper.keys = [settings.secret("auth_state_key")]
+    templates = c.JupyterHub.template_paths if "template_paths" in c.JupyterHub else []
+    c.JupyterHub.template_paths = [*templates, str(TEMPLATES)]
