@@ -48,7 +48,7 @@ CONTEXT = "ctx-ds"
 SUBS = {"sa": "lms-sa", "sb": "lms-sb"}  # hub user → their id in the LMS
 ASSIGNMENT = "hw1"
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 def hub_yaml(lms: PeerLMS) -> str:

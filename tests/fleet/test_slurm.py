@@ -25,7 +25,7 @@ from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec import parse
 from hubfleet.system import accounts
-from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub
+from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub, wait_until
 from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
 
 T = TypeVar("T")
@@ -96,9 +96,7 @@ async def run_code(user: HubUser, code: str) -> str:
 
 def wait_for_no_jobs(cluster: SlurmCluster, timeout: float = 30) -> float:
     started = time.monotonic()
-    while cluster.jobs():
-        assert time.monotonic() - started < timeout, f"jobs still queued: {cluster.jobs()}"
-        time.sleep(0.05)
+    wait_until(lambda: not cluster.jobs(), timeout, lambda: f"no jobs queued (still: {cluster.jobs()})")
     return time.monotonic() - started
 
 
