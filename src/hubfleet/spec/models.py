@@ -18,6 +18,7 @@ from pydantic import (
 
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
+from hubfleet.spec.organisation import Organisation
 from hubfleet.spec.units import ByteSize, Seconds
 from hubfleet.spec.usage import Console, Usage
 
@@ -394,6 +395,10 @@ class Fleet(SpecModel):
     defaults: HubDefaults = Field(default_factory=HubDefaults)
     usage: Usage = Field(default_factory=Usage, description="metering, cost model and budget alerts")
     console: Console = Field(default_factory=Console, description="the web console at the front door's `/`")
+    organisation: Organisation = Field(
+        default_factory=Organisation,
+        description="the organisation running the fleet: upstream contribution ledger and staff cost",
+    )
     hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
 
     def hub(self, name: str) -> Hub:
