@@ -2,4 +2,5 @@
 
 import hubfleet.edu.exchange.tables
 import hubfleet.edu.lti.tables
+import hubfleet.upstream.tables
 import hubfleet.usage.tables  # noqa: F401
