@@ -21,7 +21,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -449,7 +449,7 @@ class GitHubDouble:
         self.token = token
         self.retry_after = retry_after
         self.log: list[Logged] = []
-        self.faults: list[tuple[str, str]] = []  # (path prefix, "secondary" | "primary" | "server_error")
+        self.faults: list[tuple[str, str, int]] = []  # (path prefix, "secondary" | "primary" | "server_error", wait)
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
         self.schema = build_schema(world)
@@ -459,10 +459,11 @@ class GitHubDouble:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail(self, path_prefix: str, kind: str, times: int = 1) -> None:
-        """Answer the next `times` requests whose path starts with `path_prefix` with a fault of `kind`."""
+    def fail(self, path_prefix: str, kind: str, times: int = 1, wait: int | None = None) -> None:
+        """Answer the next `times` requests whose path starts with `path_prefix` with a fault of `kind`; rate limits
+        ask for `wait` seconds (default: `retry_after`)."""
         with self._lock:
-            self.faults += [(path_prefix, kind)] * times
+            self.faults += [(path_prefix, kind, self.retry_after if wait is None else wait)] * times
 
     def requests(self, path_prefix: str = "/", status: int | None = None) -> list[Logged]:
         with self._lock:
@@ -520,31 +521,31 @@ class GitHubDouble:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def _fault(self, path: str) -> str | None:
+    def _fault(self, path: str) -> tuple[str | None, int]:
         with self._lock:
-            for index, (prefix, kind) in enumerate(self.faults):
+            for index, (prefix, kind, wait) in enumerate(self.faults):
                 if path.startswith(prefix):
                     del self.faults[index]
-                    return kind
-        return None
+                    return kind, wait
+        return None, 0
 
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: str
     ) -> tuple[int, dict[str, str], Any]:
         if headers.get("Authorization") not in (f"token {self.token}", f"Bearer {self.token}"):
             return 401, {}, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
-        fault = self._fault(path)
+        fault, wait = self._fault(path)
         if fault == "secondary":
             return (
                 403,
-                {"retry-after": str(self.retry_after)},
+                {"retry-after": str(wait)},
                 {
                     "message": "You have exceeded a secondary rate limit. "
                     "Please wait a few minutes before you try again."
                 },
             )
         if fault == "primary":
-            reset = int(time.time()) + self.retry_after
+            reset = int(time.time()) + wait
             return (
                 403,
                 {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
@@ -606,6 +607,7 @@ def make_world(
     start: dt.datetime,
     end: dt.datetime,
     per_repo: int = 3,
+    bare_repos: Sequence[str] = (),
     seed: int = 13,
 ) -> World:
     """Work of `engineers` from `start` to `end`: in each key repository, `per_repo` of each kind of item per engineer
@@ -621,6 +623,8 @@ def make_world(
     for login in engineers:
         world.user(login)
     world.user("someone-else")
+    for repo in bare_repos:
+        world.repo(repo)
     for repo in [*key_repos, *other_repos]:
         for login in engineers:
             for _ in range(per_repo):
