@@ -34,7 +34,7 @@ class Engineer(SpecModel):
 class KeyProject(SpecModel):
     """An open-source project the organisation supports: GitHub repositories, whole organisations, or both."""
 
-    name: Slug = Field(description="the project's name in reports (several repositories and organisations may form one)")
+    name: Slug = Field(description="name in reports (several repositories and organisations may form one project)")
     tier: Literal[1, 2, 3] = Field(
         2, description="1: we maintain it with others, 2: we contribute regularly, 3: we depend on it and help"
     )
@@ -85,7 +85,7 @@ PlanType = Literal["pilot", "paid", "none"]
 
 
 class StaffCost(SpecModel):
-    """Staff time per hub as a cost line of the sustainability model: hours per hub per month × hourly rate."""
+    """Staff time per hub as a cost line of the sustainability model: hours per hub per month times the hourly rate."""
 
     hourly_rate: float = Field(0, ge=0, description="cost of one staff hour (the usage rate card's currency)")
     hours_per_hub: float = Field(0, ge=0, description="staff hours each hub takes per month")
