@@ -118,6 +118,11 @@ class PaidPlan(SpecModel):
     monthly_fee: float = Field(0, ge=0, description="fixed monthly fee (currency units)")
     monthly_budget: float | None = Field(None, ge=0, description="monthly budget (currency units)")
     hard_quota: bool = Field(False, description="refuse new servers once this month's budget is spent")
+    tier: Slug | None = Field(
+        None,
+        description="the plan tier it belongs to (e.g. `institution`, `small-college`; default `paid`), "
+        "grouping hubs in `hubfleet economics`",
+    )
 
 
 Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
