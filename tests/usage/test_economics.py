@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import sessionmaker
 
+from hubfleet import db
 from hubfleet.usage import ledger
 from hubfleet.usage.economics import WhatIfError, economics, what_if
 from hubfleet.usage.reports import cost_report, monthly_active_users, pilot_statuses
+from tests.helpers import hubfleet
 from tests.usage.conftest import make_fleet
 
 GIB = 2**30
@@ -108,3 +115,37 @@ def test_what_if_changes_fees_tiers_and_adds_hubs(sessions: sessionmaker) -> Non
     for bad, message in (("fee:nope=1", "no hub 'nope'"), ("add:gold=1", "no hub has tier"), ("x", "cannot read")):
         with pytest.raises(WhatIfError, match=message):
             what_if(model, [bad])
+
+
+def test_hubfleet_economics_equals_hubfleet_cost_and_fits_80_columns(tmp_path: Path) -> None:
+    fleet_file = tmp_path / "fleet.yaml"
+    indented = "\n".join("  " + line for line in HUBS.strip().splitlines())
+    fleet_file.write_text(f"name: orgecon\n{TOP}\nhubs:\n{indented}\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    record(db.open_database(db.default_url(state)))
+    where = ("--file", str(fleet_file), "--state-dir", str(state), "--month", "2026-11")
+    model = json.loads(hubfleet("economics", *where, "--json").stdout)
+    cost = json.loads(hubfleet("cost", *where, "--json").stdout)
+    for hub in model["hubs"]:
+        report = next(h for h in cost["hubs"] if h["hub"] == hub["hub"])
+        assert hub["metered_cost"] == pytest.approx(report["total"])
+        assert hub["fee"] == (report["plan_fee"] or 0)
+    scenario = json.loads(hubfleet("economics", *where, "--json", "--what-if", "add:college=2").stdout)
+    assert scenario["totals"]["fees"] == pytest.approx(model["totals"]["fees"] + 80)
+    assert scenario["baseline"] == model["totals"]
+    table = subprocess.run(
+        [sys.executable, "-m", "hubfleet", "economics", *where, "--what-if", "fee:small=90"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=120,
+    )
+    assert table.returncode == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
+    assert "Plan tiers" in table.stdout and "pilot trial" in table.stdout and "(now: 480.00" in table.stdout
+    bad = hubfleet("economics", *where, "--what-if", "fee:nope=3", check=False)
+    assert bad.returncode == 1 and "no hub 'nope'" in bad.stderr
+    plot = tmp_path / "economics.html"
+    hubfleet("economics", *where, "--plot", str(plot))
+    assert "<img" in plot.read_text()
