@@ -107,7 +107,7 @@ def test_what_if_changes_fees_tiers_and_adds_hubs(sessions: sessionmaker) -> Non
     assert scenario.hub("trial").tier == "college" and scenario.hub("trial").fee == pytest.approx(60), (
         "after small's new fee"
     )
-    new = [h for h in scenario.hubs if h.hub.startswith("new institution")]
+    new = [h for h in scenario.hubs if h.hub.startswith("+institution-")]
     assert len(new) == 2 and all(h.cost == pytest.approx(model.hub("big").cost) for h in new)
     assert scenario.fees == pytest.approx(model.fees + 40 + 60 + 800)
     assert scenario.cost == pytest.approx(model.cost + 2 * model.hub("big").cost)
@@ -143,7 +143,7 @@ def test_hubfleet_economics_equals_hubfleet_cost_and_fits_80_columns(tmp_path: P
     )
     assert table.returncode == 0, table.stderr
     assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
-    assert "Plan tiers" in table.stdout and "pilot trial" in table.stdout and "(now: 480.00" in table.stdout
+    assert "Plan tiers" in table.stdout and "pilot trial" in table.stdout and "today: fees 480.00" in table.stdout
     bad = hubfleet("economics", *where, "--what-if", "fee:nope=3", check=False)
     assert bad.returncode == 1 and "no hub 'nope'" in bad.stderr
     plot = tmp_path / "economics.html"

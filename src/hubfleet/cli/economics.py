@@ -14,6 +14,7 @@ from hubfleet.cli.usage import (
     CSV_OPTION,
     FILE_OPTION,
     JSON_OPTION,
+    MONEY,
     MONTH_OPTION,
     PLOT_OPTION,
     _emit,
@@ -38,6 +39,11 @@ def _hub_record(hub: Any) -> dict[str, Any]:
         "idle": "" if hub.idle_share is None else f"{hub.idle_share:.0%}",
         "per_user": per_user,
     }
+
+
+def _whole(record: dict[str, Any]) -> dict[str, Any]:
+    """Money as whole units (for the tables)."""
+    return {key: round(value) if key in MONEY and isinstance(value, float) else value for key, value in record.items()}
 
 
 def _tier_record(tier: Any) -> dict[str, Any]:
@@ -89,18 +95,21 @@ def economics(
         ("hub", "hub"),
         ("tier", "tier"),
         ("fee", "fee"),
-        ("metered_cost", "metered"),
+        ("metered_cost", "cost"),
         ("staff_cost", "staff"),
-        ("margin", "margin"),
+        ("margin", "net"),
         ("active_users", "MAU"),
-        ("per_user", "per user"),
+        ("per_user", "/user"),
         ("idle", "idle"),
     ]
     scenario = f" — what if {', '.join(changes)}" if changes else ""
     title = f"Economics, {first:%B %Y} ({currency}){scenario}"
-    _emit(records, columns, title, as_csv, as_json, _document(model) | {"baseline": _document(base)["totals"]})
-    if not (as_csv or as_json):
-        tiers = [_tier_record(t) for t in model.tiers]
+    if as_csv or as_json:
+        _emit(records, columns, title, as_csv, as_json, _document(model) | {"baseline": _document(base)["totals"]})
+    else:  # whole currency units, so that the table fits 80 columns (--csv and --json keep the cents)
+        _emit([_whole(record) for record in records], columns, title.replace(")", ", whole units)", 1), False, False)
+        console.print("cost: metered, as `hubfleet cost`; net: fee - cost - staff; /user: per active user (MAU)")
+        tiers = [_whole(_tier_record(t)) for t in model.tiers]
         _emit(
             tiers,
             [
@@ -110,8 +119,8 @@ def economics(
                 ("cost", "cost"),
                 ("margin", "margin"),
                 ("active_users", "MAU"),
-                ("break_even_fee", "break-even/hub"),
-                ("break_even_per_user", "per user"),
+                ("break_even_fee", "break-even"),
+                ("break_even_per_user", "/user"),
             ],
             f"Plan tiers, {first:%B %Y} ({currency})",
             False,
@@ -124,10 +133,9 @@ def economics(
                 f"pilot {escape(pilot.hub)}: {ready} ({status.active_non_staff_users}/{status.min_active_users} "
                 f"active), a fee of {pilot.covering_fee:,.2f} {currency}/month would cover it"
             )
-        line = f"Totals: fees {model.fees:,.2f}, cost {model.cost:,.2f}, margin {model.margin:,.2f} {currency}"
+        console.print(f"Totals: fees {model.fees:,.2f}, cost {model.cost:,.2f}, margin {model.margin:,.2f} {currency}")
         if changes:
-            line += f" (now: {base.fees:,.2f}, {base.cost:,.2f}, {base.margin:,.2f})"
-        console.print(line)
+            console.print(f"  today: fees {base.fees:,.2f}, cost {base.cost:,.2f}, margin {base.margin:,.2f}")
 
     def figure(_plots: Any) -> Any:
         from hubfleet.usage.plots import economics_figure

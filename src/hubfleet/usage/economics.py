@@ -217,7 +217,7 @@ def what_if(model: Economics, changes: list[str]) -> Economics:
         for number in range(1, count + 1):
             hubs.append(
                 HubEconomics(
-                    hub=f"new {name} {number}",
+                    hub=f"+{name}-{number}",
                     tier=name,
                     fee=average["fee"],
                     metered_cost=average["metered_cost"],
