@@ -108,7 +108,7 @@ def economics(
         _emit(records, columns, title, as_csv, as_json, _document(model) | {"baseline": _document(base)["totals"]})
     else:  # whole currency units, so that the table fits 80 columns (--csv and --json keep the cents)
         _emit([_whole(record) for record in records], columns, title.replace(")", ", whole units)", 1), False, False)
-        console.print("cost: metered, as `hubfleet cost`; net: fee - cost - staff; /user: per active user (MAU)")
+        console.print("cost: metered (as `hubfleet cost`); net = fee - cost - staff; /user: per MAU")
         tiers = [_whole(_tier_record(t)) for t in model.tiers]
         _emit(
             tiers,
