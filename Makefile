@@ -44,6 +44,7 @@ demo: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench docs
 	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_api
 
 from tests.console.shared import HUB_ADMIN, OPERATOR, A, B, ConsoleFleet, password
-
-playwright_api = pytest.importorskip("playwright.sync_api")
+from tests.requirements import need
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -29,8 +29,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[playwright_api.Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    need("chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)

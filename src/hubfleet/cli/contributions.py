@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hubfleet import db
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail
 from hubfleet.cli.usage import CSV_OPTION, FILE_OPTION, JSON_OPTION, PLOT_OPTION, _date, _emit, _fleet, _plot
-from hubfleet.fleet.state import database_url
+from hubfleet.common.state import database_url
 from hubfleet.spec import Fleet
 
 app = typer.Typer(help="The organisation's open-source contribution ledger (fleet file: `organisation:`).")

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from hubfleet import db
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
-from hubfleet.fleet.state import FleetState, database_url
+from hubfleet.common.state import FleetState, database_url
 from hubfleet.spec import Fleet, SpecError, load, parse
 from hubfleet.usage.cost import BillError
 from hubfleet.usage.reports import cost_report, monthly_active_users, pilot_statuses, usage_report

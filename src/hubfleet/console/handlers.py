@@ -176,7 +176,7 @@ class HubPage(ConsoleHandler):
             raise PageError(403, f"You are an admin of hub {self.viewer.hub}, not of hub {hub}.")
         month = self.month_argument()
         detail = await self.report(data.hub_detail, month, hub)
-        summary = next((h for h in self.console.hubs() if h["name"] == hub), None)
+        summary = next((h for h in self.console.hubs() if h.name == hub), None)
         currency = detail.cost.currency if detail.cost else self.fleet.usage.rates.currency
         figures = charts.hub_charts(detail, lambda amount: money(amount, currency))
         self.render(

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from hubfleet.common.files import write_private
+from hubfleet.common.settings import LOOPBACK, loopback_url
+from hubfleet.common.state import FleetState
+from hubfleet.common.status import HubStatus
 from hubfleet.console.app import Console
-from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
-from hubfleet.fleet.state import FleetState, allocate_ports, write_private
+from hubfleet.fleet.ports import allocate_ports
+from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
 from hubfleet.spec.models import Fleet
 from hubfleet.usage.metrics import CollectorRegistry, MetricsHandler
 
@@ -22,18 +25,24 @@ ROUTE_MARK = "hubfleet"
 """Key set on the route data of routes the fleet owns (others are left alone)."""
 
 
+Statuses = Callable[[], dict[str, HubStatus]]
+"""The supervisor's last status of each hub, by name."""
+
+
 class HealthHandler(web.RequestHandler):
     """/_hubfleet/health: 200 with the hubs' health when the front door and every hub answer, else 503."""
 
-    def initialize(self, hubs: Callable[[], list[dict[str, Any]]]) -> None:
-        self.hubs = hubs
+    def initialize(self, fleet: Callable[[], Fleet], statuses: Statuses) -> None:
+        self.fleet = fleet
+        self.statuses = statuses
 
     def get(self) -> None:
-        hubs = self.hubs()
-        healthy = all(h["healthy"] for h in hubs)
+        statuses = self.statuses()
+        hubs = {name: name in statuses and statuses[name].healthy for name in self.fleet().hubs}
+        healthy = all(hubs.values())
         self.set_status(200 if healthy else 503)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"healthy": healthy, "hubs": {h["name"]: h["healthy"] for h in hubs}}))
+        self.finish(json.dumps({"healthy": healthy, "hubs": hubs}))
 
 
 class NotFoundHandler(web.RequestHandler):
@@ -44,10 +53,10 @@ class NotFoundHandler(web.RequestHandler):
 class FrontDoor:
     """The fleet's public entry point."""
 
-    def __init__(self, fleet: Fleet, state: FleetState, hubs: Callable[[], list[dict[str, Any]]]):
+    def __init__(self, fleet: Fleet, state: FleetState, statuses: Statuses):
         self.fleet = fleet
         self.state = state
-        self.hubs = hubs
+        self.statuses = statuses
         ports_file = state.frontdoor_dir / "ports.json"
         if ports_file.exists():
             self.landing_port, self.api_port = json.loads(ports_file.read_text())
@@ -74,25 +83,19 @@ class FrontDoor:
             find_proxy_command(),
             f"--ip={door.host}",
             f"--port={door.port}",
-            "--api-ip=127.0.0.1",
+            f"--api-ip={LOOPBACK}",
             f"--api-port={self.api_port}",
-            f"--default-target=http://127.0.0.1:{self.landing_port}",
+            f"--default-target={loopback_url(self.landing_port)}",
             "--log-level=warn",
         ]
-        api = f"http://127.0.0.1:{self.api_port}/api/routes"
-
-        async def ready() -> bool:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                response = await client.get(api, headers={"Authorization": f"token {token}"})
-            return response.status_code == 200
-
+        api = self.routes_api
         process = ManagedProcess(
             "front-door",
             argv,
             cwd=self.state.frontdoor_dir,
             log_path=self.state.frontdoor_dir / "proxy.log",
             env={"CONFIGPROXY_AUTH_TOKEN": token},
-            ready=ready,
+            ready=lambda: http_ok(api, {"Authorization": f"token {token}"}),
             pid_file=self.state.frontdoor_dir / "proxy.pid",
         )
 
@@ -107,24 +110,29 @@ class FrontDoor:
     def url(self) -> str:
         return self.fleet.front_door.url
 
+    @property
+    def routes_api(self) -> str:
+        """The REST API of the front door's proxy (its routes)."""
+        return loopback_url(self.api_port, "/api/routes")
+
     async def start(self) -> None:
-        console = Console(lambda: self.fleet, self.state, self.hubs)
+        console = Console(lambda: self.fleet, self.state, self.statuses)
         app = web.Application(
             [
                 *console.handlers(),
-                (r"/_hubfleet/health", HealthHandler, {"hubs": self.hubs}),
+                (r"/_hubfleet/health", HealthHandler, {"fleet": lambda: self.fleet, "statuses": self.statuses}),
                 (r"/_hubfleet/metrics", MetricsHandler, {"registry": lambda: self.metrics, "state": self.state}),
                 (r".*", NotFoundHandler),
             ],
             **console.settings(),
         )
-        self._server = app.listen(self.landing_port, address="127.0.0.1", xheaders=True)
+        self._server = app.listen(self.landing_port, address=LOOPBACK, xheaders=True)
         await self.proxy.start()
 
     async def set_routes(self, routes: dict[str, str]) -> None:
         """Make the proxy route exactly `routes` (prefix → target) among the routes the fleet owns."""
         token = self._token()
-        api = f"http://127.0.0.1:{self.api_port}/api/routes"
+        api = self.routes_api
         headers = {"Authorization": f"token {token}"}
         async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
             current = (await client.get(api)).raise_for_status().json()

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import httpx
+
 from hubfleet.fleet.standby import StandbyPool
 
 log = logging.getLogger("hubfleet.processes")
@@ -37,6 +39,13 @@ def find_proxy_command() -> str:
         "configurable-http-proxy not found: run `make setup` (npm install --prefix .venv configurable-http-proxy)"
         f" or set ${CHP_ENV}"
     )
+
+
+async def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    """A readiness probe: whether GET `url` answers 200 within two seconds."""
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        response = await client.get(url, headers=headers)
+    return response.status_code == 200
 
 
 class ProcessFailed(RuntimeError):

@@ -7,28 +7,26 @@ by its owner only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from tornado import web
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_unix_socket
 
-from hubfleet.backends.base import Backend, HubStatus
-from hubfleet.backends.local import LocalBackend
-from hubfleet.backends.slurm import SlurmBackend
+from hubfleet.common.periodic import every
+from hubfleet.common.state import FleetState, database_url
+from hubfleet.common.status import FleetStatus, HubStatus
+from hubfleet.fleet import backend as backend_port
+from hubfleet.fleet import control
+from hubfleet.fleet.backend import Backend
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.scratch import ScratchSweeper
-from hubfleet.fleet.state import FleetState, database_url
-from hubfleet.spec import Fleet, SpecError, parse
-from hubfleet.spec.models import Hub, PaidPlan, PilotPlan
+from hubfleet.fleet.standby import StandbyPool
+from hubfleet.spec import Fleet, parse
+from hubfleet.spec.models import Hub
 from hubfleet.usage.collector import Collector, HubTarget
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -42,13 +40,14 @@ class Supervisor:
         self.source = source
         self.text = text
         self.state = state.create()
-        local = LocalBackend(fleet, self.state)
-        # Each hub runs on the backend its spec names; both run hub processes here and share one warm standby.
+        # A warm interpreter that replaces any hub process that dies, so that a hub is back within seconds.
+        self.standby = StandbyPool(self.state.root, self.state.root / "standby.log")
+        # Each hub runs on the backend its spec names (every installed backend, found by name).
         self.backends: dict[str, Backend] = {
-            "local": local,
-            "slurm": SlurmBackend(fleet, self.state, standby=local.standby),
+            name: backend_class(fleet, self.state, self.standby)
+            for name, backend_class in backend_port.registered().items()
         }
-        self.front_door = FrontDoor(fleet, self.state, self.landing_hubs)
+        self.front_door = FrontDoor(fleet, self.state, lambda: self._statuses)
         self.failed: dict[str, str] = {}
         self._statuses: dict[str, HubStatus] = {}
         self._stop = asyncio.Event()
@@ -71,14 +70,15 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop)
         self.state.supervisor_pid_file.write_text(f"{os.getpid()}\n")
         try:
-            self._start_control()
+            self._control = control.serve(self, self.state)
             await self.front_door.start()
             await asyncio.gather(*(self._up(hub) for hub in self.fleet.hubs.values()))
             await self._sync_routes()
             self.state.record_applied(self.source, self.text)
             self.ready = True
-            await self.refresh_status()
-            self._refresh = asyncio.create_task(self._refresh_loop())
+            self._refresh = asyncio.create_task(
+                every(5, self.refresh_status, log=log, what="refreshing the hubs' status", stop=self._stop)
+            )
             self._sweeping = asyncio.create_task(self.scratch.run())
             self._metering = asyncio.create_task(self.collector.run())
             if on_ready is not None:
@@ -101,18 +101,18 @@ class Supervisor:
         return self.backends[hub.backend]
 
     def usage_targets(self) -> list[HubTarget]:
-        """Every running hub, as the usage collector reaches it (servers of Slurm hubs run elsewhere: not read)."""
+        """Every running hub, as the usage collector reaches it (servers that run elsewhere are not read)."""
         return [
             HubTarget(
-                name=name,
-                api_url=hub.api_url,
+                name=hub.name,
+                api_url=hub.settings.address.hub_api_url,
                 token=hub.settings.secret("service_token"),
-                state_dir=hub.state.root,
+                state_dir=hub.settings.state_dir,
                 home_root=hub.settings.home_root,
-                local_servers=backend.name == "local",
+                local_servers=hub.servers_here,
             )
             for backend in self.backends.values()
-            for name, hub in getattr(backend, "hubs", {}).items()
+            for hub in backend.running_hubs()
         ]
 
     def running_on(self, name: str) -> Backend | None:
@@ -128,9 +128,11 @@ class Supervisor:
             self.failed[hub.name] = str(exc)
 
     async def _sync_routes(self) -> None:
-        routes: dict[str, str] = {}
-        for backend in self.backends.values():
-            routes.update(backend.routes())
+        routes = {
+            f"/hubs/{hub.name}": hub.route_target
+            for backend in self.backends.values()
+            for hub in backend.running_hubs()
+        }
         await self.front_door.set_routes(routes)
 
     async def shutdown(self) -> None:
@@ -150,6 +152,7 @@ class Supervisor:
                 log.error("stopping hub %s: %s", name, result)
         for backend in self.backends.values():
             await backend.close()
+        await self.standby.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()
@@ -219,109 +222,17 @@ class Supervisor:
         self._statuses = statuses
         return statuses
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(5)
-            with contextlib.suppress(Exception):
-                await self.refresh_status()
-
-    def landing_hubs(self) -> list[dict[str, Any]]:
-        """What the front door shows of each hub (its front page, health and console), from the last status."""
-        hubs = []
-        for name, hub in self.fleet.hubs.items():
-            status = self._statuses.get(name)
-            community = hub.community.name if hub.community else ""
-            hubs.append(
-                {
-                    "name": name,
-                    "title": hub.title,
-                    "community": community,
-                    "plan": describe_plan(hub.plan),
-                    "url": f"/hubs/{name}/",
-                    "healthy": bool(status and status.healthy),
-                    "state": status.state if status else "starting",
-                    "users": status.users if status else None,
-                    "running_servers": status.running_servers if status else None,
-                }
-            )
-        return hubs
-
-    async def status_document(self) -> dict[str, Any]:
+    async def status_document(self) -> FleetStatus:
+        """The fleet as the control socket reports it."""
         # Read before asking the hubs: `ready` must not turn true while the statuses are gathered from hubs
         # that were still starting (`up --detach` would then report them unhealthy).
         ready = self.ready
         statuses = await self.refresh_status()
-        return {
-            "fleet": self.fleet.name,
-            "front_door": self.front_door.url,
-            "pid": os.getpid(),
-            "ready": ready,
-            "source": str(self.source),
-            "hubs": [s.model_dump() for s in statuses.values()],
-        }
-
-    def _start_control(self) -> None:
-        app = web.Application(
-            [
-                (r"/status", StatusHandler, {"supervisor": self}),
-                (r"/apply", ApplyHandler, {"supervisor": self}),
-                (r"/down", DownHandler, {"supervisor": self}),
-            ]
+        return FleetStatus(
+            fleet=self.fleet.name,
+            front_door=self.front_door.url,
+            pid=os.getpid(),
+            ready=ready,
+            source=str(self.source),
+            hubs=list(statuses.values()),
         )
-        path = self.state.control_socket
-        path.unlink(missing_ok=True)
-        sock = bind_unix_socket(str(path), mode=0o600)
-        self._control = HTTPServer(app)
-        self._control.add_socket(sock)
-
-
-def describe_plan(plan_spec: PilotPlan | PaidPlan | None) -> str:
-    """One line about a hub's plan."""
-    if isinstance(plan_spec, PilotPlan):
-        return f"Pilot {plan_spec.start:%d %b %Y} to {plan_spec.end:%d %b %Y}"
-    if isinstance(plan_spec, PaidPlan):
-        return "Paid plan"
-    return ""
-
-
-class _ControlHandler(web.RequestHandler):
-    def initialize(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    def check_xsrf_cookie(self) -> None:  # a private Unix socket: no browser can reach it
-        return
-
-    def reply(self, status: int, document: dict[str, Any]) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document, default=str))
-
-
-class StatusHandler(_ControlHandler):
-    async def get(self) -> None:
-        self.reply(200, await self.supervisor.status_document())
-
-
-class ApplyHandler(_ControlHandler):
-    async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body)
-            source, text = Path(body["path"]), str(body["text"])
-        except (ValueError, KeyError, TypeError):
-            self.reply(400, {"error": "expected JSON with 'path' and 'text'"})
-            return
-        try:
-            changes = await self.supervisor.apply(source, text)
-        except SpecError as exc:
-            self.reply(422, {"error": str(exc)})
-            return
-        except ValueError as exc:
-            self.reply(409, {"error": str(exc)})
-            return
-        self.reply(200, {"plan": changes.to_dict(), "failed": self.supervisor.failed})
-
-
-class DownHandler(_ControlHandler):
-    def post(self) -> None:
-        self.supervisor.stop()
-        self.reply(202, {"stopping": True})

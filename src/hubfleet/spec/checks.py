@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hubfleet.edu.courses import COURSES_FOLDER, course_groups
+from hubfleet.spec.edu import COURSES_FOLDER, course_groups
 from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
 
 Finding = tuple[tuple[str | int, ...], str, str]

@@ -13,23 +13,25 @@ import httpx
 
 import hubfleet.hub as hub_package
 import hubfleet.research as research_package
-from hubfleet.backends.base import Backend, HubStatus
 from hubfleet.backends.local.render import (
-    base_url,
+    hub_address,
     prepare_machine,
     render_exchange_settings,
     render_gateway_settings,
     render_settings,
     wants_exchange,
 )
+from hubfleet.common.hubapi import HubAPI
+from hubfleet.common.settings import LOOPBACK, SETTINGS_ENV, HubAddress, HubPorts, HubSettings
+from hubfleet.common.state import FleetState, HubState
+from hubfleet.common.status import HubStatus
 from hubfleet.edu.exchange.settings import SETTINGS_ENV as EXCHANGE_SETTINGS_ENV
 from hubfleet.edu.exchange.settings import SETTINGS_FILE as EXCHANGE_SETTINGS_FILE
-from hubfleet.fleet.hubapi import HubAPI
+from hubfleet.fleet.backend import Backend, RunningHub
 from hubfleet.fleet.plan import HubChange
-from hubfleet.fleet.processes import ManagedProcess, find_proxy_command
+from hubfleet.fleet.ports import allocate_ports, hub_ports
+from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
 from hubfleet.fleet.standby import StandbyPool
-from hubfleet.fleet.state import FleetState, HubState, allocate_ports, hub_ports
-from hubfleet.hub.settings import SETTINGS_ENV, HubPorts, HubSettings
 from hubfleet.research.settings import SETTINGS_ENV as GATEWAY_SETTINGS_ENV
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import cgroups
@@ -57,17 +59,14 @@ def _with_exchange_port(fleet_state: FleetState, state: HubState, fleet: Fleet, 
     return ports
 
 
-async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        response = await client.get(url, headers=headers)
-    return response.status_code == 200
-
-
 class LocalHub:
     """One hub on this machine: its proxy, its JupyterHub and its companions (idle culler, Dask Gateway)."""
 
     backend = "local"
     """The backend's name, as `hubfleet status` shows it."""
+
+    servers_here = True
+    """Whether users' servers run on this machine."""
 
     def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState, standby: StandbyPool):
         self.fleet = fleet
@@ -88,9 +87,18 @@ class LocalHub:
         return self.spec.name
 
     @property
+    def address(self) -> HubAddress:
+        """Where the hub's processes are reached on this machine."""
+        return hub_address(self.spec, self.ports)
+
+    def running(self) -> RunningHub:
+        """The hub as the rest of the fleet reaches it."""
+        return RunningHub(self.name, self.backend, self.settings, self.address.proxy_url, self.servers_here)
+
+    @property
     def api_url(self) -> str:
         """The hub's REST API, reached directly on loopback."""
-        return f"http://127.0.0.1:{self.ports.hub}{base_url(self.spec)}hub/api"
+        return self.address.hub_api_url
 
     def api(self) -> HubAPI:
         return HubAPI(self.api_url, self.settings.secret("service_token"))
@@ -106,13 +114,14 @@ class LocalHub:
 
     def _proxy_process(self) -> ManagedProcess:
         token = self.settings.secret("proxy_token")
-        api = f"http://127.0.0.1:{self.ports.proxy_api}/api/routes"
-        error_target = f"http://127.0.0.1:{self.ports.hub}{base_url(self.spec)}hub/error"
+        address = self.address
+        api = f"{address.proxy_api_url}/api/routes"
+        error_target = f"{address.hub_url}{address.base_url}hub/error"
         argv = [
             find_proxy_command(),
-            "--ip=127.0.0.1",
+            f"--ip={LOOPBACK}",
             f"--port={self.ports.proxy}",
-            "--api-ip=127.0.0.1",
+            f"--api-ip={LOOPBACK}",
             f"--api-port={self.ports.proxy_api}",
             f"--error-target={error_target}",
             "--log-level=warn",
@@ -123,7 +132,7 @@ class LocalHub:
             cwd=self.state.root,
             log_path=self.state.log("proxy"),
             env={"CONFIGPROXY_AUTH_TOKEN": token},
-            ready=lambda: _http_ok(api, {"Authorization": f"token {token}"}),
+            ready=lambda: http_ok(api, {"Authorization": f"token {token}"}),
             pid_file=self.state.root / "proxy.pid",
         )
         process.on_restart = self._proxy_restarted
@@ -136,14 +145,14 @@ class LocalHub:
 
     def _hub_process(self) -> ManagedProcess:
         argv = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG_FILE)]
-        ready_url = f"http://127.0.0.1:{self.ports.proxy}{base_url(self.spec)}hub/api/"
+        ready_url = self.address.through_proxy("hub/api/")
         return ManagedProcess(
             f"{self.name}/hub",
             argv,
             cwd=self.state.root,
             log_path=self.state.log("hub"),
             env={SETTINGS_ENV: str(self.state.settings_file)},
-            ready=lambda: _http_ok(ready_url),
+            ready=lambda: http_ok(ready_url),
             pid_file=self.state.root / "hub.pid",
             standby=self.standby,
         )
@@ -182,7 +191,7 @@ class LocalHub:
             cwd=settings.state_dir,
             log_path=self.state.log("dask-gateway"),
             env={GATEWAY_SETTINGS_ENV: str(settings_file)},
-            ready=lambda: _http_ok(health),
+            ready=lambda: http_ok(health),
             pid_file=self.state.root / "dask-gateway.pid",
         )
 
@@ -199,7 +208,7 @@ class LocalHub:
             cwd=self.state.root,
             log_path=self.state.log("exchange"),
             env={EXCHANGE_SETTINGS_ENV: str(settings_file)},
-            ready=lambda: _http_ok(health),
+            ready=lambda: http_ok(health),
             pid_file=self.state.root / "exchange.pid",
         )
 
@@ -312,16 +321,12 @@ class LocalBackend(Backend):
 
     hub_class: type[LocalHub] = LocalHub
 
-    def __init__(self, fleet: Fleet, state: FleetState, standby: StandbyPool | None = None):
-        super().__init__(fleet, state)
+    def __init__(self, fleet: Fleet, state: FleetState, standby: StandbyPool):
+        super().__init__(fleet, state, standby)
         self.hubs: dict[str, LocalHub] = {}
-        # A warm interpreter that replaces any hub process that dies, so a hub is back within seconds; backends
-        # that also run hub processes on this machine may share it (`standby`).
-        self._owns_standby = standby is None
-        self.standby = standby or StandbyPool(state.root, state.root / "standby.log")
 
-    def hub_names(self) -> list[str]:
-        return list(self.hubs)
+    def running_hubs(self) -> list[RunningHub]:
+        return [hub.running() for hub in self.hubs.values()]
 
     async def up(self, hub: Hub) -> None:
         local = self.hub_class(self.fleet, hub, self.state.hub(hub.name), self.state, self.standby)
@@ -344,10 +349,3 @@ class LocalBackend(Backend):
 
     async def status(self, name: str) -> HubStatus:
         return await self.hubs[name].status()
-
-    async def close(self) -> None:
-        if self._owns_standby:
-            await self.standby.close()
-
-    def routes(self) -> dict[str, str]:
-        return {f"/hubs/{name}": f"http://127.0.0.1:{hub.ports.proxy}" for name, hub in self.hubs.items()}

@@ -8,12 +8,20 @@ import os
 from functools import partial
 from pathlib import Path
 
+from hubfleet.common.settings import (
+    LOOPBACK,
+    ExchangeLink,
+    GatewayLink,
+    HubAddress,
+    HubPorts,
+    HubSettings,
+    loopback_url,
+)
+from hubfleet.common.state import HubState, database_url
 from hubfleet.console.urls import oauth_callback as console_callback
 from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.settings import ExchangeSettings
-from hubfleet.fleet.state import HubState, database_url
-from hubfleet.hub.settings import ExchangeLink, GatewayLink, HubPorts, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
@@ -40,15 +48,21 @@ def scratch_root(fleet: Fleet, hub: Hub) -> Path | None:
     return fleet.paths.shared_root / hub.name / SCRATCH_FOLDER
 
 
+def hub_address(hub: Hub, ports: HubPorts) -> HubAddress:
+    """Where the hub's processes are reached on this machine."""
+    return HubAddress(base_url=base_url(hub), ports=ports)
+
+
 def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
     """Where the hub's Dask Gateway listens, if the hub has one."""
-    if hub.dask is None or not hub.dask.enabled or ports.gateway is None:
+    if hub.dask is None or not hub.dask.enabled or ports.gateway is None or ports.gateway_tcp is None:
         return None
-    path = f"{base_url(hub)}services/{GATEWAY_SERVICE}"
+    address = hub_address(hub, ports)
+    path = address.service_path(GATEWAY_SERVICE)
     return GatewayLink(
-        url=f"http://127.0.0.1:{ports.gateway}",
-        address=f"http://127.0.0.1:{ports.proxy}{path}",
-        proxy_address=f"gateway://127.0.0.1:{ports.gateway_tcp}",
+        url=loopback_url(ports.gateway),
+        address=address.through_proxy(f"services/{GATEWAY_SERVICE}"),
+        proxy_address=loopback_url(ports.gateway_tcp, scheme="gateway"),
         public_address=f"{fleet.front_door.url}{path}",
     )
 
@@ -58,14 +72,16 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubP
     assert hub.dask is not None and ports.gateway_api is not None
     gateway_dir = state.root / "dask-gateway"
     gateway_dir.mkdir(mode=0o700, exist_ok=True)
+    address = hub_address(hub, ports)
+    prefix = address.service_path(GATEWAY_SERVICE)
     return GatewaySettings(
         hub=hub.name,
-        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
-        prefix=f"{base_url(hub)}services/{GATEWAY_SERVICE}",
-        public_url=f"{fleet.front_door.url}{base_url(hub)}services/{GATEWAY_SERVICE}",
-        address=f"127.0.0.1:{ports.gateway_api}",
-        proxy_address=f"127.0.0.1:{ports.gateway}",
-        tcp_address=f"127.0.0.1:{ports.gateway_tcp}",
+        hub_api_url=address.hub_api_url,
+        prefix=prefix,
+        public_url=f"{fleet.front_door.url}{prefix}",
+        address=f"{LOOPBACK}:{ports.gateway_api}",
+        proxy_address=f"{LOOPBACK}:{ports.gateway}",
+        tcp_address=f"{LOOPBACK}:{ports.gateway_tcp}",
         state_dir=gateway_dir,
         clusters_dir=fleet.paths.shared_root / hub.name / ".dask-clusters",
         user_env=fleet.paths.user_env,
@@ -90,8 +106,8 @@ def exchange_link(hub: Hub, ports: HubPorts) -> ExchangeLink | None:
     if not wants_exchange(hub) or ports.exchange is None:
         return None
     return ExchangeLink(
-        url=f"http://127.0.0.1:{ports.exchange}",
-        address=f"http://127.0.0.1:{ports.proxy}{base_url(hub)}services/{EXCHANGE_SERVICE}/",
+        url=loopback_url(ports.exchange),
+        address=hub_address(hub, ports).through_proxy(f"services/{EXCHANGE_SERVICE}/"),
     )
 
 
@@ -103,11 +119,12 @@ def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, ports: Hub
         from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the hub makes the key; passback signs with it
 
         tool_key_file = state.root / TOOL_KEY_FILE
+    address = hub_address(hub, ports)
     return ExchangeSettings(
         hub=hub.name,
-        address=f"127.0.0.1:{ports.exchange}",
-        prefix=f"{base_url(hub)}services/{EXCHANGE_SERVICE}/",
-        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
+        address=f"{LOOPBACK}:{ports.exchange}",
+        prefix=f"{address.service_path(EXCHANGE_SERVICE)}/",
+        hub_api_url=address.hub_api_url,
         hub_prefix=f"{base_url(hub)}hub/",
         database_url=database_url(fleet, state.root.parents[1]),
         lti_platforms=list(hub.lti.platforms) if hub.lti else [],

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from hubfleet.backends.local import LocalBackend, LocalHub
 from hubfleet.backends.slurm import jobs
-from hubfleet.fleet.state import HubState
-from hubfleet.hub.settings import HubSettings, SlurmLink
+from hubfleet.common.settings import HubSettings, SlurmLink
+from hubfleet.common.state import HubState
 
 log = logging.getLogger("hubfleet.slurm")
 
-__all__ = ["SlurmBackend", "SlurmHub", "cancel_leftover_jobs", "slurm_conf"]
+__all__ = ["SlurmBackend", "SlurmHub", "slurm_conf"]
 
 
 def slurm_conf() -> Path | None:
@@ -35,6 +35,7 @@ class SlurmHub(LocalHub):
     """A hub whose users' servers are Slurm jobs."""
 
     backend = "slurm"
+    servers_here = False
 
     def render_settings(self) -> HubSettings:
         settings = super().render_settings()
@@ -84,17 +85,17 @@ class SlurmBackend(LocalBackend):
     name = "slurm"
     hub_class = SlurmHub
 
+    @classmethod
+    def clean_up_after(cls, hub: HubState) -> int:
+        """Cancel the jobs of a Slurm hub's users after its supervisor died; how many there were.
 
-def cancel_leftover_jobs(hub: HubState) -> int:
-    """Cancel the jobs of a Slurm hub's users after its supervisor died (`hubfleet down`); how many there were.
-
-    Hubs of other backends, or whose settings cannot be read, have none. Raises SlurmError when Slurm fails.
-    """
-    try:
-        settings = HubSettings.read(hub.settings_file)
-    except (OSError, ValidationError):
-        return 0
-    if settings.isolation != "slurm":
-        return 0
-    conf = settings.slurm.conf if settings.slurm is not None else None
-    return len(asyncio.run(jobs.cancel_hub_jobs(settings.hub, conf)))
+        Hubs of other backends, or whose settings cannot be read, have none. Raises SlurmError when Slurm fails.
+        """
+        try:
+            settings = HubSettings.read(hub.settings_file)
+        except (OSError, ValidationError):
+            return 0
+        if settings.isolation != "slurm":
+            return 0
+        conf = settings.slurm.conf if settings.slurm is not None else None
+        return len(asyncio.run(jobs.cancel_hub_jobs(settings.hub, conf)))

@@ -40,10 +40,11 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from tornado.httpserver import HTTPServer
 
 from hubfleet.db import open_database
-from hubfleet.edu.courses import STAFF_ROLES, parse_group
+from hubfleet.edu.courses import STAFF_ROLES
 from hubfleet.edu.exchange import passback, workflow
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE, SERVICE_NAME, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
+from hubfleet.spec.edu import parse_group
 
 log = logging.getLogger("hubfleet.exchange")
 

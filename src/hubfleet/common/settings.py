@@ -77,6 +77,53 @@ class HubPorts(BaseModel):
     """The assignment exchange service (hubs with courses or LTI)."""
 
 
+LOOPBACK = "127.0.0.1"
+"""Every internal process of a fleet listens on loopback only."""
+
+
+def loopback_url(port: int, path: str = "", scheme: str = "http") -> str:
+    """`scheme://127.0.0.1:port` followed by `path`."""
+    return f"{scheme}://{LOOPBACK}:{port}{path}"
+
+
+class HubAddress(BaseModel):
+    """Where one hub's processes are reached on this machine: the one place internal URLs are made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    """The hub's URL prefix behind the front door (`/hubs/<name>/`)."""
+    ports: HubPorts
+
+    @property
+    def hub_url(self) -> str:
+        """The JupyterHub process itself (what the proxy routes `<base_url>hub/` to)."""
+        return loopback_url(self.ports.hub)
+
+    @property
+    def hub_api_url(self) -> str:
+        """The hub's REST API, reached directly (not through a proxy)."""
+        return loopback_url(self.ports.hub, f"{self.base_url}hub/api")
+
+    @property
+    def proxy_url(self) -> str:
+        """The hub's proxy: its public face, which the front door forwards `<base_url>` to."""
+        return loopback_url(self.ports.proxy)
+
+    @property
+    def proxy_api_url(self) -> str:
+        """The REST API of the hub's proxy (routes)."""
+        return loopback_url(self.ports.proxy_api)
+
+    def through_proxy(self, path: str) -> str:
+        """`path` below the hub's prefix, through the hub's proxy (as users' servers reach it)."""
+        return loopback_url(self.ports.proxy, f"{self.base_url}{path}")
+
+    def service_path(self, name: str) -> str:
+        """The URL path of the hub's service `name` (no trailing slash)."""
+        return f"{self.base_url}services/{name}"
+
+
 class GatewayLink(BaseModel):
     """Where the hub's Dask Gateway is: for its service entry, and for users' servers to find it."""
 
@@ -150,6 +197,11 @@ class HubSettings(SettingsFile):
     """Where the hub sends a console login back to (the front door's callback; None: no console client)."""
     lti: LTI | None = None
     """LTI 1.3 launches from the hub's LMS registrations (None: no LTI); the tool's key is kept in `state_dir`."""
+
+    @property
+    def address(self) -> HubAddress:
+        """Where the hub's processes are reached on this machine."""
+        return HubAddress(base_url=self.base_url, ports=self.ports)
 
     def named_users(self) -> set[str]:
         """Everyone the fleet file names for this hub (plus the health-check user): they may log in, and no LMS
