@@ -14,7 +14,8 @@ Rules (also in docs/open-source-support.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -107,39 +108,21 @@ def _bounds(since: dt.date, until: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return dt.datetime.combine(since, dt.time()), dt.datetime.combine(until + dt.timedelta(days=1), dt.time())
 
 
-def contribution_report(
-    session: Session,
-    organisation: Organisation,
-    *,
-    by: By = "engineer",
-    since: dt.date,
-    until: dt.date,
-    project: str | None = None,
-) -> ContributionReport:
-    """Upstream work from `since` to `until` (inclusive), per engineer, key project or month (`project`: only the
-    work on that key project counts as upstream)."""
+Key = Callable[[str, str, dt.date | dt.datetime], Hashable | None]
+"""Where an item counts: from (engineer's login, key project, when) to a row key (None: nowhere)."""
+
+
+def tally(
+    session: Session, organisation: Organisation, since: dt.date, until: dt.date, key: Key
+) -> tuple[dict[Hashable, Counts], Counter[str]]:
+    """Upstream counts by `key` from `since` to `until` (inclusive), and each engineer's whole activity (items
+    anywhere on GitHub and non-code entries), in one pass over the ledger."""
     start, end = _bounds(since, until)
-    only = project
-    engineers = {e.github.lower(): e for e in organisation.engineers}
     project_of = ProjectMap(organisation)
-    rows: dict[str, ContributionRow] = {}
-    if by == "engineer":
-        for engineer in organisation.engineers:
-            login = engineer.github.lower()
-            rows[login] = ContributionRow(login, engineer.name, fte=engineer.fte, all_activity=0)
-    elif by == "project":
-        for project in organisation.projects:
-            rows[project.name] = ContributionRow(project.name, project.name, tier=project.tier)
-    else:
-        for month in months_between(since, until):
-            rows[month] = ContributionRow(month, month)
-
-    def row(login: str, project: str, when: dt.date | dt.datetime) -> ContributionRow | None:
-        key = login if by == "engineer" else project if by == "project" else _month(when)
-        return rows.get(key)
-
+    counts: dict[Hashable, Counts] = defaultdict(Counts)
+    activity: Counter[str] = Counter()
     query = select(Item.kind, Item.login, Item.repo, Item.created_at, Item.merged_at, Item.comments).where(
-        Item.login.in_(list(engineers)),
+        Item.login.in_([e.github.lower() for e in organisation.engineers]),
         or_(
             Item.created_at.between(start, end),
             (Item.kind == PULL_REQUEST) & Item.merged_at.between(start, end),
@@ -147,47 +130,66 @@ def contribution_report(
     )
     for kind, login, repo, created, merged, comments in session.execute(query):
         made = start <= created < end
+        if made:
+            activity[login] += 1
         project = project_of(repo)
-        if made and by == "engineer" and login in rows:
-            rows[login].all_activity = (rows[login].all_activity or 0) + 1
-        if project is None or (only is not None and project.name != only):
+        if project is None:
             continue
         if kind == PULL_REQUEST and merged is not None and start <= merged < end:
-            target = row(login, project.name, merged)
-            if target is not None:
-                target.counts.prs_merged += 1
-        if not made:
+            where = key(login, project.name, merged)
+            if where is not None:
+                counts[where].prs_merged += 1
+        where = key(login, project.name, created) if made else None
+        if where is None:
             continue
-        target = row(login, project.name, created)
-        if target is None:
-            continue
-        counts = target.counts
+        found = counts[where]
         if kind == PULL_REQUEST:
-            counts.prs_opened += 1
+            found.prs_opened += 1
         elif kind == REVIEW:
-            counts.reviews += 1
-            counts.review_comments += comments
+            found.reviews += 1
+            found.review_comments += comments
         elif kind == ISSUE:
-            counts.issues += 1
+            found.issues += 1
         elif kind == COMMENT:
-            counts.comments += 1
+            found.comments += 1
         elif kind == RELEASE:
-            counts.releases += 1
+            found.releases += 1
     for entry in noncode_entries(session, since, until):
-        if only is not None and entry.project != only:
-            continue
-        target = row(entry.login, entry.project, entry.day)
-        if target is None:
-            continue
-        target.counts.noncode += 1
-        target.counts.noncode_hours += entry.hours
-        if by == "engineer":
-            target.all_activity = (target.all_activity or 0) + 1
+        activity[entry.login] += 1
+        where = key(entry.login, entry.project, entry.day)
+        if where is not None:
+            counts[where].noncode += 1
+            counts[where].noncode_hours += entry.hours
+    return counts, activity
+
+
+def contribution_report(
+    session: Session, organisation: Organisation, *, by: By = "engineer", since: dt.date, until: dt.date
+) -> ContributionReport:
+    """Upstream work from `since` to `until` (inclusive), per engineer, key project or month."""
+    rows: dict[str, ContributionRow] = {}
+    if by == "engineer":
+        for engineer in organisation.engineers:
+            login = engineer.github.lower()
+            rows[login] = ContributionRow(login, engineer.name, fte=engineer.fte)
+    elif by == "project":
+        for project in organisation.projects:
+            rows[project.name] = ContributionRow(project.name, project.name, tier=project.tier)
+    else:
+        for month in months_between(since, until):
+            rows[month] = ContributionRow(month, month)
+
+    def key(login: str, project: str, when: dt.date | dt.datetime) -> str:
+        return login if by == "engineer" else project if by == "project" else _month(when)
+
+    counts, activity = tally(session, organisation, since, until, key)
     total = Counts()
-    for item in rows.values():
-        total.add(item.counts)
+    for name, row in rows.items():
+        row.counts = counts.get(name, Counts())
+        total.add(row.counts)
         if by == "engineer":
-            item.upstream_share = item.counts.activity / item.all_activity if item.all_activity else None
+            row.all_activity = activity[name]
+            row.upstream_share = row.counts.activity / row.all_activity if row.all_activity else None
     return ContributionReport(
         organisation=organisation.name,
         by=by,
@@ -256,21 +258,23 @@ def add_noncode(
     return entry
 
 
-def items_of_project(
-    session: Session, organisation: Organisation, project: str, since: dt.date, until: dt.date
-) -> dict[str, list[Item]]:
-    """The items of one key project in the period, by kind (for the support report's highlights)."""
+def highlights(
+    session: Session, organisation: Organisation, since: dt.date, until: dt.date
+) -> dict[str, dict[str, list[Item]]]:
+    """Per key project, the pull requests merged and the releases made in the period (for the support report)."""
     start, end = _bounds(since, until)
     project_of = ProjectMap(organisation)
-    logins = [e.github.lower() for e in organisation.engineers]
-    found: dict[str, list[Item]] = defaultdict(list)
+    found: dict[str, dict[str, list[Item]]] = defaultdict(lambda: defaultdict(list))
     query = select(Item).where(
-        Item.login.in_(logins),
-        Item.kind.in_([PULL_REQUEST, RELEASE]),
-        or_(Item.created_at.between(start, end), Item.merged_at.between(start, end)),
+        Item.login.in_([e.github.lower() for e in organisation.engineers]),
+        or_(
+            (Item.kind == PULL_REQUEST) & Item.merged_at.between(start, end),
+            (Item.kind == RELEASE) & Item.created_at.between(start, end),
+        ),
     )
     for item in session.execute(query).scalars():
-        found_project = project_of(item.repo)
-        if found_project is not None and found_project.name == project:
-            found[item.kind].append(item)
+        project = project_of(item.repo)
+        when = item.merged_at if item.kind == PULL_REQUEST else item.created_at
+        if project is not None and when is not None and start <= when < end:
+            found[project.name][item.kind].append(item)
     return found

@@ -12,7 +12,7 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from hubfleet.spec.organisation import Organisation
-from hubfleet.upstream.reports import Counts, contribution_report, items_of_project, noncode_entries
+from hubfleet.upstream.reports import Counts, contribution_report, highlights, noncode_entries, tally
 from hubfleet.upstream.tables import PULL_REQUEST, RELEASE, Item
 
 HIGHLIGHTS = 5
@@ -72,14 +72,19 @@ def support_report(session: Session, organisation: Organisation, *, since: dt.da
         "## Key projects",
     ]
     noncode = noncode_entries(session, since, until)
-    start, end = dt.datetime.combine(since, dt.time()), dt.datetime.combine(until + dt.timedelta(days=1), dt.time())
+    per_project, _ = tally(session, organisation, since, until, lambda login, project, _when: (project, login))
+    notable = highlights(session, organisation, since, until)
     for project in sorted(organisation.projects, key=lambda p: p.tier):
         where = ", ".join([*project.repos, *(f"{org}/*" for org in project.orgs)])
         lines += ["", f"### {project.name} (tier {project.tier}: {TIERS[project.tier]})", ""]
         if project.description:
             lines += [project.description, ""]
         lines += [f"Repositories: {where}.", ""]
-        people = contribution_report_for(session, organisation, project.name, since, until)
+        people = [
+            (e.github.lower(), per_project[(project.name, e.github.lower())])
+            for e in organisation.engineers
+            if (project.name, e.github.lower()) in per_project
+        ]
         if not people:
             lines += ["No recorded contributions in this period."]
             continue
@@ -87,18 +92,15 @@ def support_report(session: Session, organisation: Organisation, *, since: dt.da
             ["engineer", *(heading for _, heading in COLUMNS)],
             [[names.get(login, login), *_counts_cells(counts)] for login, counts in people],
         )
-        items = items_of_project(session, organisation, project.name, since, until)
-        merged = [pr for pr in items.get(PULL_REQUEST, []) if pr.merged_at is not None and start <= pr.merged_at < end]
-        merged.sort(key=lambda pr: -(pr.additions + pr.deletions))
+        items = notable.get(project.name, {})
+        merged = sorted(items.get(PULL_REQUEST, []), key=lambda pr: -(pr.additions + pr.deletions))
         if merged:
             lines += ["", "Largest merged pull requests:", ""]
             lines += [
                 f"- {_link(pr)} by {names.get(pr.login, pr.login)} (+{pr.additions} -{pr.deletions})"
                 for pr in merged[:HIGHLIGHTS]
             ]
-        releases = sorted(
-            (r for r in items.get(RELEASE, []) if start <= r.created_at < end), key=lambda r: r.created_at
-        )
+        releases = sorted(items.get(RELEASE, []), key=lambda r: r.created_at)
         if releases:
             lines += ["", "Releases:", ""]
             lines += [
@@ -144,11 +146,3 @@ def support_report(session: Session, organisation: Organisation, *, since: dt.da
 
 def _link(item: Item) -> str:
     return f"[{item.repo}#{item.number}: {item.title}]({item.url})"
-
-
-def contribution_report_for(
-    session: Session, organisation: Organisation, project: str, since: dt.date, until: dt.date
-) -> list[tuple[str, Counts]]:
-    """Each engineer's counts in one key project (engineers with nothing left out)."""
-    report = contribution_report(session, organisation, by="engineer", since=since, until=until, project=project)
-    return [(row.key, row.counts) for row in report.rows if row.counts.activity or row.counts.prs_merged]
