@@ -110,7 +110,22 @@ def _emit(
         console.print(table)
 
 
-MONEY = {"cost", "users", "idle", "fee", "total", "budget", "plan_fee"}
+MONEY = {
+    "cost",
+    "users",
+    "idle",
+    "fee",
+    "total",
+    "budget",
+    "plan_fee",
+    "fees",
+    "metered_cost",
+    "staff_cost",
+    "margin",
+    "per_user",
+    "break_even_fee",
+    "break_even_per_user",
+}
 """Columns shown as money (two decimals)."""
 
 
