@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet import db
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail
-from hubfleet.cli.usage import CSV_OPTION, FILE_OPTION, JSON_OPTION, PLOT_OPTION, _date, _emit, _fleet, _plot
+from hubfleet.cli.reports import (
+    CSV_OPTION,
+    FILE_OPTION,
+    JSON_OPTION,
+    PLOT_OPTION,
+    emit,
+    load_fleet,
+    parse_date,
+    write_plot,
+)
 from hubfleet.common.state import database_url
 from hubfleet.spec import Fleet
 
@@ -30,7 +39,7 @@ OUTPUT_OPTION: Any = typer.Option(None, "--output", "-o", help="write the Markdo
 
 def _ledger(file: Path | None, state_dir: Path | None) -> tuple[Fleet, sessionmaker[Session]]:
     """The fleet and its database (created if the fleet has none yet: the ledger may come before the hubs)."""
-    fleet, root = _fleet(file, state_dir)
+    fleet, root = load_fleet(file, state_dir)
     if not fleet.organisation.engineers:
         raise fail("the fleet file names no engineers: add `organisation.engineers` (docs/open-source-support.md)")
     url = database_url(fleet, root)
@@ -42,8 +51,8 @@ def _ledger(file: Path | None, state_dir: Path | None) -> tuple[Fleet, sessionma
 
 def _period(since: str | None, until: str | None) -> tuple[dt.date, dt.date]:
     today = dt.datetime.now(dt.UTC).date()
-    last = _date(until, "--until", today)
-    first = _date(since, "--since", (last or today) - dt.timedelta(days=365))
+    last = parse_date(until, "--until", today)
+    first = parse_date(since, "--since", (last or today) - dt.timedelta(days=365))
     assert first is not None and last is not None
     if first > last:
         raise fail("--since is after --until")
@@ -101,7 +110,7 @@ def add(
     """Record non-code work for a key project: a talk, a community call, mentoring, a docs sprint."""
     from hubfleet.upstream.reports import EntryError, add_noncode
 
-    when = _date(day, "--date", dt.datetime.now(dt.UTC).date())
+    when = parse_date(day, "--date", dt.datetime.now(dt.UTC).date())
     assert when is not None
     fleet, sessions = _ledger(file, state_dir)
     try:
@@ -181,14 +190,14 @@ def report(
         "rows": records,
         "total": result.total.__dict__,
     }
-    _emit(records, columns, title, as_csv, as_json, document)
+    emit(records, columns, title, as_csv, as_json, document)
 
     def figure(_plots: Any) -> Any:
         from hubfleet.upstream.plots import contributions_figure
 
         return contributions_figure(result)
 
-    _plot(plot, figure, title, records, columns)
+    write_plot(plot, figure, title, records, columns)
 
 
 @app.command("support-report")

@@ -10,17 +10,17 @@ import typer
 from rich.markup import escape
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, fail
-from hubfleet.cli.usage import (
+from hubfleet.cli.reports import (
     CSV_OPTION,
     FILE_OPTION,
     JSON_OPTION,
     MONEY,
     MONTH_OPTION,
     PLOT_OPTION,
-    _emit,
-    _month,
-    _plot,
-    _report,
+    emit,
+    parse_month,
+    run_report,
+    write_plot,
 )
 
 WHAT_IF_OPTION: Any = typer.Option(
@@ -83,8 +83,8 @@ def economics(
     from hubfleet.usage.economics import WhatIfError, what_if
     from hubfleet.usage.economics import economics as model_of
 
-    first = _month(month)
-    _, base = _report(file, state_dir, lambda session, fleet: model_of(session, fleet, month=first))
+    first = parse_month(month)
+    _, base = run_report(file, state_dir, lambda session, fleet: model_of(session, fleet, month=first))
     try:
         model = what_if(base, changes) if changes else base
     except WhatIfError as exc:
@@ -105,12 +105,12 @@ def economics(
     scenario = f" — what if {', '.join(changes)}" if changes else ""
     title = f"Economics, {first:%B %Y} ({currency}){scenario}"
     if as_csv or as_json:
-        _emit(records, columns, title, as_csv, as_json, _document(model) | {"baseline": _document(base)["totals"]})
+        emit(records, columns, title, as_csv, as_json, _document(model) | {"baseline": _document(base)["totals"]})
     else:  # whole currency units, so that the table fits 80 columns (--csv and --json keep the cents)
-        _emit([_whole(record) for record in records], columns, title.replace(")", ", whole units)", 1), False, False)
+        emit([_whole(record) for record in records], columns, title.replace(")", ", whole units)", 1), False, False)
         console.print("cost: metered (as `hubfleet cost`); net = fee - cost - staff; /user: per MAU")
         tiers = [_whole(_tier_record(t)) for t in model.tiers]
-        _emit(
+        emit(
             tiers,
             [
                 ("tier", "tier"),
@@ -142,7 +142,7 @@ def economics(
 
         return economics_figure(model)
 
-    _plot(plot, figure, title, records, columns)
+    write_plot(plot, figure, title, records, columns)
 
 
 def register(app: typer.Typer) -> None:
