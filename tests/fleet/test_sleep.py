@@ -19,7 +19,7 @@ import pytest
 
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.hub.authenticators.lti import ToolURLs
-from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub, wait_until
 from tests.lms.peer import PeerLMS
 
 S, L, K = unique_hub("zs"), unique_hub("zl"), unique_hub("zk")
@@ -38,8 +38,10 @@ def hubs_yaml(lms: PeerLMS) -> str:
     - {{name: small, cpu: 0.5, memory: 300M, default: true}}
   sleep: {{after: {IDLE}s}}
 {L}:
-  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [ann]}}
+  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [lee]}}
   sleep: {{after: {IDLE}s}}
+  courses:
+    - {{name: c1, lms_context: ctx-1, roster: lms}}
   lti:
     username: email
     platforms:
@@ -181,26 +183,21 @@ def test_an_lti_login_initiation_posted_to_a_sleeping_hub_goes_on_to_the_lms(fle
 
 
 def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:
-    async def start() -> HubUser:
-        client = httpx.AsyncClient(timeout=120)
-        user = await HubUser.login(client, fleet.hub_url(S), PasswordLogin("ann", PASSWORD))
-        await user.start_server()
-        return user
+    def idle_but_awake() -> dict | None:
+        # Well past its idle time with no request through the proxy: only the running server keeps it awake.
+        return hub_status(fleet, S) if _idle_for(fleet, S) > IDLE + 5 else None
 
-    user = asyncio.run(start())
-    try:
-        # Well past its idle time with no request through the proxy: the running server keeps it awake.
-        status = wait_until(
-            lambda: _idle_for(fleet, S) > IDLE + 5 and hub_status(fleet, S), 60, "the hub idle past its time"
-        )
-        assert status["state"] == "running" and status["running_servers"] == 1
-    finally:
+    async def scenario() -> dict:
+        async with httpx.AsyncClient(timeout=120) as client:
+            user = await HubUser.login(client, fleet.hub_url(S), PasswordLogin("ann", PASSWORD))
+            await user.start_server()
+            try:
+                return await await_until(lambda: asyncio.to_thread(idle_but_awake), 90, "the hub idle past its time")
+            finally:
+                await user.stop_server()
 
-        async def stop() -> None:
-            await user.stop_server()
-            await user.client.aclose()
-
-        asyncio.run(stop())
+    status = asyncio.run(scenario())
+    assert status["state"] == "running" and status["running_servers"] == 1
     wait_asleep(fleet, S)
 
 
