@@ -16,9 +16,14 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from hubfleet.common.state import FleetState
+from hubfleet.db import default_url, open_database
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.hub.authenticators.lti import ToolURLs
+from hubfleet.usage.metrics import metrics_token
+from hubfleet.usage.tables import Coverage, Sample
 from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub, wait_until
 from tests.lms.peer import PeerLMS
 
@@ -64,7 +69,9 @@ def lms() -> Iterator[PeerLMS]:
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     os.environ["HUBFLEET_SLEEP_SWEEP_EVERY"] = "1"  # look for idle hubs every second (10 s in production)
     try:
-        with running_fleet(tmp_path_factory.mktemp("sleep"), hubs_yaml(lms), [S, L, K], PASSWORD) as running:
+        root = tmp_path_factory.mktemp("sleep")
+        usage = "usage: {metering: {interval: 2}}"
+        with running_fleet(root, hubs_yaml(lms), [S, L, K], PASSWORD, top=usage) as running:
             urls = ToolURLs.of(running.hub_url(L))
             lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
             yield running
@@ -199,6 +206,40 @@ def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:
     status = asyncio.run(scenario())
     assert status["state"] == "running" and status["running_servers"] == 1
     wait_asleep(fleet, S)
+
+
+def test_metering_goes_on_across_sleep_without_waking_hubs(fleet: RunningFleet) -> None:
+    """The collector skips sleeping hubs (no errors, no wake) and metered the server that kept a hub awake."""
+    wait_asleep(fleet, S)
+    wakes = hub_status(fleet, S)["wakes"]
+    sessions = open_database(default_url(fleet.state_dir))
+
+    def sweeps() -> int:
+        with sessions() as session:
+            return session.scalar(select(func.count()).select_from(Coverage)) or 0
+
+    before = sweeps()
+    wait_until(lambda: sweeps() >= before + 3, 30, "three more sweeps while the hub sleeps")
+    status = hub_status(fleet, S)
+    assert status["state"] == "asleep" and status["wakes"] == wakes
+    token = metrics_token(FleetState(fleet.state_dir))
+    metrics = httpx.get(f"{fleet.url}/_hubfleet/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    errors = [line for line in metrics.splitlines() if line.startswith("hubfleet_usage_collector_errors_total")]
+    assert errors and float(errors[0].split()[-1]) == 0, errors
+    with sessions() as session:
+        ann = session.scalar(select(func.count()).select_from(Sample).where(Sample.hub == S, Sample.user == "ann"))
+    assert ann, "the server that kept the hub awake was metered"
+
+
+def test_apply_changes_a_sleeping_hubs_settings_without_waking_it(fleet: RunningFleet) -> None:
+    wait_asleep(fleet, S)
+    wakes = hub_status(fleet, S)["wakes"]
+    fleet.write(fleet.file.read_text().replace("memory: 300M, default: true", "memory: 400M, default: true"))
+    fleet.cli("apply", str(fleet.file))
+    settings = json.loads((fleet.state_dir / "hubs" / S / "settings.json").read_text())
+    assert settings["profiles"][0]["memory"] == "400M"
+    status = hub_status(fleet, S)
+    assert status["state"] == "asleep" and status["wakes"] == wakes
 
 
 def _idle_for(fleet: RunningFleet, hub: str) -> float:
