@@ -124,26 +124,10 @@ class WakeHandler(web.RequestHandler):
                 self.add_header(name, value)
         self.finish(response.content)
 
-    async def get(self, hub: str, _rest: str | None = None) -> None:
+    async def _any_method(self, hub: str, _rest: str | None = None) -> None:
         await self._handle(hub)
 
-    async def head(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
-
-    async def post(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
-
-    async def put(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
-
-    async def patch(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
-
-    async def delete(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
-
-    async def options(self, hub: str, _rest: str | None = None) -> None:
-        await self._handle(hub)
+    get = head = post = put = patch = delete = options = _any_method
 
 
 class WakeStatusHandler(web.RequestHandler):
