@@ -62,10 +62,6 @@ class Forbidden(ExchangeError):
     status = 403
 
 
-class Conflict(ExchangeError):
-    status = 409
-
-
 class TooLarge(ExchangeError):
     status = 413
 
