@@ -1,6 +1,6 @@
 """The autograder: grades a batch of submissions in parallel, each notebook in its own sandbox.
 
-:func:`grade_batch` starts one worker thread per slot (default: two per CPU core), each with its own
+:func:`grade_batch` grades on a thread pool (default: two threads per CPU core), each thread with its own
 :class:`~.sandbox.Sandbox`. A submission is graded as nbgrader's ``autograde`` does: outputs cleared, nbgrader
 cells checked against the :class:`~.models.GradingSpec` (a locked or test cell whose checksum does not match is
 restored from the source — that is also how the hidden tests come back; a deleted one is put back), every code
@@ -17,10 +17,10 @@ import datetime as dt
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,9 +348,6 @@ def _hidden_folders(
     return sorted(p for p in hidden if not any(p != q and p.is_relative_to(q) for q in hidden))
 
 
-_DONE = object()
-
-
 def grade_batch(
     spec: GradingSpec,
     submissions: Iterable[Submission],
@@ -402,55 +399,84 @@ def grade_batch(
         log.warning("no usable cgroup hierarchy: sandboxes run without memory, process and CPU limits")
     remove_stale_cgroups(driver)
     hidden = _hidden_folders(todo, [*hide, *([graded_root] if graded_root else [])], work_root, python)
-    tasks: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
-    for submission in todo:
-        tasks.put(submission)
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = threading.Event()
-    info: dict[str, Any] = {}
+    slots = _Slots(
+        lambda index: Sandbox(index, limits=limits, python=python, work_root=work_root, hide=hidden, driver=driver)
+    )
 
-    def work(index: int) -> None:
-        try:
-            with Sandbox(index, limits=limits, python=python, work_root=work_root, hide=hidden, driver=driver) as box:
-                info.update(box.info)
-                while not stop.is_set():
-                    try:
-                        submission = tasks.get_nowait()
-                    except queue.Empty:
-                        break
-                    try:
-                        results.put(grade_submission(box, spec, submission, graded_root))
-                    except SandboxError:
-                        tasks.put(submission)  # another worker (or the next run) grades it
-                        raise
-        except BaseException as exc:
-            results.put(exc)
-        finally:
-            results.put(_DONE)
+    def grade(submission: Submission) -> GradeResult | None:
+        return (
+            None
+            if slots.stopped.is_set()
+            else slots.use(lambda box: grade_submission(box, spec, submission, graded_root))
+        )
 
-    threads = [threading.Thread(target=work, args=(i,), name=f"grader-{i}", daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
     graded = 0
     failure: BaseException | None = None
-    running = count
     try:
-        while running:
-            item = results.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
-                failure = failure or item
-            else:
-                on_result(item)
-                graded += 1
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="grader") as pool:
+            futures = [pool.submit(grade, submission) for submission in todo]
+            try:
+                for future in as_completed(futures):
+                    try:
+                        result = future.result()
+                    except SandboxError as exc:  # that submission stays ungraded: the next run grades it
+                        failure = failure or exc
+                        continue
+                    if result is not None:
+                        on_result(result)
+                        graded += 1
+            finally:
+                slots.stopped.set()  # on_result raised, or we are done: tasks not started yet do nothing
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        slots.close()
         remove_own_cgroups(driver)
     if failure is not None and graded + skipped < len(ids):
         raise failure
     return BatchSummary(
-        graded=graded, skipped=skipped, seconds=round(time.monotonic() - started, 3), workers=count, sandbox=info
+        graded=graded, skipped=skipped, seconds=round(time.monotonic() - started, 3), workers=count, sandbox=slots.info
     )
+
+
+class _Slots:
+    """One sandbox per grading thread, opened on the thread's first submission (a sandbox belongs to the thread
+    that opened it); a sandbox that breaks is replaced once per submission; one that cannot start stops the batch."""
+
+    def __init__(self, make: Callable[[int], Sandbox]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._boxes: list[Sandbox] = []
+        self.stopped = threading.Event()
+        self.info: dict[str, Any] = {}
+
+    def _box(self) -> Sandbox:
+        box: Sandbox | None = getattr(self._local, "box", None)
+        if box is None:
+            with self._lock:
+                index = len(self._boxes)
+                self._boxes.append(None)  # type: ignore[arg-type]  # reserves the index
+            try:
+                box = self._make(index)
+            except SandboxError:
+                self.stopped.set()
+                raise
+            with self._lock:
+                self._boxes[index] = box
+                self.info = self.info or dict(box.info)
+            self._local.box = box
+        return box
+
+    def use(self, work: Callable[[Sandbox], GradeResult]) -> GradeResult:
+        try:
+            return work(self._box())
+        except SandboxError:
+            if self.stopped.is_set():
+                raise
+            self._local.box.close()
+            self._local.box = None
+            return work(self._box())
+
+    def close(self) -> None:
+        for box in self._boxes:
+            if box is not None:
+                box.close()
