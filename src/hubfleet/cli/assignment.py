@@ -125,7 +125,6 @@ def autograde_command(
                     skip=done,
                     on_result=record,
                     graded_root=graded_dir or journal.with_name(journal.name + ".graded"),
-                    hide=[spec_or_source.absolute().parent, journal.absolute().parent],
                 )
             except grading.SandboxError as exc:
                 raise fail(str(exc)) from None

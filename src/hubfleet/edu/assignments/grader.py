@@ -33,6 +33,8 @@ from hubfleet.edu.assignments.models import CellResult, CellSpec, GradeResult, G
 from hubfleet.edu.assignments.sandbox import (
     DEFAULT_PYTHON,
     DEFAULT_WORK_ROOT,
+    Cell,
+    CellKind,
     CellRun,
     NotebookRun,
     Sandbox,
@@ -239,11 +241,20 @@ def _clean_output(output: dict[str, Any], execution_count: int | None) -> Any:
     return None
 
 
+def _kind(cell_spec: CellSpec) -> CellKind:
+    """Whose a code cell is: a test cell (autograded), an instructor's locked cell, or the student's."""
+    if _is_auto(cell_spec):
+        return "test"
+    return "instructor" if cell_spec.locked else "student"
+
+
 def grade_notebook(sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec) -> tuple[list[CellResult], str | None]:
     """Sanitize, run and score one submitted notebook (in place); returns its results and why its run stopped."""
     restored = prepare_notebook(nb, spec)
     code = [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    run: NotebookRun = sandbox.run(workdir, [fmt.source_text(cell) for _, cell in code])
+    kinds = {c.grade_id: _kind(c) for c in spec.cells}
+    cells: list[Cell] = [(fmt.source_text(cell), kinds.get(fmt.grade_id(cell) or "", "student")) for _, cell in code]
+    run: NotebookRun = sandbox.run(workdir, cells, spec.defined_names)
     runs = {}
     for (index, cell), cell_run in zip(code, run.cells, strict=True):
         cleaned = (_clean_output(o, cell_run.execution_count) for o in cell_run.outputs)
@@ -327,27 +338,6 @@ def grade_submission(
 # --------------------------------------------------------------------------------------------- the batch
 
 
-def _hidden_folders(
-    submissions: Sequence[Submission], extra: Iterable[Path], work_root: Path, python: Path
-) -> list[Path]:
-    """Folders every sandbox sees as empty: where the submissions come from, plus ``extra``.
-
-    The submissions' folders are covered by the closest folder holding them all when that can be hidden, else each
-    by its own parent. A folder holding what the sandboxes need (their working folders, the Python, the system) is
-    never hidden; file permissions protect what is in it.
-    """
-    needed = [work_root.absolute(), python.absolute(), *map(Path, ("/usr", "/etc", "/lib", "/bin", "/dev", "/proc"))]
-
-    def hideable(path: Path) -> bool:
-        return not any(n.is_relative_to(path) for n in needed)
-
-    parents = {s.folder.absolute().parent for s in submissions}
-    common = Path(os.path.commonpath(parents)) if parents else None
-    wanted = {common} if common is not None and hideable(common) else parents
-    hidden = [p for p in wanted | {p.absolute() for p in extra} if hideable(p)]
-    return sorted(p for p in hidden if not any(p != q and p.is_relative_to(q) for q in hidden))
-
-
 def grade_batch(
     spec: GradingSpec,
     submissions: Iterable[Submission],
@@ -357,7 +347,6 @@ def grade_batch(
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass, safe as a default
     skip: Callable[[str], bool] | Collection[str] = (),
     graded_root: Path | None = None,
-    hide: Sequence[Path] = (),
     python: Path = DEFAULT_PYTHON,
     work_root: Path = DEFAULT_WORK_ROOT,
 ) -> BatchSummary:
@@ -370,7 +359,6 @@ def grade_batch(
       yet delivered are dropped and will be graded again on the next run) and the exception propagates;
     * ``graded_root``: where the executed notebooks (and anything the code wrote) are kept, one folder per
       submission id (root-owned; replaced on regrading); ``None`` keeps nothing;
-    * ``hide``: more folders the sandboxes must see as empty (the folders holding the submissions always are).
 
     Raises :class:`SandboxError` if no sandbox can start (not root, no user environment, ...); a duplicate
     submission id is a ``ValueError``. Problems of one submission end up in its result, never stop the batch.
@@ -398,10 +386,7 @@ def grade_batch(
     if driver is None:
         log.warning("no usable cgroup hierarchy: sandboxes run without memory, process and CPU limits")
     remove_stale_cgroups(driver)
-    hidden = _hidden_folders(todo, [*hide, *([graded_root] if graded_root else [])], work_root, python)
-    slots = _Slots(
-        lambda index: Sandbox(index, limits=limits, python=python, work_root=work_root, hide=hidden, driver=driver)
-    )
+    slots = _Slots(lambda index: Sandbox(index, limits=limits, python=python, work_root=work_root, driver=driver))
 
     def grade(submission: Submission) -> GradeResult | None:
         return (

@@ -69,6 +69,11 @@ class NotebookSpec(BaseModel):
 
     name: str
     cells: tuple[CellSpec, ...]
+    defined_names: tuple[str, ...] = Field(
+        default=(),
+        description="names the source notebook's code defines at the top level (classes and functions a "
+        "submission is meant to write: test cells compare their objects as they are)",
+    )
 
     @property
     def max_points(self) -> float:
