@@ -37,6 +37,9 @@ GRADED_DIR: Any = typer.Option(None, help="keep the executed notebooks here (def
 CELL_TIMEOUT: Any = typer.Option(30.0, min=0.1, help="seconds per cell")
 NOTEBOOK_TIMEOUT: Any = typer.Option(300.0, min=0.1, help="seconds per notebook")
 MEMORY_MB: Any = typer.Option(1024, min=16, help="memory limit of each sandbox, MiB")
+DATA_DIR: Any = typer.Option(
+    None, help="the assignment's data files, put over the submissions' copies (default: next to the spec)"
+)
 
 
 @assignment_app.command("generate")
@@ -93,8 +96,11 @@ def autograde_command(
     cell_timeout: float = CELL_TIMEOUT,
     notebook_timeout: float = NOTEBOOK_TIMEOUT,
     memory_mb: int = MEMORY_MB,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
-    """Grade every submission in sandboxes, in parallel; results go to the journal one by one, as they finish."""
+    """Grade every submission in sandboxes, in parallel; results go to the journal one by one, as they finish.
+
+    Each submission gets the assignment's data files from the source folder (or DATA_DIR), not its own copies."""
     limits = grading.SandboxLimits(
         cell_seconds=cell_timeout, notebook_seconds=notebook_timeout, memory_bytes=memory_mb * 2**20
     )
@@ -125,8 +131,9 @@ def autograde_command(
                     skip=done,
                     on_result=record,
                     graded_root=graded_dir or journal.with_name(journal.name + ".graded"),
+                    data_dir=data_dir or (spec_or_source if spec_or_source.is_dir() else spec_or_source.parent),
                 )
-            except grading.SandboxError as exc:
+            except (grading.SandboxError, ValueError) as exc:
                 raise fail(str(exc)) from None
     rate = summary.graded / summary.seconds if summary.seconds else 0.0
     troubled = sum(1 for r in totals if r.errors)

@@ -283,9 +283,16 @@ def _write_graded(folder: Path, name: str, nb: Any) -> str | None:
 
 
 def grade_submission(
-    sandbox: Sandbox, spec: GradingSpec, submission: Submission, graded_root: Path | None
+    sandbox: Sandbox,
+    spec: GradingSpec,
+    submission: Submission,
+    graded_root: Path | None,
+    data_dir: Path | None = None,
 ) -> GradeResult:
-    """Grade every notebook of one submission in ``sandbox``; the executed notebooks go to ``graded_root/<id>``."""
+    """Grade every notebook of one submission in ``sandbox``; the executed notebooks go to ``graded_root/<id>``.
+
+    With ``data_dir``, the assignment's data files are taken from there, whatever the submission has instead (as
+    nbgrader's autograde copies them from the source)."""
     started = time.monotonic()
     notebooks: dict[str, list[CellResult]] = {}
     errors: list[str] = []
@@ -294,7 +301,8 @@ def grade_submission(
     missing = not folder.is_dir() or folder.is_symlink()
     if missing:
         errors.append("the submission folder is missing")
-    workdir = sandbox.new_workdir(None if missing else folder)
+    data = [(name, data_dir / name) for name in spec.data_files] if data_dir is not None else []
+    workdir = sandbox.new_workdir(None if missing else folder, data)
     try:
         for nb_spec in spec.notebooks:
             if missing:
@@ -347,6 +355,7 @@ def grade_batch(
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass, safe as a default
     skip: Callable[[str], bool] | Collection[str] = (),
     graded_root: Path | None = None,
+    data_dir: Path | None = None,
     python: Path = DEFAULT_PYTHON,
     work_root: Path = DEFAULT_WORK_ROOT,
 ) -> BatchSummary:
@@ -359,11 +368,17 @@ def grade_batch(
       yet delivered are dropped and will be graded again on the next run) and the exception propagates;
     * ``graded_root``: where the executed notebooks (and anything the code wrote) are kept, one folder per
       submission id (root-owned; replaced on regrading); ``None`` keeps nothing;
+    * ``data_dir``: a folder with the assignment's data files (the source or student version): each submission
+      gets those, not its own copies (which it may have changed), as in nbgrader's autograde;
 
     Raises :class:`SandboxError` if no sandbox can start (not root, no user environment, ...); a duplicate
     submission id is a ``ValueError``. Problems of one submission end up in its result, never stop the batch.
     """
     is_done = skip if callable(skip) else skip.__contains__
+    if data_dir is not None:
+        missing_data = [name for name in spec.data_files if not (data_dir / name).is_file()]
+        if missing_data:
+            raise ValueError(f"{data_dir}: the assignment's data files {missing_data} are not there")
     todo = []
     ids: set[str] = set()
     skipped = 0
@@ -392,7 +407,7 @@ def grade_batch(
         return (
             None
             if slots.stopped.is_set()
-            else slots.use(lambda box: grade_submission(box, spec, submission, graded_root))
+            else slots.use(lambda box: grade_submission(box, spec, submission, graded_root, data_dir))
         )
 
     graded = 0

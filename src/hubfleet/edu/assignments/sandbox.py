@@ -67,6 +67,8 @@ MAX_ACCOUNTS = 256
 LOCK_DIR = Path("/run/hubfleet-grading")
 CGROUP_ROOT = "hubfleet/grading"
 ZYGOTE = Path(__file__).with_name("_child") / "forkserver.py"
+INSIDE = "/assignment"
+"""Where a notebook's process sees its working folder (its home and current directory)."""
 MAX_FRAME = 64 * 1024 * 1024
 ZYGOTE_START_TIMEOUT = 120.0
 REPLY_GRACE = 2.0  # how long after a cell's own time limit the child may take to report the timeout
@@ -258,6 +260,29 @@ def _copy_tree(source: Path, target: Path, uid: int, gid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
+def _put_file(root: Path, relative: str, source: Path, uid: int, gid: int) -> None:
+    """Copy ``source`` to ``root/relative``, replacing whatever is there (a symbolic link or a folder of the same
+    name included: nothing is written outside ``root``)."""
+    *folders, name = Path(relative).parts
+    here = root
+    for part in folders:
+        here = here / part
+        if here.is_symlink() or (here.exists() and not here.is_dir()):
+            here.unlink()
+        if not here.exists():
+            here.mkdir(mode=0o755)
+            os.chown(here, uid, gid)
+    target = here / name
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+        shutil.copyfileobj(data, out)
+    os.chown(target, uid, gid)
+
+
 def _describe_exit(status: int | None, oom: bool, memory_bytes: int) -> str:
     """What ended a notebook's process, from the wait status of its namespace's init."""
     if oom:
@@ -394,13 +419,16 @@ class Sandbox:
 
     # ------------------------------------------------------------------ working folders
 
-    def new_workdir(self, files: Path | None) -> Path:
-        """A fresh working folder (0700, owned by the slot's account) holding a copy of ``files``' contents."""
+    def new_workdir(self, files: Path | None, data: Sequence[tuple[str, Path]] = ()) -> Path:
+        """A fresh working folder (0700, owned by the slot's account) holding a copy of ``files``' contents, with
+        ``data`` (relative path, file) put over whatever the copy has at those paths."""
         self._seq += 1
         workdir = self.work_root / f"w{os.getpid()}-{self.index}-{self._seq}-{secrets.token_hex(8)}"
         workdir.mkdir(mode=0o700)
         if files is not None:
             _copy_tree(files, workdir, self.account.uid, self.account.gid)
+        for relative, source in data:
+            _put_file(workdir, relative, source, self.account.uid, self.account.gid)
         os.chown(workdir, self.account.uid, self.account.gid)
         workdir.chmod(0o700)
         return workdir
@@ -425,7 +453,7 @@ class Sandbox:
         limits = self.limits
         env = {
             **self._base_env(),
-            "HOME": str(workdir),
+            "HOME": INSIDE,
             "USER": self.account.name,
             "LOGNAME": self.account.name,
             "TMPDIR": "/tmp",
@@ -435,6 +463,7 @@ class Sandbox:
             "uid": self.account.uid,
             "gid": self.account.gid,
             "workdir": str(workdir),
+            "inside": INSIDE,
             "root": str(self.root),
             "tmp_bytes": limits.tmp_bytes,
             "file_bytes": limits.file_bytes,

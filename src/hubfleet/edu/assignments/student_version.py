@@ -8,6 +8,7 @@ files are copied as they are.
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import nbformat
 
 from hubfleet.edu.assignments import nbgrader_format as fmt
+from hubfleet.edu.assignments._child.hygiene import defined_names
 from hubfleet.edu.assignments.models import CellSpec, GradingSpec, NotebookSpec
 from hubfleet.edu.assignments.source import AssignmentSource, SourceError
 
@@ -65,6 +67,20 @@ def _normalize_flags(cell: Any) -> None:
 
 def _is_recorded(cell: Any) -> bool:
     return bool(fmt.is_grade(cell) or fmt.is_solution(cell) or fmt.is_locked(cell) or fmt.is_task(cell))
+
+
+def _defined_names(nb: Any) -> tuple[str, ...]:
+    """Names the source notebook's code cells define at the top level (IPython's magic and shell lines aside)."""
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in fmt.source_text(cell).split("\n") if not line.lstrip().startswith(("%", "!"))]
+        try:
+            names |= defined_names(ast.parse("\n".join(lines)))
+        except SyntaxError:
+            continue
+    return tuple(sorted(names))
 
 
 def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
@@ -130,7 +146,7 @@ def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
         except (OSError, ValueError) as exc:
             raise SourceError(str(exc)) from None
         student, cells = _student_notebook(copy.deepcopy(nb), str(path))
-        notebooks.append(NotebookSpec(name=name, cells=cells))
+        notebooks.append(NotebookSpec(name=name, cells=cells, defined_names=_defined_names(nb)))
         student_versions.append((name, student))
     out.mkdir(parents=True, exist_ok=True)
     for name, student in student_versions:

@@ -115,6 +115,8 @@ def autograde(exchange: Exchange, course: str, name: str, *, workers: int | None
             graded += 1
 
     with tempfile.TemporaryDirectory(prefix="hubfleet-grade-") as tmp:
+        release = Path(tmp) / "release"
+        write_folder(release, exchange.release_files(course, name))
         submissions = []
         for submission in todo:
             folder = Path(tmp) / "submissions" / str(submission.id)
@@ -128,6 +130,7 @@ def autograde(exchange: Exchange, course: str, name: str, *, workers: int | None
                 workers=workers,
                 skip={str(i) for i in done},
                 graded_root=Path(tmp) / "graded",
+                data_dir=release,
             )
     return GradingSummary(collected=len(collected), already_graded=len(done), graded=graded)
 

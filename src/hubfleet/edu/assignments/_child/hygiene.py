@@ -265,11 +265,25 @@ class CleanState:
             if value is _MISSING:
                 value = self.builtins.get(chain[0], _MISSING)
             for attribute in chain[1:]:
-                self._restore_object(value)
+                self.restore_object(value)
                 value = getattr(value, attribute, _MISSING) if value is not _MISSING else _MISSING
-            self._restore_object(value)
+            self.restore_object(value)
 
-    def _restore_object(self, value: Any) -> None:
+    def remember(self, value: Any) -> None:
+        """Add an object made after the forkserver started (an instructor cell's function or class) to the state
+        that is put back."""
+        if isinstance(value, types.FunctionType):
+            self.functions.setdefault(id(value), _Function(value))
+        elif isinstance(value, type) and id(value) not in self.classes:
+            self.classes[id(value)] = (value, dict(vars(value)))
+            for attribute in vars(value).values():
+                function = getattr(attribute, "__func__", attribute)
+                if isinstance(function, types.FunctionType):
+                    self.functions.setdefault(id(function), _Function(function))
+        elif isinstance(value, types.ModuleType) and id(vars(value)) not in self.namespaces:
+            self.namespaces[id(vars(value))] = _snapshot_dict(vars(value))
+
+    def restore_object(self, value: Any) -> None:
         if isinstance(value, types.ModuleType):
             saved = self.namespaces.get(id(vars(value)))
             if saved is not None:

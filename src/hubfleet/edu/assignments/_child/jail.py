@@ -9,7 +9,8 @@ the host, and when it ends every process it left behind ends too). That process 
 3. builds a minimal root file system on an empty tmpfs and pivots into it: ``/usr`` and the Python environment
    read-only, a synthetic ``/etc`` (passwd, group, hosts and the loader cache only), a private ``/dev`` (null,
    zero, full, random, urandom), a ``/proc`` of its own PID namespace, empty ``/tmp``, ``/var/tmp`` and
-   ``/dev/shm``, and its working folder (a copy of its own submission) read-write — nothing else of the host:
+   ``/dev/shm``, and its working folder (a copy of its own submission) read-write as ``/assignment`` — nothing
+   else of the host:
    no other homes, no state directories, no other submission, no grading spec;
 4. sets resource limits (no core dumps, file size, processes, open files) and drops to the slot's unprivileged
    account with no supplementary groups and ``no_new_privs``.
@@ -177,7 +178,7 @@ def build_root(job: dict, read_only: Iterable[str]) -> None:
     for path in ("/tmp", "/var/tmp", "/dev/shm"):
         target = _make_mountpoint(root, path, is_dir=True)
         _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['tmp_bytes']},mode=1777")
-    _bind(job["workdir"], _make_mountpoint(root, job["workdir"], is_dir=True), writable=True)
+    _bind(job["workdir"], _make_mountpoint(root, job["inside"], is_dir=True), writable=True)
     _make_mountpoint(root, "/proc", is_dir=True)
     old = _make_mountpoint(root, "/.old-root", is_dir=True)
     _pivot_root(root, old)
@@ -216,4 +217,4 @@ def enter(job: dict, sock: socket.socket, procs_fds: list[int], read_only: Itera
     build_root(job, read_only)
     drop_privileges(job)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.chdir(job["workdir"])
+    os.chdir(job["inside"])

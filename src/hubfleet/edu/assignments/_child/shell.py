@@ -26,6 +26,7 @@ import json
 import linecache
 import signal
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -238,8 +239,11 @@ class CellRunner:
 
     def run_cell(self, source: str, *, instructor: bool) -> tuple[str, str | None]:
         """Run a student or instructor cell through IPython; (status, exception name)."""
-        result = self.shell.run_cell(source, store_history=True)
-        error = result.error_in_exec or result.error_before_exec
+        try:
+            result = self.shell.run_cell(source, store_history=True)
+            error = result.error_in_exec or result.error_before_exec
+        except Exception as exc:  # the submission broke IPython's machinery itself (it is put back before tests)
+            error = exc
         if error is not None and not any(o.get("output_type") == "error" for o in self.outputs.items):
             self._record_error(type(error), error, None)
         if instructor:
@@ -249,14 +253,18 @@ class CellRunner:
         return ("timeout" if isinstance(error, CellTimeoutError) else "error"), type(error).__name__
 
     def _remember_instructor_names(self, source: str) -> None:
+        """Record the modules, classes and functions an instructor's cell defined (the tests' helpers): test cells
+        see them as that cell left them. (Data it defined is the student's to work on, as in nbgrader.)"""
         try:
             tree = ast.parse(self.shell.transform_cell(source))
         except SyntaxError:
             return
         namespace = self.shell.user_ns
         for name in defined_names(tree):
-            if name in namespace:
-                self.instructor_values[name] = namespace[name]
+            value = namespace.get(name)
+            if isinstance(value, types.ModuleType | type | types.FunctionType):
+                self.instructor_values[name] = value
+                self.clean.remember(value)
 
     # ------------------------------------------------------------------------------------------ test cells
 
@@ -270,6 +278,7 @@ class CellRunner:
         for name, value in self.instructor_values.items():
             if namespace.get(name) is not value:
                 namespace[name] = value
+            self.clean.restore_object(value)
         namespace["__builtins__"] = builtins
         namespace[guard.GUARD_NAME] = self.compare
         hidden = {}
