@@ -589,3 +589,22 @@ def test_the_sandbox_sees_only_its_own_submission(assignment: tuple[Path, Gradin
     assert not any(found["readable"].values()), found["readable"]
     assert found["hostname"] == "grader" and not found["write_env"]
     assert not found["network"] and not found["abstract_socket"]
+
+
+def test_stopping_every_other_process_happens_only_inside_a_sandbox() -> None:
+    """Before a test cell the worker kills every other process of its sandbox (``kill(-1)``): outside a sandbox's
+    PID namespace, as root or as any user, it must never do that."""
+    from hubfleet.edu.assignments._child.hygiene import _namespace_of, may_stop_others
+
+    host = _namespace_of("self")
+    assert not may_stop_others(host)
+    child = os.fork()
+    if child == 0:  # an unprivileged process of the host's namespace
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os._exit(1 if may_stop_others(host) else 0)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -96,6 +96,7 @@ class CleanState:
     def __init__(self, shell: Any, read_only: tuple[str, ...]) -> None:
         self.shell = shell
         self.read_only = read_only
+        self.host_namespace = _namespace_of("self")
         self.modules: dict[str, types.ModuleType] = {
             name: module for name, module in sys.modules.items() if isinstance(module, types.ModuleType)
         }
@@ -246,7 +247,7 @@ class CleanState:
 
     def before_test(self, own_signals: dict[int, Any]) -> int:
         """Everything back to clean; other processes stopped. Returns how many threads (this one included) run."""
-        _stop_other_processes()
+        _stop_other_processes(self.host_namespace)
         self._restore_modules()
         self._restore_builtins()
         self._restore_interpreter()
@@ -315,8 +316,27 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _stop_other_processes() -> None:
-    """Kill every other process of this PID namespace but its init (we are not PID 1), and reap our children."""
+def _namespace_of(pid: str) -> tuple[int, int]:
+    info = os.stat(f"/proc/{pid}/ns/pid")
+    return info.st_dev, info.st_ino
+
+
+def may_stop_others(host_namespace: tuple[int, int]) -> bool:
+    """Whether this process is a grading sandbox's worker: unprivileged, not PID 1, in a PID namespace other than
+    the forkserver's (``host_namespace``). Only there may it kill "every other process": anywhere else
+    ``kill(-1)`` would reach every process the caller may signal."""
+    try:
+        own = _namespace_of("self")
+    except OSError:
+        return False
+    return os.geteuid() != 0 and os.getuid() != 0 and os.getpid() != 1 and own != host_namespace
+
+
+def _stop_other_processes(host_namespace: tuple[int, int]) -> None:
+    """Kill every other process of the sandbox's PID namespace but its init, and reap our children (nothing
+    outside a sandbox: see :func:`may_stop_others`)."""
+    if not may_stop_others(host_namespace):
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(-1, signal.SIGKILL)
     while True:
