@@ -26,12 +26,13 @@ import ast
 import builtins
 import contextlib
 import gc
+import operator
 import os
 import signal
 import sys
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _MISSING = object()
@@ -61,12 +62,35 @@ SHELL_KEEP = frozenset(
 """Shell attributes that change in normal use (counters, namespaces, history): left alone."""
 
 
-def _snapshot_dict(namespace: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    return namespace, dict(namespace)
+class _Namespace:
+    """A namespace (a module's dict or a class's mappingproxy) as it was: checked in C-speed loops first."""
+
+    __slots__ = ("keys", "live", "saved", "values")
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+        self.saved = dict(live)
+        self.keys = tuple(self.saved)
+        self.values = tuple(self.saved.values())
+
+    def unchanged(self) -> bool:
+        live = self.live
+        return (
+            len(live) == len(self.keys)
+            and all(map(operator.is_, live, self.keys))
+            and all(map(operator.is_, live.values(), self.values))
+        )
 
 
-def _restore_dict(live: dict[str, Any], saved: dict[str, Any]) -> None:
-    for key, value in saved.items():
+def _snapshot_dict(namespace: dict[str, Any]) -> _Namespace:
+    return _Namespace(namespace)
+
+
+def _restore_dict(record: _Namespace) -> None:
+    if record.unchanged():
+        return
+    live = record.live
+    for key, value in record.saved.items():
         if live.get(key, _MISSING) is not value:
             live[key] = value
 
@@ -90,11 +114,33 @@ class _Function:
             function.__kwdefaults__ = self.kwdefaults
 
 
+class _Watch:
+    """The namespaces a :class:`CleanState` records, checked at once in C: ``gc.get_referents`` of every module and
+    class dictionary lists the values they hold, in order; if that list is the same objects as when it was taken,
+    none of them changed. (A function's code and defaults are watched by the audit hook instead: setting them is
+    an audited event.)"""
+
+    def __init__(self, state: CleanState) -> None:
+        self.size = (len(state.namespaces), len(state.classes))
+        class_dicts = [gc.get_referents(vars(cls))[0] for cls, _ in state.classes.values()]
+        self.objects = (*(record.live for record in state.namespaces.values()), *class_dicts)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.expected = gc.get_referents(*self.objects)
+
+    def unchanged(self) -> bool:
+        now = gc.get_referents(*self.objects)
+        return len(now) == len(self.expected) and all(map(operator.is_, now, self.expected))
+
+
 class CleanState:
     """What the shell and the interpreter look like before any submission ran (take it in the forkserver)."""
 
-    def __init__(self, shell: Any, read_only: tuple[str, ...]) -> None:
+    def __init__(self, shell: Any, read_only: tuple[str, ...], functions_touched: Callable[[], bool]) -> None:
+        """``functions_touched()``: whether any function's code or defaults were set since it was last asked."""
         self.shell = shell
+        self.functions_touched = functions_touched
         self.read_only = read_only
         self.host_namespace = _namespace_of("self")
         self.modules: dict[str, types.ModuleType] = {
@@ -102,7 +148,8 @@ class CleanState:
         }
         self.namespaces: dict[int, tuple[dict, dict]] = {}
         self.functions: dict[int, _Function] = {}
-        self.classes: dict[int, tuple[type, dict[str, Any]]] = {}
+        self.classes: dict[int, tuple[type, _Namespace]] = {}
+        self._watch: _Watch | None = None
         user_namespaces = (shell.user_ns, shell.user_global_ns)
         for module in self.modules.values():
             namespace = vars(module)
@@ -116,6 +163,7 @@ class CleanState:
             for value in list(namespace.values()):
                 self._note(value, module.__name__)
         self.builtins = dict(vars(builtins))
+        self._builtins_record = _Namespace(vars(builtins))
         self.sys_hooks = {name: getattr(sys, name) for name in SYS_HOOKS}
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
@@ -132,6 +180,7 @@ class CleanState:
             for mime, f in self.formatters.items()
         }
         self.transformer_lines = _copy(vars(shell.input_transformer_manager))
+        self._watch = _Watch(self)
 
     def _note(self, value: Any, module_name: str) -> None:
         if isinstance(value, types.FunctionType):
@@ -139,17 +188,19 @@ class CleanState:
         elif isinstance(value, type) and id(value) not in self.classes:
             owner = getattr(value, "__module__", "") or ""
             if owner == module_name and (owner + ".").startswith(CLASS_MODULE_PREFIXES):
-                saved = dict(vars(value))
-                self.classes[id(value)] = (value, saved)
-                for attribute in saved.values():
+                record = _Namespace(vars(value))
+                self.classes[id(value)] = (value, record)
+                for attribute in record.values:
                     function = getattr(attribute, "__func__", attribute)
                     if isinstance(function, types.FunctionType):
                         self.functions.setdefault(id(function), _Function(function))
 
     # ------------------------------------------------------------------------------------------ restoring
 
-    def _restore_class(self, cls: type, saved: dict[str, Any]) -> None:
-        live = vars(cls)
+    def _restore_class(self, cls: type, record: _Namespace) -> None:
+        if record.unchanged():
+            return
+        live, saved = vars(cls), record.saved
         for key, value in saved.items():
             if live.get(key, _MISSING) is not value:
                 setattr(cls, key, value)
@@ -164,12 +215,19 @@ class CleanState:
         for name in [name for name in sys.modules if name not in self.modules]:
             if not self._genuine(sys.modules.get(name)):
                 del sys.modules[name]
-        for live, saved in self.namespaces.values():
-            _restore_dict(live, saved)
-        for function in self.functions.values():
-            function.restore()
-        for cls, saved in self.classes.values():
-            self._restore_class(cls, saved)
+        if self.functions_touched():
+            for function in self.functions.values():
+                function.restore()
+            self.functions_touched()
+        if self._watch is None or self._watch.size != (len(self.namespaces), len(self.classes)):
+            self._watch = _Watch(self)
+        if self._watch.unchanged():
+            return
+        for record in self.namespaces.values():
+            _restore_dict(record)
+        for cls, record in self.classes.values():
+            self._restore_class(cls, record)
+        self._watch.refresh()
 
     def _genuine(self, module: Any) -> bool:
         """A module imported later from a read-only location (not one the submission made or wrote)."""
@@ -180,8 +238,10 @@ class CleanState:
         return origin in ("built-in", "frozen") or origin.startswith(self.read_only)
 
     def _restore_builtins(self) -> None:
+        if self._builtins_record.unchanged():
+            return
         live = vars(builtins)
-        _restore_dict(live, self.builtins)
+        _restore_dict(self._builtins_record)
         for key in [key for key in live if key not in self.builtins]:
             del live[key]
 
@@ -276,7 +336,7 @@ class CleanState:
         if isinstance(value, types.FunctionType):
             self.functions.setdefault(id(value), _Function(value))
         elif isinstance(value, type) and id(value) not in self.classes:
-            self.classes[id(value)] = (value, dict(vars(value)))
+            self.classes[id(value)] = (value, _Namespace(vars(value)))
             for attribute in vars(value).values():
                 function = getattr(attribute, "__func__", attribute)
                 if isinstance(function, types.FunctionType):
@@ -288,7 +348,7 @@ class CleanState:
         if isinstance(value, types.ModuleType):
             saved = self.namespaces.get(id(vars(value)))
             if saved is not None:
-                _restore_dict(*saved)
+                _restore_dict(saved)
         elif isinstance(value, type):
             saved_class = self.classes.get(id(value))
             if saved_class is not None:

@@ -199,7 +199,7 @@ def main() -> None:
     shell = make_shell(outputs)
     warm_up(shell, outputs)
     gate = TestGate()
-    clean = CleanState(shell, read_only)
+    clean = CleanState(shell, read_only, gate.functions_touched)
     namespaces = jail.PidNamespaces()
     gc.freeze()  # the children's garbage collector leaves the forkserver's objects (and their shared pages) alone
     send(

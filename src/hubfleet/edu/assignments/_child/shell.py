@@ -195,20 +195,30 @@ def warm_up(shell: Any, outputs: Outputs) -> None:
 
 
 class TestGate:
-    """An audit hook (installed once, before any submission runs): nobody adds another audit hook, and while a
-    test cell runs nobody sets a trace or profile function (which could skip its assertions)."""
+    """An audit hook (installed once, before any submission runs): nobody adds another audit hook; while a test
+    cell runs nobody sets a trace or profile function (which could skip its assertions); and it notes when a
+    function's code or defaults are replaced (:class:`~.hygiene.CleanState` then puts them back)."""
 
     BLOCKED_IN_TESTS = frozenset({"sys.settrace", "sys.setprofile"})
 
     def __init__(self) -> None:
         self.testing = False
+        self._touched = False
         sys.addaudithook(self._hook)
 
     def _hook(self, event: str, args: tuple) -> None:
-        if event == "sys.addaudithook":
+        if event == "object.__setattr__":
+            if isinstance(args[0], types.FunctionType):
+                self._touched = True
+        elif event == "sys.addaudithook":
             raise RuntimeError("the grader does not allow audit hooks")
-        if self.testing and event in self.BLOCKED_IN_TESTS:
+        elif self.testing and event in self.BLOCKED_IN_TESTS:
             raise RuntimeError(f"{event} is not allowed while a test cell runs")
+
+    def functions_touched(self) -> bool:
+        """Whether a function's code or defaults were set since the last call."""
+        touched, self._touched = self._touched, False
+        return touched
 
 
 class CellRunner:
