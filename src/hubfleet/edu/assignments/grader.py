@@ -13,6 +13,7 @@ grading twice anything that was stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -46,7 +47,7 @@ from hubfleet.edu.assignments.sandbox import (
 from hubfleet.edu.assignments.student_version import read_notebook
 from hubfleet.system import cgroups
 
-__all__ = ["BatchSummary", "JournalSink", "grade_batch", "grade_notebook"]
+__all__ = ["BatchSummary", "JournalSink", "grade_batch", "grade_notebook", "limits_for"]
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +103,24 @@ def _set_metadata(cell: Any, spec: CellSpec) -> None:
             cell.pop("execution_count", None)
 
 
-def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
-    """Sanitize a submitted notebook in place, as nbgrader's autograde does; returns the grade_ids restored.
+def prepare_notebook(nb: Any, spec: NotebookSpec, restore_deleted: bool = True) -> tuple[set[str], set[str]]:
+    """Sanitize a submitted notebook in place, as nbgrader's autograde does; returns the grade_ids restored and the
+    grade_ids missing (deleted, and not put back).
 
-    Outputs are cleared; a cell whose grade_id is not in the source (or repeats one) loses its nbgrader metadata;
-    locked and test cells get the source's metadata and, if their checksum does not match, the source's text
-    (with the hidden tests); deleted ones are put back after the source cell before them.
+    Outputs are cleared; a cell whose grade_id is not in the source, or that repeats one a later cell has (nbgrader
+    keeps the last), loses its nbgrader metadata; locked and test cells get the source's metadata and, if their
+    checksum does not match, the source's text (with the hidden tests); with ``restore_deleted``, deleted ones are
+    put back after the source cell before them.
     """
     by_id = {cell.grade_id: cell for cell in spec.cells}
+    last = {fmt.grade_id(c): c for c in nb.cells if fmt.has_nbgrader(c) and fmt.grade_id(c) in by_id}
     seen: dict[str, Any] = {}
     restored: set[str] = set()
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         gid = fmt.grade_id(cell) if fmt.has_nbgrader(cell) else None
-        if gid is None or gid not in by_id or gid in seen:
+        if gid is None or last.get(gid) is not cell:
             cell.metadata.pop("nbgrader", None)
             continue
         seen[gid] = cell
@@ -129,6 +133,7 @@ def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
             if checksum != cell_spec.checksum:
                 cell.source = cell_spec.source
     position = 0
+    missing: set[str] = set()
     for cell_spec in spec.cells:
         present = seen.get(cell_spec.grade_id)
         if present is not None:
@@ -136,13 +141,16 @@ def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
             continue
         if not (cell_spec.locked or cell_spec.grade):
             continue
+        if not restore_deleted:
+            missing.add(cell_spec.grade_id)
+            continue
         cell = _restored_cell(cell_spec)
         _set_metadata(cell, cell_spec)
         nb.cells.insert(position, cell)
         seen[cell_spec.grade_id] = cell
         position += 1
         restored.add(cell_spec.grade_id)
-    return restored
+    return restored, missing
 
 
 def _first_problem(outputs: Sequence[Any]) -> tuple[str, str]:
@@ -173,12 +181,19 @@ def _is_auto(cell_spec: CellSpec) -> bool:
     return cell_spec.grade and not cell_spec.solution and cell_spec.cell_type == "code"
 
 
-def score_notebook(nb: Any, spec: NotebookSpec, runs: dict[int, CellRun], restored: set[str]) -> list[CellResult]:
+def score_notebook(
+    nb: Any, spec: NotebookSpec, runs: dict[int, CellRun], restored: set[str], missing: set[str] = frozenset()
+) -> list[CellResult]:
     """One :class:`CellResult` per grade or task cell of ``spec``, from the executed notebook ``nb``."""
     cells = {fmt.grade_id(c): (i, c) for i, c in enumerate(nb.cells) if fmt.has_nbgrader(c)}
     results = []
     for cell_spec in spec.cells:
         if not (cell_spec.grade or cell_spec.task):
+            continue
+        if cell_spec.grade_id in missing:
+            auto = _is_auto(cell_spec)
+            kind = "auto" if auto else "manual"
+            results.append(_result(cell_spec, 0.0 if auto else None, kind, "missing", "deleted from the submission"))
             continue
         index, cell = cells[cell_spec.grade_id]
         if not _is_auto(cell_spec):
@@ -248,9 +263,11 @@ def _kind(cell_spec: CellSpec) -> CellKind:
     return "instructor" if cell_spec.locked else "student"
 
 
-def grade_notebook(sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec) -> tuple[list[CellResult], str | None]:
+def grade_notebook(
+    sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec, restore_deleted: bool = True
+) -> tuple[list[CellResult], str | None]:
     """Sanitize, run and score one submitted notebook (in place); returns its results and why its run stopped."""
-    restored = prepare_notebook(nb, spec)
+    restored, missing = prepare_notebook(nb, spec, restore_deleted)
     code = [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     kinds = {c.grade_id: _kind(c) for c in spec.cells}
     cells: list[Cell] = [(fmt.source_text(cell), kinds.get(fmt.grade_id(cell) or "", "student")) for _, cell in code]
@@ -261,7 +278,7 @@ def grade_notebook(sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec)
         cell.outputs = [o for o in cleaned if o is not None]
         cell.execution_count = cell_run.execution_count
         runs[index] = cell_run
-    return score_notebook(nb, spec, runs, restored), run.failure
+    return score_notebook(nb, spec, runs, restored, missing), run.failure
 
 
 # --------------------------------------------------------------------------------------------- one submission
@@ -301,7 +318,7 @@ def grade_submission(
     missing = not folder.is_dir() or folder.is_symlink()
     if missing:
         errors.append("the submission folder is missing")
-    data = [(name, data_dir / name) for name in spec.data_files] if data_dir is not None else []
+    data = [(name, data_dir / name) for name in spec.data_files if name not in spec.student_files] if data_dir else []
     workdir = sandbox.new_workdir(None if missing else folder, data)
     try:
         for nb_spec in spec.notebooks:
@@ -319,7 +336,7 @@ def grade_submission(
                 errors.append(f"{nb_spec.name}: {message}")
                 notebooks[nb_spec.name] = unrunnable(nb_spec, "the notebook could not be read")
                 continue
-            results, failure = grade_notebook(sandbox, workdir, nb, nb_spec)
+            results, failure = grade_notebook(sandbox, workdir, nb, nb_spec, spec.restore_deleted)
             notebooks[nb_spec.name] = results
             executed.append((nb_spec.name, nb))
             if failure:
@@ -344,6 +361,11 @@ def grade_submission(
 
 
 # --------------------------------------------------------------------------------------------- the batch
+
+
+def limits_for(spec: GradingSpec, limits: SandboxLimits = SandboxLimits()) -> SandboxLimits:  # noqa: B008
+    """``limits`` with the assignment's own time limit per cell, if it sets one (nbgrader's ``Execute.timeout``)."""
+    return dataclasses.replace(limits, cell_seconds=spec.cell_seconds) if spec.cell_seconds else limits
 
 
 def grade_batch(
@@ -401,7 +423,7 @@ def grade_batch(
     if driver is None:
         log.warning("no usable cgroup hierarchy: sandboxes run without memory, process and CPU limits")
     remove_stale_cgroups(driver)
-    slots = _Slots(lambda index: Sandbox(index, limits=limits, python=python, work_root=work_root, driver=driver))
+    slots = _Slots(lambda: Sandbox(limits=limits, python=python, work_root=work_root, driver=driver))
 
     def grade(submission: Submission) -> GradeResult | None:
         return (
@@ -441,7 +463,7 @@ class _Slots:
     """One sandbox per grading thread, opened on the thread's first submission (a sandbox belongs to the thread
     that opened it); a sandbox that breaks is replaced once per submission; one that cannot start stops the batch."""
 
-    def __init__(self, make: Callable[[int], Sandbox]) -> None:
+    def __init__(self, make: Callable[[], Sandbox]) -> None:
         self._make = make
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -452,16 +474,13 @@ class _Slots:
     def _box(self) -> Sandbox:
         box: Sandbox | None = getattr(self._local, "box", None)
         if box is None:
-            with self._lock:
-                index = len(self._boxes)
-                self._boxes.append(None)  # type: ignore[arg-type]  # reserves the index
             try:
-                box = self._make(index)
+                box = self._make()
             except SandboxError:
                 self.stopped.set()
                 raise
             with self._lock:
-                self._boxes[index] = box
+                self._boxes.append(box)
                 self.info = self.info or dict(box.info)
             self._local.box = box
         return box
@@ -478,5 +497,4 @@ class _Slots:
 
     def close(self) -> None:
         for box in self._boxes:
-            if box is not None:
-                box.close()
+            box.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,8 @@ MAX_FRAME = 64 * 1024 * 1024
 ZYGOTE_START_TIMEOUT = 120.0
 REPLY_GRACE = 2.0  # how long after a cell's own time limit the child may take to report the timeout
 CONTROL_TIMEOUT = 15.0
+_INDEXES = itertools.count()
+"""Sandboxes of one process are numbered (working folders and cgroups are named after the number)."""
 
 
 class SandboxError(RuntimeError):
@@ -117,6 +120,16 @@ class CellRun:
     execution_count: int | None = None
     state: CellState = "not-run"
     ename: str | None = None
+
+
+@dataclass
+class _Child:
+    """A running sandboxed child: its socket, and (once it ended) its wait status and whether it ran out of memory."""
+
+    sock: socket.socket
+    ended_cleanly: bool = False
+    status: int | None = None
+    oom: bool = False
 
 
 @dataclass
@@ -311,7 +324,6 @@ class Sandbox:
 
     def __init__(
         self,
-        index: int,
         *,
         limits: SandboxLimits,
         python: Path = DEFAULT_PYTHON,
@@ -323,7 +335,7 @@ class Sandbox:
             raise SandboxError("grading in sandboxes needs root (it switches to unprivileged accounts)")
         if not os.access(python, os.X_OK):
             raise SandboxError(f"{python}: no Python to run student code with (the single-user environment)")
-        self.index = index
+        self.index = next(_INDEXES)
         self.limits = limits
         self.python = python
         self.work_root = work_root
@@ -483,18 +495,16 @@ class Sandbox:
         limits = cgroups.Limits(memory_bytes=self.limits.memory_bytes, cpu=self.limits.cpu, pids_max=self.limits.pids)
         return self.driver.create(relpath, limits)
 
-    def run(self, workdir: Path, cells: Sequence[Cell], expected_names: Sequence[str] = ()) -> NotebookRun:
-        """Run the code ``cells`` in order in a fresh sandboxed child working in ``workdir``.
-
-        ``expected_names``: names the assignment's own notebook defines (classes a submission is meant to write,
-        builtins it may shadow)."""
+    @contextlib.contextmanager
+    def _child(self, workdir: Path, expected_names: Sequence[str]) -> Iterator[_Child]:
+        """A fresh sandboxed child working in ``workdir``, its cgroup, and its socket (after its hello); on the way
+        out everything of it is killed and its cgroup removed (``child.status`` and ``child.oom`` say how it
+        ended)."""
         if threading.get_ident() != self._thread:
             raise SandboxError("a Sandbox must be used by the thread that opened it")
         if self._zygote is None or self._zygote.poll() is not None:
             self._stop_zygote()
             self._start_zygote()
-        started = time.monotonic()
-        run = NotebookRun(cells=[CellRun() for _ in cells])
         group = self._new_cgroup()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         procs = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in (group.procs_files() if group else [])]
@@ -509,12 +519,18 @@ class Sandbox:
             pid = reply.get("pid")
             if not isinstance(pid, int):
                 raise SandboxError(f"the forkserver refused the job: {reply.get('error', reply)}")
-            died: bool | None = None
+            child = _Child(ours)
             try:
-                died = self._talk(ours, cells, run, started)
+                try:
+                    hello = _recv(ours, time.monotonic() + CONTROL_TIMEOUT)
+                except (TimeoutError, _ProtocolError) as exc:
+                    raise SandboxError(f"the sandbox did not start: {exc}") from None
+                if "setup_error" in hello:
+                    raise SandboxError(f"the sandbox could not be set up: {hello['setup_error']}")
+                yield child
             finally:
-                status = self._finish(pid, group, wait_first=died is False and run.failure is None)
-            oom = group is not None and group.oom_kills() > 0
+                child.status = self._finish(pid, group, wait_first=child.ended_cleanly)
+            child.oom = group is not None and group.oom_kills() > 0
         finally:
             ours.close()
             theirs.close()
@@ -523,13 +539,50 @@ class Sandbox:
             if group is not None:
                 with contextlib.suppress(cgroups.CgroupError, OSError):
                     group.remove()
+
+    def run(self, workdir: Path, cells: Sequence[Cell], expected_names: Sequence[str] = ()) -> NotebookRun:
+        """Run the code ``cells`` in order in a fresh sandboxed child working in ``workdir``.
+
+        ``expected_names``: names the assignment's own notebook defines (classes a submission is meant to write,
+        builtins it may shadow)."""
+        started = time.monotonic()
+        run = NotebookRun(cells=[CellRun() for _ in cells])
+        with self._child(workdir, expected_names) as child:
+            died = self._talk(child.sock, cells, run, started)
+            child.ended_cleanly = not died and run.failure is None
         if died:
-            run.failure = _describe_exit(status, oom, self.limits.memory_bytes)
+            run.failure = _describe_exit(child.status, child.oom, self.limits.memory_bytes)
             for cell in run.cells:
                 if cell.ename == "DeadKernelError":
                     cell.outputs.append(_error_output("DeadKernelError", run.failure))
         run.seconds = round(time.monotonic() - started, 3)
         return run
+
+    @contextlib.contextmanager
+    def session(self, workdir: Path) -> Iterator[Callable[[str], CellRun]]:
+        """A sandboxed child that runs cells sent one at a time (``run(source)`` waits for each one's outputs);
+        a cell that runs out of time or kills the child raises :class:`SandboxError`."""
+        with self._child(workdir, ()) as child:
+
+            def run(source: str) -> CellRun:
+                cell = CellRun()
+                try:
+                    _send(child.sock, {"run": source, "kind": "student", "timeout": self.limits.cell_seconds})
+                    reply = _recv(child.sock, time.monotonic() + self.limits.cell_seconds + REPLY_GRACE)
+                except (TimeoutError, _ProtocolError, OSError) as exc:
+                    raise SandboxError(f"the cell did not finish: {type(exc).__name__} {exc}") from None
+                outputs = reply.get("outputs")
+                cell.outputs = [o for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
+                state = reply.get("status")
+                cell.state = state if state in ("ok", "error", "timeout") else "error"
+                ename = reply.get("ename")
+                cell.ename = ename if isinstance(ename, str) else None
+                return cell
+
+            yield run
+            with contextlib.suppress(OSError):
+                _send(child.sock, {"end": True})
+            child.ended_cleanly = True
 
     def _control_reply(self, timeout: float) -> dict[str, Any]:
         """The forkserver's next message; a silent or broken forkserver is stopped (restarted by the next run)."""
@@ -544,12 +597,6 @@ class Sandbox:
         """Exchange cells with the child; sets ``run.failure`` when it stops early; True if the child died."""
         limits = self.limits
         notebook_deadline = started + limits.notebook_seconds
-        try:
-            hello = _recv(sock, time.monotonic() + CONTROL_TIMEOUT)
-        except (TimeoutError, _ProtocolError) as exc:
-            raise SandboxError(f"the sandbox did not start: {exc}") from None
-        if "setup_error" in hello:
-            raise SandboxError(f"the sandbox could not be set up: {hello['setup_error']}")
         sent = 0
 
         def send_cell(index: int) -> None:

@@ -19,6 +19,7 @@ import nbformat
 
 from hubfleet.edu.assignments import nbgrader_format as fmt
 from hubfleet.edu.assignments._child.hygiene import defined_names
+from hubfleet.edu.assignments.autotest import AutotestError, SnippetSession, instantiate, needs_autotests
 from hubfleet.edu.assignments.models import CellSpec, GradingSpec, NotebookSpec
 from hubfleet.edu.assignments.source import AssignmentSource, SourceError
 
@@ -83,7 +84,9 @@ def _defined_names(nb: Any) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
+def _student_notebook(
+    nb: Any, where: str, options: fmt.FormatOptions, language: str
+) -> tuple[Any, tuple[CellSpec, ...]]:
     """Turn a source notebook into the student version (in place) and return the recorded cells."""
     sources: list[tuple[Any, str, str]] = []  # (cell, graded source, its checksum)
     seen: set[str] = set()
@@ -91,14 +94,15 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
         at = f"{where}, cell {index + 1}"
         try:
             _lock(cell)
-            cell.source = fmt.replace_solutions(cell)
+            cell.source = fmt.replace_solutions(cell, options, language)
             if cell.cell_type == "code":
                 cell.outputs = []
                 cell.execution_count = None
             fmt.validate_cell(cell)
             _normalize_flags(cell)
             if not _is_recorded(cell):
-                fmt.remove_hidden_tests(cell)  # raises if a non-grade cell has hidden tests
+                fmt.remove_hidden_tests(cell, options)  # raises if a non-grade cell has hidden tests
+                fmt.remove_mark_scheme(cell, options)  # raises if a non-task cell has a mark scheme
                 continue
             gid = fmt.grade_id(cell)
             if gid in seen:
@@ -106,7 +110,7 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
             seen.add(gid)  # type: ignore[arg-type]  # validate_cell checked it
             checksum = _record_checksum(cell)
             sources.append((cell, cell.source, checksum))
-            cell.source = fmt.remove_mark_scheme({**cell, "source": fmt.remove_hidden_tests(cell)})
+            cell.source = fmt.remove_mark_scheme({**cell, "source": fmt.remove_hidden_tests(cell, options)}, options)
         except fmt.FormatError as exc:
             raise SourceError(f"{at}: {exc}") from None
     specs = []
@@ -128,11 +132,49 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
     return nb, tuple(specs)
 
 
-def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
+def _cells_of(path: Path | None) -> list[Any]:
+    if path is None:
+        return []
+    try:
+        return list(read_notebook(path).cells)
+    except (OSError, ValueError) as exc:
+        raise SourceError(str(exc)) from None
+
+
+def _with_header_footer(nb: Any, source: AssignmentSource) -> Any:
+    """nbgrader's IncludeHeaderFooter: the header notebook's cells, the notebook's, the footer's."""
+    nb.cells = [*_cells_of(source.header), *nb.cells, *_cells_of(source.footer)]
+    return nb
+
+
+def source_notebook(source: AssignmentSource, name: str, autotests: SnippetSession | None) -> Any:
+    """A source notebook as nbgrader's generate sees it before clearing solutions: with the header and footer
+    cells, and its AUTOTEST lines turned into tests (which runs it in ``autotests``' sandboxed process)."""
+    path = source.root / name
+    try:
+        nb = read_notebook(path)
+    except (OSError, ValueError) as exc:
+        raise SourceError(str(exc)) from None
+    language = nb.metadata.get("kernelspec", {}).get("language", "python")
+    if language != "python":
+        raise SourceError(f"{path}: a {language!r} notebook; hubfleet grades Python notebooks only")
+    nb = _with_header_footer(nb, source)
+    if needs_autotests(nb, source.autotest):
+        try:
+            instantiate(nb, list(source.autotest_files), autotests, source.autotest, where=str(path))
+        except AutotestError as exc:
+            raise SourceError(str(exc)) from None
+    nb.metadata.pop("celltoolbar", None)
+    return nb
+
+
+def generate(source: AssignmentSource, out_dir: Path | str, *, autotests: SnippetSession | None = None) -> GradingSpec:
     """Write the student version of ``source`` into ``out_dir`` (created; must be empty or missing).
 
-    Returns the :class:`GradingSpec` (it holds the hidden tests: store it where students cannot read it).
-    Raises :class:`SourceError` naming the notebook and cell for anything nbgrader would refuse.
+    ``autotests`` opens the sandboxed process that ``### AUTOTEST`` cells need (:func:`.autotest.sandbox_session`);
+    without it such cells are an error. Returns the :class:`GradingSpec` (it holds the hidden tests: store it
+    where students cannot read it). Raises :class:`SourceError` naming the notebook and cell for anything nbgrader
+    would refuse.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -140,12 +182,8 @@ def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
     notebooks = []
     student_versions = []
     for name in source.notebooks:
-        path = source.root / name
-        try:
-            nb = read_notebook(path)
-        except (OSError, ValueError) as exc:
-            raise SourceError(str(exc)) from None
-        student, cells = _student_notebook(copy.deepcopy(nb), str(path))
+        nb = source_notebook(source, name, autotests)
+        student, cells = _student_notebook(copy.deepcopy(nb), str(source.root / name), source.format, "python")
         notebooks.append(NotebookSpec(name=name, cells=cells, defined_names=_defined_names(nb)))
         student_versions.append((name, student))
     out.mkdir(parents=True, exist_ok=True)
@@ -164,4 +202,8 @@ def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
         late_policy=source.late_policy,
         notebooks=tuple(notebooks),
         data_files=source.data_files,
+        student_files=source.student_files,
+        restore_deleted=source.restore_deleted,
+        cell_seconds=source.cell_seconds,
+        instant_feedback=source.instant_feedback,
     )
