@@ -240,6 +240,38 @@ class Exchange:
             )
             return submission
 
+    def import_submission(
+        self,
+        course: str,
+        name: str,
+        student: str,
+        files: dict[str, bytes],
+        *,
+        submitted_at: dt.datetime,
+        max_bytes: int,
+    ) -> Submission:
+        """Keep a submission made elsewhere (an nbgrader course moving to hubfleet) at the time it was made, and
+        collected already (it was graded there)."""
+        files = check_files(files, max_bytes) if files else {}
+        with self.sessions.begin() as session:
+            assignment = self._assignment(session, course, name)
+            shas = _store_blobs(session, files)
+            submission = Submission(
+                assignment_id=assignment.id,
+                student=student,
+                submitted_at=submitted_at,
+                late=_late(assignment, submitted_at),
+                sha256=manifest_sha256(shas),
+                size=sum(len(data) for data in files.values()),
+                collected_at=utcnow(),
+            )
+            session.add(submission)
+            session.flush()
+            session.add_all(
+                SubmissionFile(submission_id=submission.id, path=path, sha256=sha) for path, sha in shas.items()
+            )
+            return submission
+
     def submissions(self, course: str, name: str, student: str | None = None) -> list[Submission]:
         """Every submission of the assignment (of one student), oldest first."""
         with self.sessions() as session:
