@@ -207,3 +207,29 @@ def generate(source: AssignmentSource, out_dir: Path | str, *, autotests: Snippe
         cell_seconds=source.cell_seconds,
         instant_feedback=source.instant_feedback,
     )
+
+
+def _has_code(source: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("#") for line in source.split("\n"))
+
+
+def visible_only(spec: GradingSpec, release: Path) -> GradingSpec:
+    """The spec of what students can see: every locked and test cell as the student version (``release``) has it —
+    hidden tests out — and test cells that hold nothing but hidden tests left out. Grading with it never sends a
+    hidden test to the sandbox (instant feedback)."""
+    notebooks = []
+    for nb_spec in spec.notebooks:
+        student = read_notebook(release / nb_spec.name)
+        released = {fmt.grade_id(c): c for c in student.cells if fmt.has_nbgrader(c)}
+        cells = []
+        for cell in nb_spec.cells:
+            shown = released.get(cell.grade_id)
+            if shown is None:
+                raise SourceError(f"{release / nb_spec.name}: cell {cell.grade_id} is not in the student version")
+            source = fmt.source_text(shown)
+            if cell.grade and not cell.solution and cell.cell_type == "code" and not _has_code(source):
+                continue  # hidden tests only
+            checksum = fmt.compute_checksum(shown)
+            cells.append(cell.model_copy(update={"source": source, "checksum": checksum, "student_checksum": checksum}))
+        notebooks.append(nb_spec.model_copy(update={"cells": tuple(cells)}))
+    return spec.model_copy(update={"notebooks": tuple(notebooks)})

@@ -10,9 +10,10 @@ REST API (under the service prefix, JSON; files travel as ``{"files": {path: bas
     GET  api/courses/C/assignments                      list (any member)
     POST api/courses/C/assignments/A                    release a source folder (staff)
     GET  api/courses/C/assignments/A/release            fetch the student version (any member)
-    POST api/courses/C/assignments/A/submissions        submit (student)
+    POST api/courses/C/assignments/A/submissions        submit (student); instant feedback queued if asked for
     GET  api/courses/C/assignments/A/submissions        own submissions (student), all of them (staff)
     GET  api/courses/C/assignments/A/submissions/ID     one submission's files (staff)
+    GET  api/courses/C/assignments/A/submissions/ID/check   its instant feedback: visible tests (own; staff)
     POST api/courses/C/assignments/A/collect            latest per student, marked collected (staff)
     POST api/courses/C/assignments/A/grade              autograde the collected submissions (staff; 202)
     POST api/courses/C/assignments/A/feedback           make the feedback pages (staff; 202)
@@ -250,13 +251,38 @@ class SubmissionsHandler(ApiHandler):
         submission = await self.service.run(
             self.exchange.submit, course, name, roles.name, files, max_bytes=self.service.settings.max_upload_bytes
         )
-        self.send_json(_submission_document(submission), status=201)
+        check = await self.service.run(self.service.request_check, course, name, roles.name, submission.id)
+        self.send_json({**_submission_document(submission), "check": check}, status=201)
 
     async def get(self, course: str, name: str) -> None:
         roles = self.course(course)
         student = None if roles.is_staff(course) else roles.name
         submissions = await self.service.run(self.exchange.submissions, course, name, student)
         self.send_json({"submissions": [_submission_document(s) for s in submissions]})
+
+
+def _check_document(submission: Any, check: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {"submission": submission.id, "state": check.state if check else "none"}
+    if check is not None:
+        document.update(
+            total=check.total,
+            max_total=check.max_total,
+            results=check.results,
+            message=check.message,
+            seconds=check.seconds,
+        )
+    return document
+
+
+class CheckHandler(ApiHandler):
+    """Instant feedback on a submission: its visible tests' results (the student's own; staff: anyone's)."""
+
+    async def get(self, course: str, name: str, submission_id: str) -> None:
+        roles = self.course(course)
+        submission, check = await self.service.run(self.exchange.check, course, name, int(submission_id))
+        if submission.student != roles.name and not roles.is_staff(course):
+            raise Forbidden("students see only their own submissions")
+        self.send_json(_check_document(submission, check))
 
 
 class SubmissionHandler(ApiHandler):
@@ -386,6 +412,7 @@ def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] 
         (rf"{assignment}/release", ReleaseHandler, arguments),
         (rf"{assignment}/submissions/?", SubmissionsHandler, arguments),
         (rf"{assignment}/submissions/([0-9]{{1,12}})", SubmissionHandler, arguments),
+        (rf"{assignment}/submissions/([0-9]{{1,12}})/check", CheckHandler, arguments),
         (rf"{assignment}/collect", CollectHandler, arguments),
         (rf"{assignment}/grade", GradeHandler, arguments),
         (rf"{assignment}/feedback", FeedbackHandler, arguments),

@@ -17,19 +17,22 @@ from typing import Any
 
 import tornado.web
 from jupyterhub.services.auth import HubOAuth
+from sqlalchemy import select
 from tornado.httpserver import HTTPServer
 
 from hubfleet.db import open_database
 from hubfleet.edu.exchange import passback, workflow
 from hubfleet.edu.exchange.handlers import body_limit, routes
+from hubfleet.edu.exchange.instant import InstantGrader, InstantLimits
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE, SERVICE_NAME, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange
+from hubfleet.edu.exchange.tables import Assignment
 
 log = logging.getLogger("hubfleet.exchange")
 
 
 class Service:
-    """What every handler shares: the exchange, the settings, background jobs, the passback client factory."""
+    """What every handler shares: the exchange, the settings, background jobs, grade passback, instant feedback."""
 
     def __init__(self, settings: ExchangeSettings) -> None:
         self.settings = settings
@@ -37,6 +40,29 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="exchange")
         self.jobs: dict[tuple[str, str, str], asyncio.Future] = {}
         self.passback = passback.Passback(self.exchange, settings.lti_platforms, settings.tool_key_file)
+        self.instant = InstantGrader(
+            self.exchange,
+            InstantLimits(
+                workers=settings.instant_feedback_workers,
+                per_student=settings.instant_feedback_per_student,
+                window=settings.instant_feedback_window,
+            ),
+        )
+
+    def request_check(self, course: str, name: str, student: str, submission_id: int) -> str | None:
+        """Queue instant feedback on a new submission if its assignment asks for it; the check's state (or None)."""
+        spec = self.exchange.assignment(course, name).grading_spec
+        if not spec.get("instant_feedback"):
+            return None
+        return self.instant.request(course, name, student, submission_id)
+
+    def warm_if_wanted(self) -> None:
+        """Start a warm grader now if any of the hub's assignments gives instant feedback."""
+        with self.exchange.sessions() as session:
+            specs = session.scalars(select(Assignment.grading_spec).where(Assignment.hub == self.exchange.hub))
+            wanted = any(spec.get("instant_feedback") for spec in specs)
+        if wanted:
+            self.instant.warm()
 
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking work (database, files) off the event loop."""
@@ -112,12 +138,16 @@ async def serve(settings: ExchangeSettings) -> None:
     server = HTTPServer(app, max_body_size=body_limit(settings.max_upload_bytes), xheaders=True)
     server.listen(int(port), address=host)
     log.info("exchange of hub %s listening on %s%s", settings.hub, settings.address, settings.prefix)
-    while True:
-        await asyncio.sleep(settings.passback_every)
-        try:
-            await service.passback.deliver_pending()
-        except Exception:  # the loop must outlive any one failure; the outbox keeps what was not delivered
-            log.exception("passback delivery failed")
+    await service.run(service.warm_if_wanted)
+    try:
+        while True:
+            await asyncio.sleep(settings.passback_every)
+            try:
+                await service.passback.deliver_pending()
+            except Exception:  # the loop must outlive any one failure; the outbox keeps what was not delivered
+                log.exception("passback delivery failed")
+    finally:
+        service.instant.close()
 
 
 def main() -> None:

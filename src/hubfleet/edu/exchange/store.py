@@ -23,6 +23,7 @@ from hubfleet.edu.assignments.source import LatePolicy, late_penalty
 from hubfleet.edu.exchange.tables import (
     Assignment,
     Blob,
+    Check,
     Feedback,
     Grade,
     GradedFile,
@@ -441,6 +442,25 @@ class Exchange:
                 ]
             )
         return out.getvalue()
+
+    # -- instant feedback --------------------------------------------------------------------------------------
+
+    def record_check(self, submission_id: int, state: str, **values: Any) -> None:
+        """Create or update a submission's instant-feedback record (``values``: columns of :class:`Check`)."""
+        with self.sessions.begin() as session:
+            check = session.get(Check, submission_id)
+            if check is None:
+                check = Check(submission_id=submission_id, requested_at=utcnow())
+                session.add(check)
+            check.state = state
+            for key, value in values.items():
+                setattr(check, key, value)
+
+    def check(self, course: str, name: str, submission_id: int) -> tuple[Submission, Check | None]:
+        """A submission of the assignment and its instant-feedback record (``None``: none was asked for)."""
+        submission = self.submission(course, name, submission_id)
+        with self.sessions() as session:
+            return submission, session.get(Check, submission_id)
 
     # -- feedback ----------------------------------------------------------------------------------------------
 
