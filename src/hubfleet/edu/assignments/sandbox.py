@@ -549,7 +549,8 @@ class Sandbox:
         run = NotebookRun(cells=[CellRun() for _ in cells])
         with self._child(workdir, expected_names) as child:
             died = self._talk(child.sock, cells, run, started)
-            child.ended_cleanly = not died and run.failure is None
+            # a child that said it is done, or whose process died, reports its status at once; a stuck one is killed
+            child.ended_cleanly = died or run.failure is None
         if died:
             run.failure = _describe_exit(child.status, child.oom, self.limits.memory_bytes)
             for cell in run.cells:
