@@ -44,6 +44,7 @@ demo: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench docs
 	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest
@@ -56,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/lti.py
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/upstream.py
 
 clean:
 	rm -rf $(VENV) .hubfleet

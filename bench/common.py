@@ -33,7 +33,7 @@ import jupyterhub
 import psutil
 
 import hubfleet
-from hubfleet.fleet.state import port_is_free
+from hubfleet.fleet.ports import port_is_free
 from hubfleet.system import accounts, cgroups
 
 REPO = Path(__file__).resolve().parent.parent

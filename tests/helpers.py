@@ -13,16 +13,17 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts
+from tests.requirements import need
 
 USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
 
@@ -106,7 +107,7 @@ def fleet_yaml(
     name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "", top: str = ""
 ) -> str:
     """A fleet file for tests: free ports, a private shared root, then the given fleet-level sections (`top`, e.g.
-    `usage:`), `defaults:` and hubs (each YAML, unindented)."""
+    `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test says `sleep:`."""
     text = textwrap.dedent(
         f"""\
             name: {name}
@@ -119,8 +120,11 @@ def fleet_yaml(
     )
     if top:
         text += textwrap.dedent(top).rstrip("\n") + "\n"
-    if defaults:
-        text += "defaults:\n" + textwrap.indent(textwrap.dedent(defaults), "  ").rstrip("\n") + "\n"
+    defaults = textwrap.dedent(defaults)
+    if "sleep:" not in defaults and "sleep:" not in hubs:
+        # Test fleets stay awake unless the test is about sleep: their tests look at running processes.
+        defaults = "sleep: {after: never}\n" + defaults
+    text += "defaults:\n" + textwrap.indent(defaults, "  ").rstrip("\n") + "\n"
     return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 
@@ -168,10 +172,7 @@ def running_fleet(
     tmp: Path, hubs_yaml: str, hub_names: list[str], password: str, defaults: str = "", top: str = ""
 ) -> Iterator[RunningFleet]:
     """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: real Unix users and cgroups")
-    if not (USER_ENV / "bin" / "jupyterhub-singleuser").exists():
-        pytest.skip(f"no user environment at {USER_ENV} (run make setup)")
+    need("root", "cgroups", "acl", "user_env", "proxy")
     tmp.mkdir(parents=True, exist_ok=True)
     shared_root = Path(f"/srv/hubfleet-test-{secrets.token_hex(3)}")
     block = port_block()
@@ -203,3 +204,28 @@ def running_fleet(
 def unique_hub(prefix: str) -> str:
     """A hub name unlikely to exist on this machine (hub names scope Unix accounts)."""
     return f"{prefix}{secrets.token_hex(2)}"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str], every: float = 0.05) -> Any:
+    """Poll `condition` every `every` seconds until it returns something true (returned), at most `timeout`
+    seconds; then fail saying `what` was expected (a callable `what` is called for the message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what() if callable(what) else what}")
+        time.sleep(every)
+
+
+async def await_until(condition: Callable[[], Awaitable[Any]], timeout: float, what: str, every: float = 0.05) -> Any:
+    """`wait_until` for asyncio code: `condition` is a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await asyncio.sleep(every)

@@ -19,25 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import free_port
+from tests.requirements import need
 
-DAEMONS = ("slurmctld", "slurmd", "munged")
-CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
 NODES = ("node1", "node2")
 PARTITION = "interactive"
 NODE_CPUS = 2
 NODE_MEMORY_MB = 4096
 MUNGE_SOCKET_DIR = Path("/run/munge")
 READY_SECONDS = 30
-
-
-def missing_tools() -> list[str]:
-    """The Slurm and munge programs this machine lacks (empty when a test cluster can run)."""
-    return [
-        name for name in (*DAEMONS, *CLIENTS, "munge", "unmunge", "sudo") if shutil.which(name, path=_path()) is None
-    ]
 
 
 def _path() -> str:
@@ -212,11 +202,7 @@ def _stop(process: subprocess.Popen, timeout: float = 15) -> None:
 @contextlib.contextmanager
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """Start munged (if none answers), slurmctld and one slurmd per node; on exit cancel every job, stop them all."""
-    if os.geteuid() != 0:
-        pytest.skip("the Slurm test cluster needs root")
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"Slurm is not installed (missing: {', '.join(missing)}): apt-get install slurm-wlm munge sudo")
+    need("root", "slurm")
     # Not under pytest's 0700 temporary root: hub users read slurm.conf.
     root = Path(tempfile.mkdtemp(prefix="hubfleet-slurm-", dir="/tmp"))
     root.chmod(0o755)

@@ -8,18 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hubfleet.edu.courses import (
-    COURSE_NAME_RE,
-    COURSE_ROLES,
-    course_folder_path,
-    fleet_file_groups,
-    folder_access,
-    group_name,
-    group_properties,
-    parse_group,
-    staff_role,
-)
-from hubfleet.spec.edu import Course
+from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access, group_properties, staff_role
+from hubfleet.spec.edu import COURSE_NAME_RE, COURSE_ROLES, Course, group_name, parse_group
 
 COURSE_NAMES = st.from_regex(COURSE_NAME_RE, fullmatch=True)
 

@@ -20,11 +20,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from hubfleet.cli.course import course_app
+from hubfleet.common.hubapi import HubAPI
 from hubfleet.edu.courses import course_folder_path
-from hubfleet.fleet.hubapi import HubAPI
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts, cgroups
-from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub
 
 T = TypeVar("T")
 H = unique_hub("ed")
@@ -51,7 +51,7 @@ HUB = f"""\
       students: [sb1]
 """
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,12 @@ def status(fleet: RunningFleet, token: str, method: str, path: str, **kwargs: An
 
 async def wait_ready(api: HubAPI, user: str, timeout: float = 120) -> None:
     """Wait until `user`'s default server is ready."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def ready() -> bool:
         server = ((await api.user(user)) or {}).get("servers", {}).get("")
-        if server and server.get("ready"):
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"the server of {user} did not get ready")
+        return bool(server and server.get("ready"))
+
+    await await_until(ready, timeout, f"the server of {user} to get ready", every=0.25)
 
 
 def start_as_service(fleet: RunningFleet, user: str, restart: bool = False) -> None:
@@ -105,8 +104,11 @@ def start_as_service(fleet: RunningFleet, user: str, restart: bool = False) -> N
     async def go(api: HubAPI) -> None:
         if restart:
             await api.request("DELETE", f"/users/{user}/server")
-            while ((await api.user(user)) or {}).get("servers"):
-                await asyncio.sleep(0.25)
+
+            async def stopped() -> bool:
+                return not ((await api.user(user)) or {}).get("servers")
+
+            await await_until(stopped, 120, f"the server of {user} to stop", every=0.25)
         response = await api._client.post(f"/users/{user}/server")
         assert response.status_code in (201, 202), response.text
         await wait_ready(api, user)

@@ -30,6 +30,7 @@ import nbformat
 import pytest
 from sqlalchemy import select
 
+from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
 from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SERVICE_NAME, SETTINGS_FILE, ExchangeSettings
@@ -38,7 +39,6 @@ from hubfleet.edu.lti.launch import Launch
 from hubfleet.edu.lti.tables import Identity
 from hubfleet.health.client import TokenLogin
 from hubfleet.hub.authenticators.lti import ToolURLs
-from hubfleet.hub.settings import HubSettings
 from tests.helpers import USER_ENV, RunningFleet, running_fleet, unique_hub
 from tests.lms.peer import PeerLMS
 
@@ -48,7 +48,7 @@ CONTEXT = "ctx-ds"
 SUBS = {"sa": "lms-sa", "sb": "lms-sb"}  # hub user → their id in the LMS
 ASSIGNMENT = "hw1"
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 def hub_yaml(lms: PeerLMS) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 from traitlets.config import Config
 
 from hubfleet.backends.local.render import exchange_link, render_exchange_settings, render_settings
+from hubfleet.common.settings import HubPorts
+from hubfleet.common.state import FleetState
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE, SERVICE_NAME
 from hubfleet.edu.exchange.student import URL_ENV
-from hubfleet.fleet.state import FleetState
 from hubfleet.hub.config import configure
-from hubfleet.hub.settings import HubPorts
 from hubfleet.spec import parse
 
 FLEET = """\

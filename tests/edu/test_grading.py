@@ -35,9 +35,8 @@ from hubfleet.edu.assignments import (
     load_source,
 )
 from hubfleet.edu.assignments import nbgrader_format as fmt
-from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not DEFAULT_PYTHON.exists(), reason="needs root and the user env")
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 LIMITS = SandboxLimits(cell_seconds=2.0, notebook_seconds=15.0, memory_bytes=256 * 2**20, pids=64)
 

@@ -32,15 +32,8 @@ from hubfleet.edu.assignments import (
     load_source,
 )
 from hubfleet.edu.assignments import nbgrader_format as fmt
-from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not os.environ.get("CI") and (os.geteuid() != 0 or not DEFAULT_PYTHON.exists()),
-        reason="needs root and the user env",
-    ),
-]
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 LIMITS = SandboxLimits(cell_seconds=3.0, notebook_seconds=30.0, memory_bytes=256 * 2**20, pids=64)
 NOTEBOOK = "hw.ipynb"

@@ -3,13 +3,28 @@ own role and scope resolution deciding who may do what."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from jupyterhub import orm, roles, scopes
 from sqlalchemy.orm import Session
 
-from hubfleet.hub.courses import ensure_course, find_course, set_member
+from hubfleet.edu import course_store
+from hubfleet.hub.courses import OrmCourses
+
+
+def ensure_course(db: Session, course: str, **kwargs: Any) -> None:
+    asyncio.run(OrmCourses(db).ensure_course(course, **kwargs))
+
+
+def set_member(db: Session, course: str, user: str, role: str | None) -> None:
+    asyncio.run(OrmCourses(db).set_member(course, user, role))
+
+
+def find_course(db: Session, **properties: Any) -> str | None:
+    return asyncio.run(course_store.find_course(OrmCourses(db), **properties))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,19 +14,12 @@ import pytest
 
 from hubfleet.db import open_database
 from hubfleet.edu.assignments import generate, load_source
-from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
 from hubfleet.edu.exchange.instant import InstantGrader, InstantLimits
 from hubfleet.edu.exchange.store import Exchange
 from hubfleet.edu.exchange.tables import Check
 from hubfleet.edu.exchange.workflow import read_folder
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not os.environ.get("CI") and (os.geteuid() != 0 or not DEFAULT_PYTHON.exists()),
-        reason="needs root and the user env",
-    ),
-]
+pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 def meta(**nbgrader: object) -> dict:

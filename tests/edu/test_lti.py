@@ -23,7 +23,7 @@ from joserfc.jwk import RSAKey
 
 from hubfleet.edu.lti.launch import CLAIM, MAX_TOKEN_BYTES
 from hubfleet.hub.authenticators.lti import STATE_COOKIE_PREFIX, ToolURLs
-from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 from tests.lms.peer import LIS_ROLES, PeerLMS
 
 H = unique_hub("lti")
@@ -114,13 +114,12 @@ def hub_state(fleet: RunningFleet) -> tuple[set[str], set[str]]:
 
 
 def wait_ready(fleet: RunningFleet, name: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        model = user_model(fleet, name) or {}
-        if (model.get("servers") or {}).get("", {}).get("ready"):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the server of {name} was not ready within {READY_TIMEOUT} s")
+    wait_until(
+        lambda: ((user_model(fleet, name) or {}).get("servers") or {}).get("", {}).get("ready"),
+        READY_TIMEOUT,
+        f"the server of {name} to be ready",
+        every=0.25,
+    )
 
 
 def client() -> httpx.Client:
@@ -197,13 +196,12 @@ def test_an_instructors_launch_syncs_the_roster_in_the_background(
     fleet: RunningFleet, lms: PeerLMS, launched: dict[str, tuple[httpx.Client, str, str]]
 ) -> None:
     """Cy never launched: the roster sync after Ian's launch (NRPS, with the tool's signed token) added them."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        students = set(api(fleet, "groups/phys-2-students").raise_for_status().json()["users"])
-        if "cy" in students:
-            break
-        time.sleep(0.5)
-    assert students == {"bea", "cy"}
+
+    def students() -> set[str]:
+        return set(api(fleet, "groups/phys-2-students").raise_for_status().json()["users"])
+
+    wait_until(lambda: "cy" in students(), 60, "cy in the course after the roster sync", every=0.25)
+    assert students() == {"bea", "cy"}
     assert lms.tokens_issued >= 1
 
 

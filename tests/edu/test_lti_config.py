@@ -14,8 +14,9 @@ import tornado.web
 from traitlets.config import Config
 
 from hubfleet.backends.local.render import render_settings
+from hubfleet.common.settings import HubPorts, HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.edu.lti.launch import Launch
-from hubfleet.fleet.state import FleetState
 from hubfleet.hub.authenticators.lti import (
     LaunchLogin,
     LTI13Authenticator,
@@ -24,7 +25,6 @@ from hubfleet.hub.authenticators.lti import (
     state_cookie_options,
 )
 from hubfleet.hub.config import configure
-from hubfleet.hub.settings import HubPorts, HubSettings
 from hubfleet.spec import parse
 
 FLEET = """\
@@ -70,7 +70,7 @@ def test_lti_is_added_to_the_hubs_own_login(configs: dict[str, tuple[HubSettings
     assert issubclass(cls, LTI13Authenticator)
     assert [base.__name__ for base in cls.__mro__[1:3]] == ["LTI13Authenticator", "GitHubAuthenticator"]
     assert c.LTI13Authenticator.hub_public_url == "https://hubs.uni.example/hubs/gh/"
-    assert c.LTI13Authenticator.lti["username"] == "name"
+    assert c.LTI13Authenticator.lti.username == "name"
     assert c.Authenticator.enable_auth_state is True and len(c.CryptKeeper["keys"]) == 1
     assert "octocat" in c.LTI13Authenticator.reserved_usernames
     assert "very-secret-value" not in settings.model_dump_json()
@@ -95,7 +95,7 @@ def test_the_combined_authenticator_dispatches(configs: dict[str, tuple[HubSetti
     model = asyncio.run(authenticator.authenticate(None, LaunchLogin(launch, "ann-b")))
     assert model["name"] == "ann-b" and model["auth_state"]["lti"]["sub"] == "s1"
     assert authenticator.check_allowed("ann-b", model) is True
-    assert asyncio.run(authenticator.username_for(launch.issuer, "s1", email=None, name="Ann B")) == "ann-b"
+    assert asyncio.run(authenticator.usernames.of(launch.issuer, "s1", email=None, name="Ann B")) == "ann-b"
     assert ToolURLs.of(settings.public_url).launch == "https://hubs.uni.example/hubs/gh/hub/lti13/launch"
 
 

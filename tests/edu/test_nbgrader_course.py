@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -22,15 +21,11 @@ from hubfleet.db import open_database
 from hubfleet.edu.assignments import SourceError
 from hubfleet.edu.assignments.nbgrader_config import ConfigError, read_config
 from hubfleet.edu.assignments.nbgrader_course import NbgraderCourse, parse_timestamp
-from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
 from hubfleet.edu.exchange.nbgrader_import import import_course
 from hubfleet.edu.exchange.store import Exchange
 from tests.edu import nbgrader_course_files as course_files
 
-needs_sandbox = pytest.mark.skipif(
-    not os.environ.get("CI") and (os.geteuid() != 0 or not DEFAULT_PYTHON.exists()),
-    reason="needs root and the user env",
-)
+needs_sandbox = pytest.mark.needs("root", "cgroups", "user_env")
 
 NBGRADER_SCORES = {
     "alice/problems": 9.0,
@@ -63,9 +58,6 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
     course_files.write_submissions(root, root / "release" / course_files.ASSIGNMENT)
     cli("autograde", str(root), course_files.ASSIGNMENT)
     return root
-
-
-pytestmark = [pytest.mark.root]
 
 
 @needs_sandbox

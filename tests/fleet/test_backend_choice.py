@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet.backends.base import Backend, HubStatus
-from hubfleet.fleet import supervisor as supervisor_module
+from hubfleet.common.state import FleetState
+from hubfleet.common.status import HubStatus
+from hubfleet.fleet import backend as backend_port
+from hubfleet.fleet.backend import Backend, RunningHub
 from hubfleet.fleet.plan import HubChange, plan
-from hubfleet.fleet.state import FleetState
 from hubfleet.fleet.supervisor import Supervisor
 from hubfleet.spec import parse
 from hubfleet.spec.models import Hub
@@ -30,15 +31,14 @@ hubs:
 class Recorder(Backend):
     """A backend that only remembers which hubs it runs and what it was asked."""
 
-    def __init__(self, fleet, state, standby=None):
-        super().__init__(fleet, state)
-        self.standby = standby
+    def __init__(self, fleet, state, standby):
+        super().__init__(fleet, state, standby)
         self.running: list[str] = []
         self.calls: list[tuple[str, str]] = []
         self.closed = False
 
-    def hub_names(self) -> list[str]:
-        return list(self.running)
+    def running_hubs(self) -> list[RunningHub]:
+        return [RunningHub(name, self.name, None, f"{self.name}:{name}", True) for name in self.running]  # type: ignore[arg-type]
 
     async def up(self, hub: Hub) -> None:
         self.calls.append(("up", hub.name))
@@ -57,9 +57,6 @@ class Recorder(Backend):
     async def close(self) -> None:
         self.closed = True
 
-    def routes(self) -> dict[str, str]:
-        return {f"/hubs/{name}": f"{self.name}:{name}" for name in self.running}
-
 
 class LocalRecorder(Recorder):
     name = "local"
@@ -72,8 +69,7 @@ class SlurmRecorder(Recorder):
 def test_each_hub_runs_on_its_own_backend_and_moves_when_it_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor_module, "LocalBackend", LocalRecorder)
-    monkeypatch.setattr(supervisor_module, "SlurmBackend", SlurmRecorder)
+    monkeypatch.setattr(backend_port, "registered", lambda: {"local": LocalRecorder, "slurm": SlurmRecorder})
     fleet = parse(FLEET, tmp_path / "fleet.yaml")
     supervisor = Supervisor(fleet, tmp_path / "fleet.yaml", FLEET, FleetState(tmp_path / "state"))
     routes: list[dict[str, str]] = []

@@ -11,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hubfleet.fleet.state import port_is_free
+from hubfleet.fleet.ports import port_is_free
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.system import accounts, cgroups
 from tests.helpers import (
-    USER_ENV,
     fleet_yaml,
     hubfleet,
     port_block,
@@ -23,11 +22,11 @@ from tests.helpers import (
     processes_of_hub_users,
     unique_hub,
 )
+from tests.requirements import need
 
 
 def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not (USER_ENV / "bin" / "jupyterhub-singleuser").exists():
-        pytest.skip("needs root and the user environment")
+    need("root", "cgroups", "user_env", "proxy")
     hub = unique_hub("td")
     block = port_block()
     port = block[1] + 1

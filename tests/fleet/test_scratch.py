@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from hubfleet.fleet.scratch import SWEEP_EVERY_ENV
 from hubfleet.health.client import CodeError, PasswordLogin
-from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 
 HUB = unique_hub("ts")
 PASSWORD = "scratch-test-password"
@@ -87,10 +86,7 @@ def test_the_fleet_sweeps_old_files_away(fleet: RunningFleet) -> None:
     )
     assert in_kernel(fleet, "alice", code) == "ok"
     old, new = scratch_of(fleet, "alice") / "run" / "old.bin", scratch_of(fleet, "alice") / "new.bin"
-    deadline = time.monotonic() + 30
-    while (old.exists() or old.parent.exists()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not old.exists() and not old.parent.exists()
+    wait_until(lambda: not old.exists() and not old.parent.exists(), 30, "the sweep to remove the old file", every=0.2)
     assert new.read_text() == "new"
     log = (fleet.state_dir / "supervisor.log").read_text()
     assert f"scratch of hub {HUB}: removed {old}" in log

@@ -14,6 +14,7 @@ import pytest
 
 from hubfleet.fleet.scratch import ScratchSweeper, scratch_roots, sweep_fleet, sweep_scratch
 from hubfleet.spec import parse
+from tests.helpers import await_until
 
 NOW = 2_000_000_000.0
 DAY = 86400
@@ -197,10 +198,7 @@ def test_the_sweeper_runs_in_the_background_until_stopped(tmp_path: Path) -> Non
         task = asyncio.create_task(sweeper.run())
         await asyncio.sleep(0.2)
         make(old, age=NOW - 1000)  # modified in 1970 + 1000 s: long ago
-        for _ in range(100):
-            if not old.exists():
-                break
-            await asyncio.sleep(0.05)
+        await await_until(lambda: asyncio.sleep(0, not old.exists()), 5, "the sweeper to remove the old file")
         sweeper.stop()
         await asyncio.wait_for(task, timeout=5)
 

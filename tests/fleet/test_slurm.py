@@ -19,13 +19,13 @@ import httpx
 import pytest
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.backends.slurm import cancel_leftover_jobs
-from hubfleet.fleet.state import FleetState
+from hubfleet.backends.slurm import SlurmBackend
+from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.hub.settings import HubPorts, SlurmLink
 from hubfleet.spec import parse
 from hubfleet.system import accounts
-from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub
+from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub, wait_until
 from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
 
 T = TypeVar("T")
@@ -96,9 +96,7 @@ async def run_code(user: HubUser, code: str) -> str:
 
 def wait_for_no_jobs(cluster: SlurmCluster, timeout: float = 30) -> float:
     started = time.monotonic()
-    while cluster.jobs():
-        assert time.monotonic() - started < timeout, f"jobs still queued: {cluster.jobs()}"
-        time.sleep(0.05)
+    wait_until(lambda: not cluster.jobs(), timeout, lambda: f"no jobs queued (still: {cluster.jobs()})")
     return time.monotonic() - started
 
 
@@ -188,7 +186,7 @@ def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(
             submit = ["sbatch", "--mem=100M", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"]
             cluster.run("sudo", "-E", "-u", user, *submit)
         assert sorted(j["user"] for j in cluster.jobs()) == sorted([account, "root"])
-        assert cancel_leftover_jobs(state) == 1
+        assert SlurmBackend.clean_up_after(state) == 1
         assert [j["user"] for j in cluster.jobs()] == ["root"]
     finally:
         cluster.cancel_all()

@@ -26,9 +26,7 @@ BASE_URL = "/hubs/t1/"
 PASSWORD = "synthetic-user-password"
 STEPS = ["login", "start-server", "start-kernel", "run-code", "stop-kernel", "stop-server"]
 
-pytestmark = pytest.mark.skipif(
-    not (SINGLEUSER.exists() and CHP.exists()), reason="needs the user env and configurable-http-proxy"
-)
+pytestmark = pytest.mark.needs("user_env", "proxy")
 
 
 @dataclass

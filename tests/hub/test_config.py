@@ -10,9 +10,9 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.settings import CHECK_USER, HubPorts, HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.hub.config import configure
-from hubfleet.hub.settings import CHECK_USER, HubPorts, HubSettings
 from hubfleet.spec import parse
 
 FLEET = """\

@@ -13,9 +13,9 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.state import FleetState
 from hubfleet.hub.config import SLURM_START_TIMEOUT, configure
-from hubfleet.hub.settings import HubPorts, SlurmLink
 from hubfleet.hub.slurm import PortHandler, SlurmSpawner, job_resources, slurm_time
 from hubfleet.spec import parse
 from hubfleet.spec.models import Profile
@@ -53,7 +53,7 @@ def _spawner(user_options: dict) -> SlurmSpawner:
     c.HubfleetSpawnerMixin.env_prefix = "/opt/env"
     c.HubfleetSpawnerMixin.home_root = "/home"
     c.HubfleetSpawnerMixin.profiles = [
-        Profile(name="small", cpu=0.5, memory=1024**3, partition="short", time_limit=1800).model_dump(mode="json")
+        Profile(name="small", cpu=0.5, memory=1024**3, partition="short", time_limit=1800)
     ]
     user = SimpleNamespace(name="ann", groups=[], admin=False, url="/user/ann/")
     spawner = SlurmSpawner(config=c, user=user, user_options=user_options)

@@ -16,13 +16,12 @@ import httpx
 import pytest
 import yaml
 
-from hubfleet.edu.courses import group_name
+from hubfleet.common.hubapi import HubAPI
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
 from hubfleet.edu.roster import CourseNotOnHub, SyncReport, sync_course
-from hubfleet.fleet.hubapi import HubAPI
-from hubfleet.spec.edu import LTIPlatform
+from hubfleet.spec.edu import LTIPlatform, group_name
 from tests.helpers import RunningFleet, running_fleet, unique_hub
 from tests.lms.minitool import MiniTool
 from tests.lms.peer import LIS_ROLES, PeerLMS
@@ -126,7 +125,7 @@ def test_course_role_mapping() -> None:
     assert course_role([LIS_ROLES["Mentor"], "Learner"]) == "student"
 
 
-@pytest.mark.root
+@pytest.mark.needs("root", "cgroups", "user_env")
 def test_first_sync_fills_the_course(fleet: RunningFleet, lms_course: PeerLMS, sync) -> None:
     before_tokens = lms_course.tokens_issued
     before_pages = len([r for r in lms_course.requests if r["path"].startswith(f"/nrps/{CONTEXT}/")])
@@ -142,7 +141,7 @@ def test_first_sync_fills_the_course(fleet: RunningFleet, lms_course: PeerLMS, s
     assert {"old1", "s02"} & hub_users(fleet) == {"old1"}  # old1 keeps their user; the content developer got none
 
 
-@pytest.mark.root
+@pytest.mark.needs("root", "cgroups", "user_env")
 def test_second_sync_follows_roster_changes(fleet: RunningFleet, lms_course: PeerLMS, sync) -> None:
     tokens = lms_course.tokens_issued
     lms_course.enroll(CONTEXT, "lms-05", ["Learner"], status="Inactive")
@@ -162,13 +161,13 @@ def test_second_sync_follows_roster_changes(fleet: RunningFleet, lms_course: Pee
     assert (unchanged.added, unchanged.updated, unchanged.removed) == ({}, {}, [])
 
 
-@pytest.mark.root
+@pytest.mark.needs("root", "cgroups", "user_env")
 def test_sync_of_a_course_not_on_the_hub(sync) -> None:
     with pytest.raises(CourseNotOnHub, match="nope"):
         sync("nope")
 
 
-@pytest.mark.root
+@pytest.mark.needs("root", "cgroups", "user_env")
 def test_cli_sync_with_the_hubs_own_tool_key(fleet: RunningFleet, lms: PeerLMS) -> None:
     """`hubfleet course sync`: the hub's tool key (made by its LTI authenticator), its published JWKS, the fleet
     database's LMS identities. Runs last: the peer's tool becomes the hub."""

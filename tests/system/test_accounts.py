@@ -28,7 +28,6 @@ from hubfleet.system.accounts import (
     ensure_user,
     hub_group_prefix,
     hub_groupname,
-    is_root,
     remove_group,
     remove_user,
     set_managed_groups,
@@ -70,9 +69,6 @@ TRICKY = [
     "hf-research",
     "research_alice",
 ]
-
-needs_root = pytest.mark.skipif(not is_root(), reason="creates real Unix users and groups; run as root")
-needs_acl = pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl missing (apt-get install acl)")
 
 
 # --- name mapping -----------------------------------------------------------------------------------------------
@@ -225,8 +221,7 @@ def getfacl(path: Path) -> str:
     ).stdout
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_ensure_user_creates_a_private_home_and_is_idempotent(sandbox: Sandbox) -> None:
     account = sandbox.user("Alice:Smith\n")
     entry = pwd.getpwnam(account.name)
@@ -258,8 +253,7 @@ def test_ensure_user_creates_a_private_home_and_is_idempotent(sandbox: Sandbox) 
         ensure_user(account.name, sandbox.base / "elsewhere")
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_accounts_and_memberships_are_safe_under_concurrency(sandbox: Sandbox) -> None:
     prefix = hub_group_prefix(sandbox.hub)
     names = [unix_username(sandbox.hub, f"user{i}") for i in range(12)]
@@ -280,8 +274,7 @@ def test_accounts_and_memberships_are_safe_under_concurrency(sandbox: Sandbox) -
         assert sorted(grp.getgrnam(group).gr_mem) == sorted(names)
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_users_cannot_read_each_others_homes(sandbox: Sandbox) -> None:
     alice, bob = sandbox.user("alice"), sandbox.user("bob")
     secret = bob.home / "secret"
@@ -291,8 +284,7 @@ def test_users_cannot_read_each_others_homes(sandbox: Sandbox) -> None:
     assert_denied(run_as(alice, "ls", str(bob.home)))
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_groups_and_managed_memberships(sandbox: Sandbox) -> None:
     hub, prefix = sandbox.hub, hub_group_prefix(sandbox.hub)
     everyone = sandbox.group(hub_groupname(hub))
@@ -322,8 +314,7 @@ def test_groups_and_managed_memberships(sandbox: Sandbox) -> None:
         set_managed_groups(alice.name, {unix_groupname(hub, "ghost")}, prefix)
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_remove_user_and_group(sandbox: Sandbox) -> None:
     alice = sandbox.user("alice")
     group = sandbox.group(unix_groupname(sandbox.hub, "physics"))
@@ -340,9 +331,7 @@ def test_remove_user_and_group(sandbox: Sandbox) -> None:
     remove_group(group)
 
 
-@pytest.mark.root
-@needs_root
-@needs_acl
+@pytest.mark.needs("root", "acl")
 def test_shared_folder_gives_writers_and_readers_their_access(sandbox: Sandbox) -> None:
     prefix = hub_group_prefix(sandbox.hub)
     writers = sandbox.group(unix_groupname(sandbox.hub, "writers"))
@@ -381,9 +370,7 @@ def test_shared_folder_gives_writers_and_readers_their_access(sandbox: Sandbox) 
     assert_denied(run_as(outsider, "cat", str(notes)))
 
 
-@pytest.mark.root
-@needs_root
-@needs_acl
+@pytest.mark.needs("root", "acl")
 def test_shared_folder_reapplication_revokes_and_downgrades(sandbox: Sandbox) -> None:
     prefix = hub_group_prefix(sandbox.hub)
     writers = sandbox.group(unix_groupname(sandbox.hub, "writers"))
@@ -416,9 +403,7 @@ def test_shared_folder_reapplication_revokes_and_downgrades(sandbox: Sandbox) ->
     assert stat.S_IMODE(folder.stat().st_mode) == 0o2770
 
 
-@pytest.mark.root
-@needs_root
-@needs_acl
+@pytest.mark.needs("root", "acl")
 def test_shared_folder_rejects_bad_input(sandbox: Sandbox) -> None:
     writers = sandbox.group(unix_groupname(sandbox.hub, "writers"))
     with pytest.raises(ValueError, match="'read' or 'write'"):
@@ -432,8 +417,7 @@ def test_shared_folder_rejects_bad_input(sandbox: Sandbox) -> None:
     assert stat.S_IMODE((sandbox.base / "target").stat().st_mode) == 0o755
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.needs("root")
 def test_ensure_folder_forces_owner_and_mode_and_refuses_a_symlink(sandbox: Sandbox) -> None:
     alice = sandbox.user("alice")
     bob = sandbox.user("bob")

@@ -24,19 +24,19 @@ from hubfleet.system.cgroups import (
     detect,
     prepare_preexec,
 )
+from tests.helpers import wait_until
+from tests.requirements import need
 
 MiB = 1024 * 1024
 TOP = "hubfleet-test"
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.needs("root", "cgroups")
 
 
 def _driver_or_skip() -> CgroupDriver:
-    if os.geteuid() != 0:
-        pytest.skip("cgroups need root")
+    need("root", "cgroups")
     driver = detect()
-    if driver is None:
-        pytest.skip("no usable cgroup hierarchy on this machine")
+    assert driver is not None
     return driver
 
 
@@ -224,10 +224,7 @@ def test_kill_all_and_remove_leave_nothing(driver: CgroupDriver, relpath: str) -
     # ... and a process that was started elsewhere and moved in by pid
     other = subprocess.Popen(["sleep", "60"])
     group.add_process(other.pid)
-    for _ in range(100):
-        if len(group.pids()) >= 5:
-            break
-        time.sleep(0.02)
+    wait_until(lambda: len(group.pids()) >= 5, 2, "five processes in the group", every=0.02)
     pids = group.pids()
     assert proc.pid in pids and other.pid in pids and len(pids) >= 5, pids
     parent = driver.open(relpath)
@@ -237,10 +234,7 @@ def test_kill_all_and_remove_leave_nothing(driver: CgroupDriver, relpath: str) -
     assert proc.wait(timeout=5) == -signal.SIGKILL
     assert other.wait(timeout=5) == -signal.SIGKILL
     proc.communicate()
-    deadline = time.monotonic() + 2
-    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert all(_gone(pid) for pid in pids)
+    wait_until(lambda: all(_gone(pid) for pid in pids), 2, "every process of the group gone", every=0.02)
     assert group.pids() == []
     for directory in (*group.paths, *parent.paths):
         assert not os.path.exists(directory)

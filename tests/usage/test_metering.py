@@ -23,15 +23,16 @@ from typer.testing import CliRunner, Result
 
 from hubfleet import db
 from hubfleet.cli import app
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec import load
 from hubfleet.usage import ledger
+from hubfleet.usage.collector import max_gap
 from hubfleet.usage.cost import days_in_month
 from hubfleet.usage.metrics import metrics_token
 from hubfleet.usage.reports import PilotStatus, cost_report, pilot_statuses
 from hubfleet.usage.tables import AlertSent, Coverage, HomeBytes, Sample
-from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 
 METER = unique_hub("um")
 PILOT = unique_hub("up")
@@ -117,14 +118,19 @@ def samples(session: Session, hub: str, user: str) -> list[Sample]:
 
 def wait_for_sample_after(sessions: sessionmaker[Session], hub: str, user: str, moment: float) -> list[Sample]:
     """Wait until the collector has a sample of the user's server ending after `moment`; all samples."""
-    deadline = time.time() + 60
-    while time.time() < deadline:
+
+    def after() -> list[Sample] | None:
         with sessions() as session:
             found = samples(session, hub, user)
-        if found and found[-1].start + found[-1].seconds >= moment:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no sample of {user} on {hub} after {moment}")
+        return found if found and found[-1].start + found[-1].seconds >= moment else None
+
+    return wait_until(after, 60, f"a sample of {user} on {hub} after {moment}", every=0.5)
+
+
+def sweeps_done(sessions: sessionmaker[Session]) -> int:
+    """How many sweeps the collector has recorded (one coverage row each)."""
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(Coverage)) or 0
 
 
 def cpu_total(found: list[Sample]) -> float:
@@ -227,7 +233,7 @@ def test_a_collector_outage_counts_no_usage(
     os.kill(supervisor, signal.SIGSTOP)  # the collector (in the supervisor) is down; hubs and servers run on
     try:
         burned = float(user.execute(kernel, BURN))
-        time.sleep(max(0.0, stopped + 12 - time.time()))
+        time.sleep(max(0.0, stopped + max_gap(INTERVAL) + 2 - time.time()))  # an outage longer than the gap rule
     finally:
         os.kill(supervisor, signal.SIGCONT)
     resumed = time.time()
@@ -246,10 +252,9 @@ def test_a_collector_outage_counts_no_usage(
 def test_budget_alerts_reach_the_webhook_once_per_threshold(
     webhook: Receiver, sessions: sessionmaker[Session], fleet: RunningFleet
 ) -> None:
-    deadline = time.time() + 30
-    while time.time() < deadline and len([a for a in webhook.received if a["hub"] == PILOT]) < 2:
-        time.sleep(0.5)
-    time.sleep(3 * INTERVAL)  # more sweeps: nothing is sent twice
+    wait_until(lambda: len([a for a in webhook.received if a["hub"] == PILOT]) >= 2, 30, "two alerts", every=0.5)
+    sweeps = sweeps_done(sessions)
+    wait_until(lambda: sweeps_done(sessions) >= sweeps + 3, 60, "three more sweeps")  # nothing is sent twice
     alerts = [a for a in webhook.received if a["hub"] == PILOT]
     assert sorted(a["threshold"] for a in alerts) == [0.8, 1.0]
     assert alerts[0]["budget"] == 0.5 and alerts[0]["fraction"] >= 1.0 and alerts[0]["hard_quota"] is True

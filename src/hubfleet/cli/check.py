@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, fail, state_root
+from hubfleet.common.hubapi import HubAPI
+from hubfleet.common.settings import CHECK_USER, HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.fleet.control import ControlClient, NotRunning
-from hubfleet.fleet.hubapi import HubAPI
-from hubfleet.fleet.state import FleetState
 from hubfleet.health.check import CheckReport, PasswordLogin, TokenLogin, run_check
-from hubfleet.hub.settings import CHECK_USER, HubSettings
 
 
 async def _login_for(settings: HubSettings, hub_url: str) -> PasswordLogin | TokenLogin:
@@ -65,14 +64,14 @@ def check(
     """Log a synthetic user in, start a server, run code in a kernel, stop it; exit 1 if any hub fails."""
     state = FleetState(state_root(state_dir))
     try:
-        document: dict[str, Any] = ControlClient(state, timeout=30).status()
+        document = ControlClient(state, timeout=30).status()
     except NotRunning as exc:
         raise fail(str(exc), code=3) from None
-    known = [h["name"] for h in document["hubs"]]
+    known = [h.name for h in document.hubs]
     if hub is not None and hub not in known:
         raise fail(f"no hub {hub!r} is running (hubs: {', '.join(known)})")
     names = [hub] if hub else known
-    reports = asyncio.run(check_hubs(state, document["front_door"], names, timeout))
+    reports = asyncio.run(check_hubs(state, document.front_door, names, timeout))
     if as_json:
         print(json.dumps({"ok": all(r.ok for r in reports), "hubs": [r.to_dict() for r in reports]}, indent=2))
     else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,16 +20,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
+from hubfleet.common.hubapi import HubAPI
+from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
-from hubfleet.edu.courses import COURSE_ROLES, course_groups, group_name, parse_group
-from hubfleet.edu.lti.identity import IdentityStore
+from hubfleet.edu.course_store import FLEET_FILE_SOURCE, CourseView, load_courses, set_role
+from hubfleet.edu.lti.identity import IdentityStore, Usernames
 from hubfleet.edu.lti.keys import ToolKey
-from hubfleet.edu.lti.services import Member, ServiceClient, ServiceError
+from hubfleet.edu.lti.services import ServiceClient, ServiceError
 from hubfleet.edu.roster import SyncReport, sync_course
-from hubfleet.fleet.hubapi import PAGINATION, HubAPI
-from hubfleet.hub.settings import HubSettings
 from hubfleet.spec.base import Username
-from hubfleet.spec.edu import Course
+from hubfleet.spec.edu import COURSE_ROLES
 
 course_app = typer.Typer(
     name="course",
@@ -43,50 +42,12 @@ COURSE_ARGUMENT: Any = typer.Argument(..., help="the course's short name (see `h
 USER_ARGUMENT: Any = typer.Argument(..., help="the hub user name")
 JSON_OPTION: Any = typer.Option(False, "--json", help="machine-readable output")
 
-FLEET_FILE_SOURCE = "fleet file"
-RUN_TIME_SOURCE = "run time"
-"""Where a member came from: named in the fleet file, or added while the hub ran (CLI or LMS)."""
-
 _T = TypeVar("_T")
-
-
-@dataclass
-class CourseView:
-    """A course as the running hub has it, with what the fleet file says about it."""
-
-    name: str
-    properties: dict[str, Any] = field(default_factory=dict)
-    members: dict[str, list[str]] = field(default_factory=dict)
-    """Role → members, from the hub's groups."""
-    spec: Course | None = None
-    """The fleet file's definition (None: created at run time)."""
-
-    def source(self, user: str) -> str:
-        """Where member `user` came from."""
-        return FLEET_FILE_SOURCE if self.spec is not None and user in self.spec.members else RUN_TIME_SOURCE
-
-    def to_dict(self) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "name": self.name,
-            "title": self.properties.get("title") or (spec.title if spec else None),
-            "origin": "fleet-file" if spec is not None else self.properties.get("origin", "run-time"),
-            "roster": self.properties.get("roster", spec.roster if spec else "lms"),
-            "lms_context": self.properties.get("lti_context"),
-            "profile": self.properties.get("profile"),
-            "folder": self.properties.get("folder", True),
-            "groups": course_groups(self.name),
-            "members": {
-                role: [{"name": user, "source": self.source(user)} for user in users]
-                for role, users in self.members.items()
-            },
-            "schedule": [meeting.model_dump(mode="json") for meeting in spec.schedule] if spec else [],
-        }
 
 
 def hub_api(settings: HubSettings) -> HubAPI:
     """The hub's REST API on loopback, as the fleet's service."""
-    return HubAPI(f"http://127.0.0.1:{settings.ports.hub}{settings.base_url}hub/api", settings.secret("service_token"))
+    return HubAPI(settings.address.hub_api_url, settings.secret("service_token"))
 
 
 def run_on_hub(settings: HubSettings, action: Callable[[HubAPI], Awaitable[_T]]) -> _T:
@@ -102,47 +63,8 @@ def run_on_hub(settings: HubSettings, action: Callable[[HubAPI], Awaitable[_T]])
         raise fail(f"hub {settings.hub!r} does not answer ({exc}): is the fleet running? (`hubfleet status`)") from None
 
 
-async def _all_groups(api: HubAPI) -> list[dict]:
-    groups: list[dict] = []
-    offset = 0
-    while True:
-        response = await api.request(
-            "GET", "/groups", params={"offset": offset, "limit": 200}, headers={"Accept": PAGINATION}
-        )
-        page = response.json()
-        groups += page["items"]
-        following = page["_pagination"].get("next")
-        if not following:
-            return groups
-        offset = following["offset"]
-
-
-def _course_of(group: dict) -> tuple[str, str] | None:
-    """(course, role) of a course group: its name parses and its properties name the course."""
-    parsed = parse_group(group["name"])
-    if parsed is None or (group.get("properties") or {}).get("course") != parsed[0]:
-        return None
-    return parsed
-
-
-async def load_courses(api: HubAPI, settings: HubSettings) -> dict[str, CourseView]:
-    """Every course of the hub, from its groups, with the fleet file's definitions."""
-    specs = {course.name: course for course in settings.courses}
-    views: dict[str, CourseView] = {}
-    for group in await _all_groups(api):
-        parsed = _course_of(group)
-        if parsed is None:
-            continue
-        course, role = parsed
-        view = views.setdefault(course, CourseView(course, spec=specs.get(course)))
-        view.members[role] = sorted(group.get("users", []))
-        if role == "student" or not view.properties:
-            view.properties = dict(group.get("properties") or {})
-    for view in views.values():
-        for role in COURSE_ROLES:
-            view.members.setdefault(role, [])
-        view.members = {role: view.members[role] for role in COURSE_ROLES}
-    return dict(sorted(views.items()))
+async def _courses(api: HubAPI, settings: HubSettings) -> dict[str, CourseView]:
+    return await load_courses(api, settings.courses)
 
 
 def _check_user(user: str) -> None:
@@ -166,7 +88,7 @@ def list_courses(
 ) -> None:
     """List the hub's courses: the fleet file's and those created at run time (e.g. from the LMS)."""
     settings = hub_settings(state_dir, hub)
-    views = run_on_hub(settings, lambda api: load_courses(api, settings))
+    views = run_on_hub(settings, lambda api: _courses(api, settings))
     if as_json:
         print(json.dumps([view.to_dict() for view in views.values()], indent=2))
         return
@@ -191,7 +113,7 @@ def show(
 ) -> None:
     """Show one course: title, staff, students (and where each came from), folder, schedule."""
     settings = hub_settings(state_dir, hub)
-    view = _find(run_on_hub(settings, lambda api: load_courses(api, settings)), hub, course)
+    view = _find(run_on_hub(settings, lambda api: _courses(api, settings)), hub, course)
     data = view.to_dict()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -216,15 +138,8 @@ def show(
 
 async def _set_role(api: HubAPI, settings: HubSettings, course: str, user: str, role: str | None) -> CourseView:
     """Make `user` a member of `course` with exactly `role` (None: not a member); the course must exist."""
-    view = _find(await load_courses(api, settings), settings.hub, course)
-    if role is not None and await api.user(user) is None:
-        await api.create_users([user])
-    for each in COURSE_ROLES:
-        group = group_name(course, each)
-        if each == role and user not in view.members[each]:
-            await api.add_members(group, [user])
-        elif each != role and user in view.members[each]:
-            await api.remove_members(group, [user])
+    view = _find(await _courses(api, settings), settings.hub, course)
+    await set_role(api, course, user, role)
     return view
 
 
@@ -280,9 +195,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(course_app)
 
 
-# --- roster sync from the LMS (LTI NRPS); appended by the roster-sync helper ------------------------------------------
-
-
 MEMBERSHIPS_OPTION: Any = typer.Option(
     None,
     "--memberships-url",
@@ -303,8 +215,8 @@ def _lms_platform(settings: HubSettings, issuer: str | None) -> Any:
 async def _sync_roster(api: HubAPI, settings: HubSettings, course: str, memberships_url: str | None) -> SyncReport:
     from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the key the hub made on its first LTI start
 
-    view = _find(await load_courses(api, settings), settings.hub, course)
-    if view.to_dict()["roster"] != "lms":
+    view = _find(await _courses(api, settings), settings.hub, course)
+    if view.roster != "lms":
         raise fail(f"course {course!r} takes its members from the fleet file (roster: fleet-file), not the LMS")
     url = memberships_url or view.properties.get("lti_memberships_url")
     if not url:
@@ -313,25 +225,14 @@ async def _sync_roster(api: HubAPI, settings: HubSettings, course: str, membersh
     key_file = settings.state_dir / TOOL_KEY_FILE
     if not key_file.is_file():
         raise fail(f"hub {settings.hub!r} has no LTI tool key yet ({key_file}): start it with `lti:` configured")
-    identities = IdentityStore(open_database(settings.database_url))
-    reserved = settings.named_users()
     rule = settings.lti.username if settings.lti else "email"
-
-    async def username(member: Member) -> str:
-        return await asyncio.to_thread(
-            identities.username_for,
-            platform.issuer,
-            member.user_id,
-            email=member.email,
-            name=member.name,
-            rule=rule,
-            taken=reserved.__contains__,
-        )
-
+    usernames = Usernames(IdentityStore(open_database(settings.database_url)), rule, frozenset(settings.named_users()))
     async with httpx.AsyncClient(timeout=30) as http:
         client = ServiceClient(platform, ToolKey.load_or_create(key_file), http=http)
         try:
-            return await sync_course(api, client, course=course, context_memberships_url=url, usernames=username)
+            return await sync_course(
+                api, client, course=course, context_memberships_url=url, usernames=usernames.of_members(platform.issuer)
+            )
         except ServiceError as exc:
             raise fail(f"the LMS at {platform.issuer} refused the roster sync: {exc.message}") from None
 

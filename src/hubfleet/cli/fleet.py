@@ -17,18 +17,18 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from hubfleet.backends.slurm import cancel_leftover_jobs
-from hubfleet.backends.slurm.jobs import SlurmError
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
+from hubfleet.common.state import FleetState
+from hubfleet.common.status import FleetStatus
+from hubfleet.fleet.backend import registered
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import kill_pid_file
-from hubfleet.fleet.state import FleetState
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
 
-PROCESSES = ("idle-culler", "dask-gateway", "exchange", "hub", "proxy")
+PROCESSES = ("dask-gateway", "exchange", "hub")
 """A hub's processes, in the order `down` stops them."""
 
 FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)
@@ -127,18 +127,18 @@ def _print_logins(fleet: Fleet) -> None:
                 console.print(f"  {hub.name}: admins {escape(admins)} with password {escape(admin_password)}")
 
 
-def _status_table(document: dict[str, Any]) -> Table:
-    table = Table(title=f"fleet {document['fleet']} — {document['front_door']}", title_justify="left")
+def _status_table(document: FleetStatus) -> Table:
+    table = Table(title=f"fleet {document.fleet} — {document.front_door}", title_justify="left")
     for column in ("hub", "state", "url", "pids", "users", "servers", "restarts"):
         table.add_column(column)
-    for hub in document["hubs"]:
-        state = "[green]up[/]" if hub["healthy"] else f"[red]{hub['state']}[/]"
-        pids = " ".join(f"{k}={v}" for k, v in hub["pids"].items() if v)
-        restarts = sum(hub["restarts"].values()) if hub["restarts"] else 0
-        users = "" if hub["users"] is None else str(hub["users"])
-        servers = "" if hub["running_servers"] is None else str(hub["running_servers"])
-        detail = f"\n[dim]{escape(hub['detail'])}[/]" if hub["detail"] else ""
-        table.add_row(hub["name"], state + detail, hub["url"], pids, users, servers, str(restarts))
+    for hub in document.hubs:
+        state = "[green]up[/]" if hub.healthy else f"[red]{hub.state}[/]"
+        pids = " ".join(f"{k}={v}" for k, v in hub.pids.items() if v)
+        restarts = sum(hub.restarts.values())
+        users = "" if hub.users is None else str(hub.users)
+        servers = "" if hub.running_servers is None else str(hub.running_servers)
+        detail = f"\n[dim]{escape(hub.detail)}[/]" if hub.detail else ""
+        table.add_row(hub.name, state + detail, hub.url, pids, users, servers, str(restarts))
     return table
 
 
@@ -219,7 +219,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
             except (NotRunning, OSError, ValueError):
                 time.sleep(0.2)
                 continue
-            if document["ready"]:
+            if document.ready:
                 break
             time.sleep(0.2)
         else:
@@ -227,7 +227,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
     console.print(_status_table(document))
     _print_logins(load(source))
     console.print(f"Fleet running in the background (pid {process.pid}); `hubfleet down` stops it.")
-    if not all(h["healthy"] for h in document["hubs"]):
+    if not document.healthy:
         raise typer.Exit(1)
 
 
@@ -270,10 +270,10 @@ def status(
             errors.print(f"[yellow]{escape(str(exc))}[/]")
         raise typer.Exit(3) from None
     if as_json:
-        print(json.dumps({"running": True, **document}, indent=2))
+        print(json.dumps({"running": True, **document.model_dump(mode="json")}, indent=2))
         return
     console.print(_status_table(document))
-    if not all(h["healthy"] for h in document["hubs"]):
+    if not document.healthy:
         raise typer.Exit(1)
 
 
@@ -306,10 +306,11 @@ def _kill_leftovers(state: FleetState) -> int:
     for pid_file in pid_files:
         stopped += kill_pid_file(pid_file)
     for name in state.hub_names():
-        try:
-            stopped += cancel_leftover_jobs(state.hub(name))
-        except SlurmError as exc:
-            console.print(f"[yellow]Slurm jobs of hub {escape(name)} may be left: {escape(str(exc))}[/]")
+        for backend in registered().values():
+            try:
+                stopped += backend.clean_up_after(state.hub(name))
+            except RuntimeError as exc:
+                console.print(f"[yellow]{backend.name}: what hub {escape(name)} left may remain: {escape(str(exc))}[/]")
     driver = cgroups.detect()
     if driver is not None:
         for name in state.hub_names():

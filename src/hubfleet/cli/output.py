@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hubfleet.fleet.state import DEFAULT_STATE_DIR, STATE_ENV, FleetState, state_dir_for
-from hubfleet.hub.settings import HubSettings
+from hubfleet.common.settings import HubSettings
+from hubfleet.common.state import DEFAULT_STATE_DIR, STATE_ENV, FleetState, state_dir_for
 from hubfleet.spec import Fleet, SpecError, load
 
 # Wide enough for the status table when output goes to a file or a pipe.

@@ -14,10 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
 from tornado.log import access_log
 
+from hubfleet.common.files import write_private
+from hubfleet.common.state import FleetState, database_url
+from hubfleet.common.status import HubStatus
 from hubfleet.console import handlers, urls
 from hubfleet.console.auth import Viewer
+from hubfleet.console.data import HubSummary, hub_summaries
 from hubfleet.db import open_database
-from hubfleet.fleet.state import FleetState, database_url, write_private
 from hubfleet.spec.models import Fleet
 
 HERE = Path(__file__).parent
@@ -27,10 +30,10 @@ SECRET_FILE = "console_cookie_secret"
 class Console:
     """The fleet console, served by the front door: pages, logins with the hubs, and the usage reports."""
 
-    def __init__(self, fleet: Callable[[], Fleet], state: FleetState, hubs: Callable[[], list[dict[str, Any]]]):
+    def __init__(self, fleet: Callable[[], Fleet], state: FleetState, statuses: Callable[[], dict[str, HubStatus]]):
         self.fleet = fleet
         self.state = state
-        self.hubs = hubs
+        self.statuses = statuses
         self._sessions: sessionmaker[Session] | None = None
         self._opening = asyncio.Lock()
 
@@ -44,9 +47,13 @@ class Console:
         """Cookies only over HTTPS when people reach the front door over HTTPS."""
         return self.fleet().front_door.url.startswith("https://")
 
-    def visible_hubs(self, viewer: Viewer) -> list[dict[str, Any]]:
-        """The supervisor's summaries of the hubs `viewer` may see, in the fleet file's order."""
-        return [hub for hub in self.hubs() if viewer.can_see(hub["name"])]
+    def hubs(self) -> list[HubSummary]:
+        """Every hub of the fleet file, in its order, as the supervisor last saw it."""
+        return hub_summaries(self.fleet(), self.statuses())
+
+    def visible_hubs(self, viewer: Viewer) -> list[HubSummary]:
+        """The hubs `viewer` may see, in the fleet file's order."""
+        return [hub for hub in self.hubs() if viewer.can_see(hub.name)]
 
     async def sessions(self) -> sessionmaker[Session]:
         """The fleet database (connected and migrated on first use, in a thread)."""
@@ -92,6 +99,8 @@ class Console:
             (rf"{urls.PREFIX}", handlers.OverviewPage, given),
             (rf"{urls.PREFIX}hubs/([^/]+)", handlers.HubPage, given),
             (rf"{urls.PREFIX}pilots", handlers.PilotsPage, given),
+            (rf"{urls.PREFIX}economics", handlers.EconomicsPage, given),
+            (rf"{urls.PREFIX}contributions", handlers.ContributionsPage, given),
         ]
 
 

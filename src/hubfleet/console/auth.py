@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 
 import httpx
 
+from hubfleet.common.settings import CONSOLE_SERVICE_NAME, HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.console import urls
-from hubfleet.fleet.state import FleetState
-from hubfleet.hub.settings import CONSOLE_SERVICE_NAME, HubSettings
 from hubfleet.spec.models import Fleet
 
 CLIENT_ID = f"service-{CONSOLE_SERVICE_NAME}"
@@ -124,7 +124,7 @@ class HubLogin:
         if self.settings.console_redirect_uri is None:
             raise LoginError(f"hub {hub} does not offer console logins", 503)
         self.redirect_uri = self.settings.console_redirect_uri
-        self.api_url = f"http://127.0.0.1:{self.settings.ports.hub}{self.settings.base_url}hub/api"
+        self.api_url = self.settings.address.hub_api_url
 
     def authorize_url(self, attempt: LoginAttempt) -> str:
         """Where the browser goes to log in (relative to the front door, as the hub's own pages are)."""

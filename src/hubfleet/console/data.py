@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hubfleet.spec.models import Fleet
+from hubfleet.common.status import HubStatus
+from hubfleet.spec.models import Fleet, PaidPlan, PilotPlan
+from hubfleet.upstream.reports import ContributionReport, contribution_report
+from hubfleet.usage.economics import Economics
+from hubfleet.usage.economics import economics as model_of
 from hubfleet.usage.reports import (
     HubCost,
     PilotStatus,
@@ -44,6 +47,51 @@ def shift_month(month: dt.date, months: int) -> dt.date:
     """The first day of the month `months` away from `month`."""
     index = month.year * 12 + month.month - 1 + months
     return dt.date(index // 12, index % 12 + 1, 1)
+
+
+@dataclass(frozen=True)
+class HubSummary:
+    """A hub as the front page and the console list it: its spec and the supervisor's last status of it."""
+
+    name: str
+    title: str
+    community: str
+    plan: str
+    url: str
+    healthy: bool
+    state: str
+    users: int | None
+    running_servers: int | None
+
+
+def describe_plan(plan_spec: PilotPlan | PaidPlan | None) -> str:
+    """One line about a hub's plan."""
+    if isinstance(plan_spec, PilotPlan):
+        return f"Pilot {plan_spec.start:%d %b %Y} to {plan_spec.end:%d %b %Y}"
+    if isinstance(plan_spec, PaidPlan):
+        return "Paid plan"
+    return ""
+
+
+def hub_summaries(fleet: Fleet, statuses: dict[str, HubStatus]) -> list[HubSummary]:
+    """Every hub of `fleet`, in the fleet file's order (a hub with no status yet is starting)."""
+    summaries = []
+    for name, hub in fleet.hubs.items():
+        status = statuses.get(name)
+        summaries.append(
+            HubSummary(
+                name=name,
+                title=hub.title,
+                community=hub.community.name if hub.community else "",
+                plan=describe_plan(hub.plan),
+                url=f"/hubs/{name}/",
+                healthy=bool(status and status.healthy),
+                state=status.state if status else "starting",
+                users=status.users if status else None,
+                running_servers=status.running_servers if status else None,
+            )
+        )
+    return summaries
 
 
 @dataclass(frozen=True)
@@ -83,26 +131,24 @@ class HubDetail:
     by_group: list[UsageRow]
 
 
-def overview(
-    sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, summaries: list[dict[str, Any]]
-) -> Overview:
-    """The cards of the hubs in `summaries` (the supervisor's, already limited to what the viewer may see)."""
+def overview(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, summaries: list[HubSummary]) -> Overview:
+    """The cards of the hubs in `summaries` (already limited to what the viewer may see)."""
     with sessions() as session:
         report = cost_report(session, fleet, month=month)
         active = monthly_active_users(session, fleet, month=month)
     costs = {hub_cost.hub: hub_cost for hub_cost in report.hubs}
     cards = [
         HubCard(
-            name=summary["name"],
-            title=summary["title"],
-            community=summary["community"],
-            plan=summary["plan"],
-            state=summary["state"],
-            healthy=summary["healthy"],
-            users=summary.get("users"),
-            running_servers=summary.get("running_servers"),
-            active_users=active.get(summary["name"], 0),
-            cost=costs.get(summary["name"]),
+            name=summary.name,
+            title=summary.title,
+            community=summary.community,
+            plan=summary.plan,
+            state=summary.state,
+            healthy=summary.healthy,
+            users=summary.users,
+            running_servers=summary.running_servers,
+            active_users=active.get(summary.name, 0),
+            cost=costs.get(summary.name),
         )
         for summary in summaries
     ]
@@ -122,6 +168,30 @@ def hub_detail(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, hu
     return HubDetail(
         month=first, cost=cost, days=days, by_day=usage["day"], by_user=usage["user"], by_group=usage["group"]
     )
+
+
+def economics(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date) -> Economics:
+    """The sustainability model for `month` (as `hubfleet economics`)."""
+    with sessions() as session:
+        return model_of(session, fleet, month=month)
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """The contribution ledger's page: the last twelve months by engineer and by key project."""
+
+    by_engineer: ContributionReport
+    by_project: ContributionReport
+
+
+def contributions(sessions: sessionmaker[Session], fleet: Fleet, until: dt.date) -> Contributions:
+    """Upstream work in the year up to `until` (as `hubfleet contributions report`)."""
+    since = until - dt.timedelta(days=365)
+    with sessions() as session:
+        return Contributions(
+            by_engineer=contribution_report(session, fleet.organisation, by="engineer", since=since, until=until),
+            by_project=contribution_report(session, fleet.organisation, by="project", since=since, until=until),
+        )
 
 
 def pilots(sessions: sessionmaker[Session], fleet: Fleet, today: dt.date) -> list[PilotStatus]:

@@ -1,12 +1,15 @@
 """The fleet database: one SQLAlchemy engine for every room's tables (SQLite by default, PostgreSQL by URL).
 
-Each room (usage, edu, …) declares its tables on the shared `Base` and ships its own Alembic migration branch in
-`hubfleet/db/migrations/versions/` (files `<room>_NNNN_*.py`, `branch_labels=("<room>",)`); `migrate()` brings
+Each room (usage, edu, …) declares its tables on the shared `Base`, names its table module as an entry point of the
+group `hubfleet.tables` (pyproject.toml; this package imports no room), and ships its own Alembic migration branch
+in `hubfleet/db/migrations/versions/` (files `<room>_NNNN_*.py`, `branch_labels=("<room>",)`); `migrate()` brings
 every branch to its head.
 """
 
 from __future__ import annotations
 
+import importlib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +21,18 @@ if TYPE_CHECKING:
 
 DATABASE_FILE = "fleet.sqlite"
 
+TABLES_GROUP = "hubfleet.tables"
+"""The entry-point group naming every room's table module."""
+
 
 class Base(DeclarativeBase):
     """The declarative base of every table in the fleet database."""
+
+
+def load_tables() -> None:
+    """Import every room's table module, so that `Base.metadata` knows all tables (Alembic autogenerate, tests)."""
+    for entry in entry_points(group=TABLES_GROUP):
+        importlib.import_module(entry.value)
 
 
 def default_url(state_dir: Path) -> str:

@@ -1,76 +1,32 @@
-"""How a course maps onto JupyterHub and the machine: group names, the staff role, the course folder.
+"""How a course maps onto JupyterHub and the machine: the staff role, group properties, the course folder.
 
-Pure derivations (no JupyterHub import), shared by the fleet side (hub config, `hubfleet course`), the hub side
-(spawner, LTI authenticator) and the checks of the fleet file. A course ``c`` is three JupyterHub groups
-(``c-instructors``, ``c-tas``, ``c-students``) and one role (``course-c-staff``) granted to the first two, whose
-scopes reach the servers of the members of ``c-students`` and nobody else's.
+Pure derivations (no JupyterHub import), shared by the fleet side (hub config, `hubfleet course`) and the hub side
+(spawner, LTI authenticator); the names of a course's groups are part of the spec (`hubfleet.spec.edu`). A course
+``c`` is three JupyterHub groups (``c-instructors``, ``c-tas``, ``c-students``) and one role (``course-c-staff``)
+granted to the first two, whose scopes reach the servers of the members of ``c-students`` and nobody else's.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, check_course, check_role, course_groups, group_name
+
 if TYPE_CHECKING:
     from hubfleet.spec.edu import Course
-
-COURSE_ROLES = ("instructor", "ta", "student")
-"""A member's role in a course, most privileged first."""
 
 STAFF_ROLES = ("instructor", "ta")
 """Roles that manage the course's students' servers and write the course folder."""
 
-GROUP_SUFFIXES = {"instructor": "instructors", "ta": "tas", "student": "students"}
-"""Role → suffix of the course's group for it."""
-
-COURSES_FOLDER = "courses"
-"""Folder, beside a hub's shared folders, that holds its course folders; also the folder of links in each home."""
-
-COURSE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
-"""A course name (the spec's `Slug`)."""
-
 ROLE_NAME_PREFIX = "course-"
 ROLE_NAME_SUFFIX = "-staff"
-
-_SUFFIX_ROLES = {suffix: role for role, suffix in GROUP_SUFFIXES.items()}
-
-
-def _check_course(course: str) -> None:
-    if not COURSE_NAME_RE.fullmatch(course):
-        raise ValueError(f"invalid course name {course!r}: lower-case letters, digits, '-' and '_', at most 32")
-
-
-def _check_role(role: str) -> None:
-    if role not in GROUP_SUFFIXES:
-        raise ValueError(f"invalid course role {role!r}: one of {', '.join(COURSE_ROLES)}")
-
-
-def group_name(course: str, role: str) -> str:
-    """The JupyterHub group of `course`'s members with `role`: `<course>-instructors`, `-tas` or `-students`."""
-    _check_course(course)
-    _check_role(role)
-    return f"{course}-{GROUP_SUFFIXES[role]}"
-
-
-def course_groups(course: str) -> dict[str, str]:
-    """Role → group name, for each of `course`'s three groups."""
-    return {role: group_name(course, role) for role in COURSE_ROLES}
-
-
-def parse_group(group: str) -> tuple[str, str] | None:
-    """`(course, role)` when `group` is the name of a course's group (inverse of `group_name`), else None."""
-    course, sep, suffix = group.rpartition("-")
-    role = _SUFFIX_ROLES.get(suffix)
-    if not sep or role is None or not COURSE_NAME_RE.fullmatch(course):
-        return None
-    return course, role
 
 
 def staff_role_name(course: str) -> str:
     """The name of `course`'s staff role: `course-<course>-staff`."""
-    _check_course(course)
+    check_course(course)
     return f"{ROLE_NAME_PREFIX}{course}{ROLE_NAME_SUFFIX}"
 
 
@@ -101,7 +57,7 @@ def staff_role(course: str) -> dict[str, Any]:
 
 def course_folder_path(shared_root: Path | str, hub: str, course: str) -> Path:
     """The course's shared folder: `<shared_root>/<hub>/courses/<course>`."""
-    _check_course(course)
+    check_course(course)
     return Path(shared_root) / hub / COURSES_FOLDER / course
 
 
@@ -118,7 +74,7 @@ def group_properties(course: Course, role: str) -> dict[str, Any]:
     what the hub side needs to know about the course without the fleet file: `title`, `lti_context`, `roster`,
     `profile`, `folder`; `origin` says where the course was defined.
     """
-    _check_role(role)
+    check_role(role)
     properties: dict[str, Any] = {
         "course": course.name,
         "role": role,

@@ -11,36 +11,20 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from hubfleet.edu.courses import COURSE_ROLES, course_groups
+from hubfleet.edu.course_store import CourseNotOnHub, CourseStore, course_members
 from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.services import Member, ServiceClient
+from hubfleet.spec.edu import COURSE_ROLES, course_groups
 
 log = logging.getLogger(__name__)
 
-
-class HubGroups(Protocol):
-    """What a roster sync needs of the hub: its users and groups (`hubfleet.fleet.hubapi.HubAPI` has it over the
-    REST API; an adapter over JupyterHub's database would do inside the hub)."""
-
-    async def group(self, name: str) -> dict | None: ...
-
-    async def ensure_users(self, names: Iterable[str]) -> None: ...
-
-    async def add_members(self, group: str, users: Iterable[str]) -> None: ...
-
-    async def remove_members(self, group: str, users: Iterable[str]) -> None: ...
-
+__all__ = ["CourseNotOnHub", "SyncReport", "Usernames", "sync_course"]
 
 Usernames = Callable[[Member], str | Awaitable[str]]
-"""How an LMS member gets their hub user name (e.g. `hubfleet.edu.lti.identity.IdentityStore.username_for`)."""
-
-
-class CourseNotOnHub(LookupError):
-    """The course's groups are not on the hub (define it in the fleet file, or launch it from the LMS first)."""
+"""How an LMS member gets their hub user name (`hubfleet.edu.lti.identity.Usernames.of_members`)."""
 
 
 @dataclass
@@ -70,7 +54,7 @@ async def _username(usernames: Usernames, member: Member) -> str:
 
 
 async def sync_course(
-    hub_api: HubGroups,
+    hub: CourseStore,
     client: ServiceClient,
     *,
     course: str,
@@ -79,12 +63,7 @@ async def sync_course(
 ) -> SyncReport:
     """Bring `course`'s groups on the hub in line with the LMS roster at `context_memberships_url`."""
     groups = course_groups(course)
-    current: dict[str, set[str]] = {}
-    for role, group in groups.items():
-        model = await hub_api.group(group)
-        if model is None:
-            raise CourseNotOnHub(f"course {course!r} has no group {group!r} on the hub")
-        current[role] = set(model.get("users", []))
+    current = await course_members(hub, course)
     had = {user: role for role in reversed(COURSE_ROLES) for user in current[role]}  # most privileged wins
 
     members = await client.members(context_memberships_url)
@@ -102,7 +81,7 @@ async def sync_course(
         if previous is None or COURSE_ROLES.index(role) < COURSE_ROLES.index(previous):
             wanted[user] = role
 
-    await hub_api.ensure_users(set(wanted) - set(had))  # users already on the hub are left as they are
+    await hub.ensure_users(set(wanted) - set(had))  # users already on the hub are left as they are
     removals: dict[str, set[str]] = {role: set() for role in COURSE_ROLES}
     additions: dict[str, set[str]] = {role: set() for role in COURSE_ROLES}
     for user, role in wanted.items():
@@ -119,8 +98,8 @@ async def sync_course(
         removals["student"].add(user)
         report.removed.append(user)
     for role in COURSE_ROLES:
-        await hub_api.remove_members(groups[role], removals[role])
-        await hub_api.add_members(groups[role], additions[role])
+        await hub.remove_members(groups[role], removals[role])
+        await hub.add_members(groups[role], additions[role])
     report.removed.sort()
     log.info(
         "roster of course %s: %d members, %d added, %d updated, %d removed, %d ignored",

@@ -1,19 +1,99 @@
-"""Talking to a running supervisor through its control socket."""
+"""The supervisor's control socket, both ends: the server the supervisor runs, and the client other `hubfleet`
+commands (status, apply, down, check) use. HTTP over a Unix socket in the state directory, readable by its owner
+only; no browser can reach it."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_unix_socket
 
-from hubfleet.fleet.state import FleetState
+from hubfleet.common.state import FleetState
+from hubfleet.common.status import FleetStatus
+from hubfleet.fleet.plan import FleetPlan
+from hubfleet.spec import SpecError
 
 
 class NotRunning(RuntimeError):
     """No supervisor answers for this state directory."""
+
+
+class Controlled(Protocol):
+    """What the control socket asks of the supervisor."""
+
+    failed: dict[str, str]
+
+    async def status_document(self) -> FleetStatus: ...
+
+    async def apply(self, source: Path, text: str) -> FleetPlan: ...
+
+    def stop(self) -> None: ...
+
+
+class _ControlHandler(web.RequestHandler):
+    def initialize(self, supervisor: Controlled) -> None:
+        self.supervisor = supervisor
+
+    def check_xsrf_cookie(self) -> None:  # a private Unix socket: no browser can reach it
+        return
+
+    def reply(self, status: int, document: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(document, default=str))
+
+
+class StatusHandler(_ControlHandler):
+    async def get(self) -> None:
+        self.reply(200, (await self.supervisor.status_document()).model_dump(mode="json"))
+
+
+class ApplyHandler(_ControlHandler):
+    async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body)
+            source, text = Path(body["path"]), str(body["text"])
+        except (ValueError, KeyError, TypeError):
+            self.reply(400, {"error": "expected JSON with 'path' and 'text'"})
+            return
+        try:
+            changes = await self.supervisor.apply(source, text)
+        except SpecError as exc:
+            self.reply(422, {"error": str(exc)})
+            return
+        except ValueError as exc:
+            self.reply(409, {"error": str(exc)})
+            return
+        self.reply(200, {"plan": changes.to_dict(), "failed": self.supervisor.failed})
+
+
+class DownHandler(_ControlHandler):
+    def post(self) -> None:
+        self.supervisor.stop()
+        self.reply(202, {"stopping": True})
+
+
+def serve(supervisor: Controlled, state: FleetState) -> HTTPServer:
+    """Answer control requests for `supervisor` on the state directory's socket (mode 0600)."""
+    app = web.Application(
+        [
+            (r"/status", StatusHandler, {"supervisor": supervisor}),
+            (r"/apply", ApplyHandler, {"supervisor": supervisor}),
+            (r"/down", DownHandler, {"supervisor": supervisor}),
+        ]
+    )
+    path = state.control_socket
+    path.unlink(missing_ok=True)
+    server = HTTPServer(app)
+    server.add_socket(bind_unix_socket(str(path), mode=0o600))
+    return server
 
 
 class ControlClient:
@@ -34,10 +114,10 @@ class ControlClient:
         except httpx.ConnectError as exc:
             raise NotRunning(f"the fleet supervisor of {self.state.root} does not answer ({exc})") from None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> FleetStatus:
         response = self._call("GET", "/status")
         response.raise_for_status()
-        return response.json()
+        return FleetStatus.model_validate_json(response.content)
 
     def apply(self, source: Path, text: str) -> httpx.Response:
         return self._call("POST", "/apply", json={"path": str(source), "text": text})

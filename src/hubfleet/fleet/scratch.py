@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubfleet.common.periodic import every
 from hubfleet.spec.checks import SCRATCH_FOLDER
 from hubfleet.spec.models import Fleet
 
@@ -264,17 +265,16 @@ class ScratchSweeper:
         self.fleet = fleet
         self.every = every if every is not None else float(os.environ.get(SWEEP_EVERY_ENV) or SWEEP_EVERY)
         self._stop = threading.Event()
+        self._stopped = asyncio.Event()
 
     async def run(self) -> None:
         """Sweep at once, then every `every` seconds; exceptions are logged, never raised."""
-        loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            try:
-                await loop.run_in_executor(None, lambda: sweep_fleet(self.fleet(), stop=self._stop))
-            except Exception:
-                log.exception("sweeping scratch folders failed")
-            await asyncio.sleep(self.every)
+        await every(self.every, self._sweep, log=log, what="sweeping scratch folders", stop=self._stopped)
+
+    async def _sweep(self) -> None:
+        await asyncio.to_thread(sweep_fleet, self.fleet(), stop=self._stop)
 
     def stop(self) -> None:
-        """Make a sweep under way end early."""
+        """Make a sweep under way end early, and stop sweeping."""
         self._stop.set()
+        self._stopped.set()

@@ -7,28 +7,28 @@ by its owner only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from tornado import web
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_unix_socket
 
-from hubfleet.backends.base import Backend, HubStatus
-from hubfleet.backends.local import LocalBackend
-from hubfleet.backends.slurm import SlurmBackend
+from hubfleet.common.periodic import every
+from hubfleet.common.state import FleetState, database_url
+from hubfleet.common.status import FleetStatus, HubStatus
+from hubfleet.fleet import backend as backend_port
+from hubfleet.fleet import control
+from hubfleet.fleet.backend import Backend, HubHost, RunningHub
+from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.scratch import ScratchSweeper
-from hubfleet.fleet.state import FleetState, database_url
-from hubfleet.spec import Fleet, SpecError, parse
-from hubfleet.spec.models import Hub, PaidPlan, PilotPlan
+from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
+from hubfleet.spec import Fleet, parse
+from hubfleet.spec.models import Hub
+from hubfleet.system.forkserver import ForkServer
 from hubfleet.usage.collector import Collector, HubTarget
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -42,19 +42,28 @@ class Supervisor:
         self.source = source
         self.text = text
         self.state = state.create()
-        local = LocalBackend(fleet, self.state)
-        # Each hub runs on the backend its spec names; both run hub processes here and share one warm standby.
+        # The one proxy of the fleet, the fleet's own app behind it, and the route API hubs talk to.
+        self.front_door = FrontDoor(fleet, self.state, lambda: self._statuses, self)
+        # Hubs wake on the first request for them, and sleep when nobody uses them.
+        self.keeper = SleepKeeper(
+            lambda: self.fleet, self.running_on, self.front_door.routes, on_change=self._hubs_changed
+        )
+        # A warm interpreter with JupyterHub imported: hub processes are forked from it (fast wakes, shared pages).
+        self.forkserver = ForkServer(
+            "hubfleet.hub.zygote", self.state.root / "zygote.sock", self.state.root / "zygote.log"
+        )
+        host = HubHost(self.forkserver, self.front_door.routes, self.front_door.proxy_link)
+        # Each hub runs on the backend its spec names (every installed backend, found by name).
         self.backends: dict[str, Backend] = {
-            "local": local,
-            "slurm": SlurmBackend(fleet, self.state, standby=local.standby),
+            name: backend_class(fleet, self.state, host) for name, backend_class in backend_port.registered().items()
         }
-        self.front_door = FrontDoor(fleet, self.state, self.landing_hubs)
+        self.culler = Culler(lambda: self.fleet, self.running_hubs)
         self.failed: dict[str, str] = {}
         self._statuses: dict[str, HubStatus] = {}
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._control: HTTPServer | None = None
-        self._refresh: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []
         # Cleans up the per-user scratch folders of hubs with `storage.scratch`, in a thread, every few minutes.
         self.scratch = ScratchSweeper(lambda: self.fleet)
         self._sweeping: asyncio.Task | None = None
@@ -71,14 +80,23 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop)
         self.state.supervisor_pid_file.write_text(f"{os.getpid()}\n")
         try:
-            self._start_control()
+            self._control = control.serve(self, self.state)
             await self.front_door.start()
+            if any(not hub.sleep.enabled for hub in self.fleet.hubs.values()):
+                await self.forkserver.wait_ready(60)
+            else:
+                self.forkserver.start()
             await asyncio.gather(*(self._up(hub) for hub in self.fleet.hubs.values()))
-            await self._sync_routes()
             self.state.record_applied(self.source, self.text)
             self.ready = True
-            await self.refresh_status()
-            self._refresh = asyncio.create_task(self._refresh_loop())
+            self._loops = [
+                asyncio.create_task(every(seconds, work, log=log, what=what, stop=self._stop))
+                for seconds, work, what in (
+                    (5, self.refresh_status, "refreshing the hubs' status"),
+                    (SWEEP_EVERY, self.keeper.sweep, "putting idle hubs to sleep"),
+                    (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
+                )
+            ]
             self._sweeping = asyncio.create_task(self.scratch.run())
             self._metering = asyncio.create_task(self.collector.run())
             if on_ready is not None:
@@ -100,19 +118,24 @@ class Supervisor:
         """The backend `hub`'s spec asks for."""
         return self.backends[hub.backend]
 
+    def running_hubs(self) -> list[RunningHub]:
+        """Every hub some backend runs, awake or asleep."""
+        return [hub for backend in self.backends.values() for hub in backend.running_hubs()]
+
     def usage_targets(self) -> list[HubTarget]:
-        """Every running hub, as the usage collector reaches it (servers of Slurm hubs run elsewhere: not read)."""
+        """Every awake hub, as the usage collector reaches it (a sleeping hub has no server and is not woken; servers
+        that run elsewhere are not read)."""
         return [
             HubTarget(
-                name=name,
-                api_url=hub.api_url,
+                name=hub.name,
+                api_url=hub.settings.address.hub_api_url,
                 token=hub.settings.secret("service_token"),
-                state_dir=hub.state.root,
+                state_dir=hub.settings.state_dir,
                 home_root=hub.settings.home_root,
-                local_servers=backend.name == "local",
+                local_servers=hub.servers_here,
             )
-            for backend in self.backends.values()
-            for name, hub in getattr(backend, "hubs", {}).items()
+            for hub in self.running_hubs()
+            if hub.awake
         ]
 
     def running_on(self, name: str) -> Backend | None:
@@ -120,23 +143,42 @@ class Supervisor:
         return next((b for b in self.backends.values() if name in b.hub_names()), None)
 
     async def _up(self, hub: Hub) -> None:
+        """Bring `hub` up: asleep if it may sleep (the first request wakes it), else started."""
+        awake = not hub.sleep.enabled
         try:
-            await self.backend_for(hub).up(hub)
+            await self.backend_for(hub).up(hub, awake=awake)
+            self.keeper.started(hub.name, awake)
             self.failed.pop(hub.name, None)
         except Exception as exc:
             log.error("hub %s failed to start: %s", hub.name, exc)
             self.failed[hub.name] = str(exc)
 
-    async def _sync_routes(self) -> None:
-        routes: dict[str, str] = {}
-        for backend in self.backends.values():
-            routes.update(backend.routes())
-        await self.front_door.set_routes(routes)
+    async def _hubs_changed(self) -> None:
+        await self.refresh_status()
+
+    # --- what the front door asks (hubfleet.fleet.wake.Door) ---------------------------------------------------------
+
+    def hub_names(self) -> list[str]:
+        return list(self.fleet.hubs)
+
+    def awake(self, hub: str) -> bool:
+        return self.keeper.awake(hub)
+
+    async def wake(self, hub: str) -> None:
+        if hub in self.failed or self.running_on(hub) is None:
+            raise RuntimeError(self.failed.get(hub, "it is not running"))
+        await self.keeper.wake(hub)
+
+    def wake_timeout(self) -> float:
+        return float(self.fleet.front_door.wake_timeout)
+
+    def proxy_url(self) -> str:
+        return self.fleet.front_door.local_url
 
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for loop in self._loops:
+            loop.cancel()
         self.scratch.stop()
         if self._sweeping is not None:
             self._sweeping.cancel()
@@ -150,6 +192,7 @@ class Supervisor:
                 log.error("stopping hub %s: %s", name, result)
         for backend in self.backends.values():
             await backend.close()
+        await self.forkserver.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()
@@ -178,6 +221,7 @@ class Supervisor:
                     if running is not None:
                         await running.down(change.name)
                     self.failed.pop(change.name, None)
+                    self.keeper.forget(change.name)
                 elif change.kind == "changed" and running is not self.backend_for(desired.hubs[change.name]):
                     # A new backend (or a hub that never came up): down where it ran, up where it now belongs.
                     if running is not None:
@@ -189,7 +233,6 @@ class Supervisor:
                     except Exception as exc:
                         log.error("applying changes to hub %s failed: %s", change.name, exc)
                         self.failed[change.name] = f"apply failed: {exc}"
-            await self._sync_routes()
             self.state.record_applied(source, text)
         await self.refresh_status()
         return changes
@@ -213,115 +256,25 @@ class Supervisor:
             if backend is None:
                 continue
             try:
-                statuses[name] = await backend.status(name)
+                status = await backend.status(name)
             except KeyError:
                 continue
+            record = self.keeper.record(name)
+            statuses[name] = status.model_copy(update={"last_wake": record.last_wake, "wakes": record.wakes})
         self._statuses = statuses
         return statuses
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(5)
-            with contextlib.suppress(Exception):
-                await self.refresh_status()
-
-    def landing_hubs(self) -> list[dict[str, Any]]:
-        """What the front door shows of each hub (its front page, health and console), from the last status."""
-        hubs = []
-        for name, hub in self.fleet.hubs.items():
-            status = self._statuses.get(name)
-            community = hub.community.name if hub.community else ""
-            hubs.append(
-                {
-                    "name": name,
-                    "title": hub.title,
-                    "community": community,
-                    "plan": describe_plan(hub.plan),
-                    "url": f"/hubs/{name}/",
-                    "healthy": bool(status and status.healthy),
-                    "state": status.state if status else "starting",
-                    "users": status.users if status else None,
-                    "running_servers": status.running_servers if status else None,
-                }
-            )
-        return hubs
-
-    async def status_document(self) -> dict[str, Any]:
+    async def status_document(self) -> FleetStatus:
+        """The fleet as the control socket reports it."""
         # Read before asking the hubs: `ready` must not turn true while the statuses are gathered from hubs
         # that were still starting (`up --detach` would then report them unhealthy).
         ready = self.ready
         statuses = await self.refresh_status()
-        return {
-            "fleet": self.fleet.name,
-            "front_door": self.front_door.url,
-            "pid": os.getpid(),
-            "ready": ready,
-            "source": str(self.source),
-            "hubs": [s.model_dump() for s in statuses.values()],
-        }
-
-    def _start_control(self) -> None:
-        app = web.Application(
-            [
-                (r"/status", StatusHandler, {"supervisor": self}),
-                (r"/apply", ApplyHandler, {"supervisor": self}),
-                (r"/down", DownHandler, {"supervisor": self}),
-            ]
+        return FleetStatus(
+            fleet=self.fleet.name,
+            front_door=self.front_door.url,
+            pid=os.getpid(),
+            ready=ready,
+            source=str(self.source),
+            hubs=list(statuses.values()),
         )
-        path = self.state.control_socket
-        path.unlink(missing_ok=True)
-        sock = bind_unix_socket(str(path), mode=0o600)
-        self._control = HTTPServer(app)
-        self._control.add_socket(sock)
-
-
-def describe_plan(plan_spec: PilotPlan | PaidPlan | None) -> str:
-    """One line about a hub's plan."""
-    if isinstance(plan_spec, PilotPlan):
-        return f"Pilot {plan_spec.start:%d %b %Y} to {plan_spec.end:%d %b %Y}"
-    if isinstance(plan_spec, PaidPlan):
-        return "Paid plan"
-    return ""
-
-
-class _ControlHandler(web.RequestHandler):
-    def initialize(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    def check_xsrf_cookie(self) -> None:  # a private Unix socket: no browser can reach it
-        return
-
-    def reply(self, status: int, document: dict[str, Any]) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document, default=str))
-
-
-class StatusHandler(_ControlHandler):
-    async def get(self) -> None:
-        self.reply(200, await self.supervisor.status_document())
-
-
-class ApplyHandler(_ControlHandler):
-    async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body)
-            source, text = Path(body["path"]), str(body["text"])
-        except (ValueError, KeyError, TypeError):
-            self.reply(400, {"error": "expected JSON with 'path' and 'text'"})
-            return
-        try:
-            changes = await self.supervisor.apply(source, text)
-        except SpecError as exc:
-            self.reply(422, {"error": str(exc)})
-            return
-        except ValueError as exc:
-            self.reply(409, {"error": str(exc)})
-            return
-        self.reply(200, {"plan": changes.to_dict(), "failed": self.supervisor.failed})
-
-
-class DownHandler(_ControlHandler):
-    def post(self) -> None:
-        self.supervisor.stop()
-        self.reply(202, {"stopping": True})

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hubfleet.edu.courses import COURSE_ROLES, group_name, group_properties, members_by_role, staff_role
+from hubfleet.common.settings import (
+    CONSOLE_SERVICE_NAME,
+    CULLER_SERVICE_NAME,
+    LOOPBACK,
+    SERVICE_NAME,
+    HubSettings,
+)
+from hubfleet.edu.courses import group_properties, members_by_role, staff_role
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE as EXCHANGE_ACCESS
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.student import URL_ENV as EXCHANGE_URL_ENV
-from hubfleet.hub.settings import CONSOLE_SERVICE_NAME, CULLER_SERVICE_NAME, SERVICE_NAME, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
+from hubfleet.spec.edu import COURSE_ROLES, group_name
 from hubfleet.usage.quota import QuotaHook
 
 AUTHENTICATORS = {
@@ -48,9 +55,10 @@ def configure(c: Any, settings: HubSettings) -> None:
     """Fill JupyterHub's config object `c` from `settings`."""
     state = settings.state_dir
     c.JupyterHub.public_url = settings.public_url
-    c.JupyterHub.bind_url = f"http://127.0.0.1:{settings.ports.proxy}{settings.base_url}"  # also sets base_url
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.ports.hub}"
-    c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.ports.hub}"
+    address = settings.address
+    c.JupyterHub.bind_url = address.through_proxy("")  # the fleet's proxy, below the hub's prefix (sets base_url)
+    c.JupyterHub.hub_bind_url = address.hub_url
+    c.JupyterHub.hub_connect_url = address.hub_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
@@ -59,10 +67,10 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.template_vars = {"announcement_login": f"Welcome to {settings.title}"}
 
-    # The proxy is started and kept alive by the fleet supervisor, not by the hub.
-    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    # One proxy for the whole fleet, kept alive by the supervisor; the hub sees and changes only its own routes.
+    c.JupyterHub.proxy_class = "hubfleet.hub.proxy.FleetProxy"
     c.ConfigurableHTTPProxy.should_start = False
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.ports.proxy_api}"
+    c.ConfigurableHTTPProxy.api_url = settings.proxy.api_url
     c.ConfigurableHTTPProxy.auth_token = settings.secret("proxy_token")
 
     _configure_auth(c, settings)
@@ -71,7 +79,7 @@ def configure(c: Any, settings: HubSettings) -> None:
 
     c.JupyterHub.spawner_class = SPAWNERS[settings.isolation]
     c.Spawner.default_url = "/lab"
-    c.Spawner.ip = "127.0.0.1"
+    c.Spawner.ip = LOOPBACK
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
     c.Spawner.pre_spawn_hook = QuotaHook(state)  # refuses new servers while the hard quota says so
@@ -79,8 +87,8 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.env_prefix = str(settings.user_env)
     c.HubfleetSpawnerMixin.home_root = str(settings.home_root)
     c.HubfleetSpawnerMixin.shared_root = str(settings.shared_root / settings.hub)
-    c.HubfleetSpawnerMixin.profiles = [p.model_dump(mode="json") for p in settings.profiles]
-    c.HubfleetSpawnerMixin.shared_folders = [f.model_dump(mode="json") for f in settings.shared_folders]
+    c.HubfleetSpawnerMixin.profiles = list(settings.profiles)  # typed: validated once, when the settings were read
+    c.HubfleetSpawnerMixin.shared_folders = list(settings.shared_folders)
     c.HubfleetSpawnerMixin.scratch_root = str(settings.scratch_root or "")
     c.SameUserSpawner.homes_dir = str(state / "homes")
     if settings.isolation == "slurm":
@@ -235,11 +243,11 @@ def _configure_lti(c: Any, settings: HubSettings) -> None:
     from traitlets.utils.importstring import import_item
 
     from hubfleet.edu.lti.keys import TOOL_KEY_FILE
-    from hubfleet.hub.authenticators.lti import with_lti  # only LTI hubs pay for the import
+    from hubfleet.hub.authenticators.lti import TEMPLATES, with_lti  # only LTI hubs pay for the import
 
     assert settings.lti is not None
     c.JupyterHub.authenticator_class = with_lti(import_item(AUTHENTICATORS[settings.auth_type]))
-    c.LTI13Authenticator.lti = settings.lti.model_dump(mode="json")
+    c.LTI13Authenticator.lti = settings.lti
     c.LTI13Authenticator.hub_name = settings.hub
     c.LTI13Authenticator.hub_public_url = settings.public_url
     c.LTI13Authenticator.key_file = str(settings.state_dir / TOOL_KEY_FILE)
@@ -248,3 +256,5 @@ def _configure_lti(c: Any, settings: HubSettings) -> None:
     c.LTI13Authenticator.reserved_usernames = settings.named_users()
     c.Authenticator.enable_auth_state = True
     c.CryptKeeper.keys = [settings.secret("auth_state_key")]
+    templates = c.JupyterHub.template_paths if "template_paths" in c.JupyterHub else []
+    c.JupyterHub.template_paths = [*templates, str(TEMPLATES)]

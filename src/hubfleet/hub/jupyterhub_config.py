@@ -4,7 +4,7 @@ It holds no settings of its own: it reads the hub's `HubSettings` (named by `$HU
 applies them through `hubfleet.hub.config.configure`.
 """
 
+from hubfleet.common.settings import HubSettings
 from hubfleet.hub.config import configure
-from hubfleet.hub.settings import HubSettings
 
 configure(get_config(), HubSettings.read())  # type: ignore[name-defined]  # noqa: F821

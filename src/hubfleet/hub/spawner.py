@@ -21,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
-from traitlets import Dict, List, Unicode, default
+from traitlets import Instance, List, Unicode, default
 from traitlets.config import Configurable
 
-from hubfleet.edu.courses import (
-    COURSE_ROLES,
-    COURSES_FOLDER,
-    course_folder_path,
-    course_groups,
-    folder_access,
-    parse_group,
-)
+from hubfleet.edu.courses import course_folder_path, folder_access
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
+from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, course_groups, parse_group
 from hubfleet.spec.models import Profile, SharedFolder
 from hubfleet.system import accounts, cgroups
 
@@ -145,8 +139,10 @@ class HubfleetSpawnerMixin(Configurable):
     env_prefix = Unicode(config=True, help="Python environment user servers run from")
     home_root = Unicode("/home", config=True, help="parent directory of users' home directories")
     shared_root = Unicode(config=True, help="directory holding this hub's shared folders")
-    profiles = List(Dict(), config=True, help="resource profiles (hubfleet.spec.Profile as dicts)")
-    shared_folders = List(Dict(), config=True, help="shared folders (hubfleet.spec.SharedFolder as dicts)")
+    profiles = List(Instance(Profile), config=True, help="resource profiles (hubfleet.spec.models.Profile)")
+    shared_folders = List(
+        Instance(SharedFolder), config=True, help="shared folders (hubfleet.spec.models.SharedFolder)"
+    )
     scratch_root = Unicode("", config=True, help="parent of this hub's per-user scratch folders ('': no scratch)")
 
     user: Any
@@ -190,7 +186,7 @@ class HubfleetSpawnerMixin(Configurable):
         """The profiles this user may choose (admins may choose any): open ones, their groups', their courses'."""
         groups = self._group_names()
         from_courses = set(self.course_profiles())
-        profiles = [Profile.model_validate(p) for p in self.profiles]
+        profiles = list(self.profiles)
         if self.user.admin:
             return profiles
         return [p for p in profiles if not p.groups or groups.intersection(p.groups) or p.name in from_courses]
@@ -240,8 +236,7 @@ class HubfleetSpawnerMixin(Configurable):
     def visible_folders(self) -> list[SharedFolder]:
         """Shared folders this user may read (through any of their groups)."""
         groups = self._group_names() | {EVERYONE}
-        folders = [SharedFolder.model_validate(f) for f in self.shared_folders]
-        return [f for f in folders if groups.intersection(f.access)]
+        return [f for f in self.shared_folders if groups.intersection(f.access)]
 
     def _check_user_options(self, spawner: Any, user_options: dict) -> None:
         """JupyterHub's apply_user_options hook: an unknown or forbidden profile is refused (HTTP 400)."""

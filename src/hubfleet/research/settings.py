@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from hubfleet.hub.settings import SettingsFile
+from hubfleet.common.settings import SettingsFile
 from hubfleet.spec.models import Dask
 
 SETTINGS_ENV = "HUBFLEET_GATEWAY_SETTINGS"

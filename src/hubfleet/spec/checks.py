@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hubfleet.edu.courses import COURSES_FOLDER, course_groups
+from hubfleet.spec.edu import COURSES_FOLDER, course_groups
 from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
 
 Finding = tuple[tuple[str | int, ...], str, str]
@@ -27,10 +27,17 @@ SCRATCH_FOLDER = "scratch"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    needed = sum(ports_needed(hub) for hub in fleet.hubs.values())
+    needed = FRONT_DOOR_PORTS + sum(ports_needed(hub) for hub in fleet.hubs.values())
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
     for name, hub in fleet.hubs.items():
         yield from _check_hub(hub, ("hubs", name), base_dir)
+    for hub in fleet.organisation.staff.hub_hours:
+        if hub not in fleet.hubs:
+            yield (
+                ("organisation", "staff", "hub_hours", hub),
+                f"there is no hub '{hub}' in this fleet",
+                f"hubs: {', '.join(fleet.hubs)}",
+            )
 
 
 def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
@@ -46,7 +53,9 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
     except ValidationError:
         pass
     else:
-        yield from _check_ports(door, ports, HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        yield from _check_ports(
+            door, ports, FRONT_DOOR_PORTS + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        )
     if isinstance(hubs, dict):
         for name, hub_data in hubs.items():
             try:
@@ -56,8 +65,11 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
             yield from _check_hub(hub, ("hubs", name), base_dir)
 
 
-HUB_PORTS = 4
-"""Internal ports of every hub: its hub API, its proxy, the proxy's API, one spare."""
+HUB_PORTS = 1
+"""Internal ports of every hub: its hub API (every hub routes through the front door's one proxy)."""
+
+FRONT_DOOR_PORTS = 3
+"""Internal ports of the front door: its own app, its proxy's API, the hubs' route API."""
 
 
 def ports_needed(hub: Hub) -> int:

@@ -1,8 +1,10 @@
-"""Education parts of a hub's spec: courses and LTI 1.3 platform registrations."""
+"""Education parts of a hub's spec: courses and LTI 1.3 platform registrations, and the names a course gives its
+JupyterHub groups and folder (the checks of the fleet file need them; `hubfleet.edu.courses` derives the rest)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, ValidationInfo, field_validator, model_validator
@@ -96,3 +98,51 @@ class LTI(SpecModel):
                 raise ValueError(f"two registrations of issuer {key[0]!r} with client_id {key[1]!r}")
             seen.add(key)
         return self
+
+
+COURSE_ROLES = ("instructor", "ta", "student")
+"""A member's role in a course, most privileged first."""
+
+GROUP_SUFFIXES = {"instructor": "instructors", "ta": "tas", "student": "students"}
+"""Role → suffix of the course's group for it."""
+
+COURSES_FOLDER = "courses"
+"""Folder, beside a hub's shared folders, that holds its course folders; also the folder of links in each home."""
+
+COURSE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")
+"""A course name (the spec's `Slug`)."""
+
+_SUFFIX_ROLES = {suffix: role for role, suffix in GROUP_SUFFIXES.items()}
+
+
+def check_course(course: str) -> None:
+    """Refuse `course` unless it is a valid course name."""
+    if not COURSE_NAME_RE.fullmatch(course):
+        raise ValueError(f"invalid course name {course!r}: lower-case letters, digits, '-' and '_', at most 32")
+
+
+def check_role(role: str) -> None:
+    """Refuse `role` unless it is a course role."""
+    if role not in GROUP_SUFFIXES:
+        raise ValueError(f"invalid course role {role!r}: one of {', '.join(COURSE_ROLES)}")
+
+
+def group_name(course: str, role: str) -> str:
+    """The JupyterHub group of `course`'s members with `role`: `<course>-instructors`, `-tas` or `-students`."""
+    check_course(course)
+    check_role(role)
+    return f"{course}-{GROUP_SUFFIXES[role]}"
+
+
+def course_groups(course: str) -> dict[str, str]:
+    """Role → group name, for each of `course`'s three groups."""
+    return {role: group_name(course, role) for role in COURSE_ROLES}
+
+
+def parse_group(group: str) -> tuple[str, str] | None:
+    """`(course, role)` when `group` is the name of a course's group (inverse of `group_name`), else None."""
+    course, sep, suffix = group.rpartition("-")
+    role = _SUFFIX_ROLES.get(suffix)
+    if not sep or role is None or not COURSE_NAME_RE.fullmatch(course):
+        return None
+    return course, role

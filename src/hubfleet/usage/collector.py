@@ -20,7 +20,6 @@ Prometheus gauges served at the front door's `/_hubfleet/metrics`. Errors are lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -36,8 +35,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet import db
-from hubfleet.fleet.hubapi import HubAPI
-from hubfleet.hub.settings import CHECK_USER
+from hubfleet.common.hubapi import HubAPI
+from hubfleet.common.periodic import every
+from hubfleet.common.settings import CHECK_USER
 from hubfleet.spec.models import Fleet, Profile
 from hubfleet.system import accounts, cgroups
 from hubfleet.usage import ledger
@@ -141,17 +141,16 @@ class Collector:
     async def run(self) -> None:
         """Sweep every interval until `stop()`; a failed sweep is logged and the next one runs as usual."""
         self._stop.clear()
-        while not self._stop.is_set():
-            started = time.monotonic()
-            if self.fleet().usage.metering.enabled:
-                try:
-                    await self.sweep()
-                except Exception:
-                    self._gauges.errors.inc()
-                    log.exception("usage sweep failed")
-            wait = max(0.0, self.interval - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+        await every(lambda: self.interval, self._sweep_if_enabled, log=log, what="usage sweep", stop=self._stop)
+
+    async def _sweep_if_enabled(self) -> None:
+        if not self.fleet().usage.metering.enabled:
+            return
+        try:
+            await self.sweep()
+        except Exception:
+            self._gauges.errors.inc()
+            raise
 
     def stop(self) -> None:
         """Stop after the current sweep."""

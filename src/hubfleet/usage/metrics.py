@@ -13,7 +13,8 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from tornado import web
 
-from hubfleet.fleet.state import FleetState, write_private
+from hubfleet.common.files import write_private
+from hubfleet.common.state import FleetState
 
 __all__ = ["METRICS_TOKEN_FILE", "CollectorRegistry", "MetricsHandler", "metrics_token"]
 

@@ -8,12 +8,21 @@ import os
 from functools import partial
 from pathlib import Path
 
+from hubfleet.common.settings import (
+    LOOPBACK,
+    ExchangeLink,
+    GatewayLink,
+    HubAddress,
+    HubPorts,
+    HubSettings,
+    ProxyLink,
+    loopback_url,
+)
+from hubfleet.common.state import HubState, database_url
 from hubfleet.console.urls import oauth_callback as console_callback
 from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.settings import ExchangeSettings
-from hubfleet.fleet.state import HubState, database_url
-from hubfleet.hub.settings import ExchangeLink, GatewayLink, HubPorts, HubSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
@@ -40,32 +49,40 @@ def scratch_root(fleet: Fleet, hub: Hub) -> Path | None:
     return fleet.paths.shared_root / hub.name / SCRATCH_FOLDER
 
 
-def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
+def hub_address(hub: Hub, ports: HubPorts, proxy: ProxyLink) -> HubAddress:
+    """Where the hub's processes are reached on this machine."""
+    return HubAddress(base_url=base_url(hub), ports=ports, proxy=proxy)
+
+
+def gateway_link(fleet: Fleet, hub: Hub, address: HubAddress) -> GatewayLink | None:
     """Where the hub's Dask Gateway listens, if the hub has one."""
-    if hub.dask is None or not hub.dask.enabled or ports.gateway is None:
+    ports = address.ports
+    if hub.dask is None or not hub.dask.enabled or ports.gateway is None or ports.gateway_tcp is None:
         return None
-    path = f"{base_url(hub)}services/{GATEWAY_SERVICE}"
+    path = address.service_path(GATEWAY_SERVICE)
     return GatewayLink(
-        url=f"http://127.0.0.1:{ports.gateway}",
-        address=f"http://127.0.0.1:{ports.proxy}{path}",
-        proxy_address=f"gateway://127.0.0.1:{ports.gateway_tcp}",
+        url=loopback_url(ports.gateway),
+        address=address.through_proxy(f"services/{GATEWAY_SERVICE}"),
+        proxy_address=loopback_url(ports.gateway_tcp, scheme="gateway"),
         public_address=f"{fleet.front_door.url}{path}",
     )
 
 
-def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> GatewaySettings:
+def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> GatewaySettings:
     """The Dask Gateway process's settings (the hub must have `dask:` enabled)."""
+    ports = address.ports
     assert hub.dask is not None and ports.gateway_api is not None
     gateway_dir = state.root / "dask-gateway"
     gateway_dir.mkdir(mode=0o700, exist_ok=True)
+    prefix = address.service_path(GATEWAY_SERVICE)
     return GatewaySettings(
         hub=hub.name,
-        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
-        prefix=f"{base_url(hub)}services/{GATEWAY_SERVICE}",
-        public_url=f"{fleet.front_door.url}{base_url(hub)}services/{GATEWAY_SERVICE}",
-        address=f"127.0.0.1:{ports.gateway_api}",
-        proxy_address=f"127.0.0.1:{ports.gateway}",
-        tcp_address=f"127.0.0.1:{ports.gateway_tcp}",
+        hub_api_url=address.hub_api_url,
+        prefix=prefix,
+        public_url=f"{fleet.front_door.url}{prefix}",
+        address=f"{LOOPBACK}:{ports.gateway_api}",
+        proxy_address=f"{LOOPBACK}:{ports.gateway}",
+        tcp_address=f"{LOOPBACK}:{ports.gateway_tcp}",
         state_dir=gateway_dir,
         clusters_dir=fleet.paths.shared_root / hub.name / ".dask-clusters",
         user_env=fleet.paths.user_env,
@@ -85,18 +102,19 @@ def wants_exchange(hub: Hub) -> bool:
     return bool(hub.courses) or hub.lti is not None
 
 
-def exchange_link(hub: Hub, ports: HubPorts) -> ExchangeLink | None:
+def exchange_link(hub: Hub, address: HubAddress) -> ExchangeLink | None:
     """Where the hub's assignment exchange listens, if the hub has one."""
-    if not wants_exchange(hub) or ports.exchange is None:
+    if not wants_exchange(hub) or address.ports.exchange is None:
         return None
     return ExchangeLink(
-        url=f"http://127.0.0.1:{ports.exchange}",
-        address=f"http://127.0.0.1:{ports.proxy}{base_url(hub)}services/{EXCHANGE_SERVICE}/",
+        url=loopback_url(address.ports.exchange),
+        address=address.through_proxy(f"services/{EXCHANGE_SERVICE}/"),
     )
 
 
-def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> ExchangeSettings:
+def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> ExchangeSettings:
     """The exchange service process's settings (the hub must want an exchange)."""
+    ports = address.ports
     assert ports.exchange is not None
     tool_key_file = None
     if hub.lti is not None:
@@ -105,9 +123,9 @@ def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, ports: Hub
         tool_key_file = state.root / TOOL_KEY_FILE
     return ExchangeSettings(
         hub=hub.name,
-        address=f"127.0.0.1:{ports.exchange}",
-        prefix=f"{base_url(hub)}services/{EXCHANGE_SERVICE}/",
-        hub_api_url=f"http://127.0.0.1:{ports.hub}{base_url(hub)}hub/api",
+        address=f"{LOOPBACK}:{ports.exchange}",
+        prefix=f"{address.service_path(EXCHANGE_SERVICE)}/",
+        hub_api_url=address.hub_api_url,
         hub_prefix=f"{base_url(hub)}hub/",
         database_url=database_url(fleet, state.root.parents[1]),
         lti_platforms=list(hub.lti.platforms) if hub.lti else [],
@@ -124,7 +142,7 @@ def fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> HubSettings:
+def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> HubSettings:
     """The hub process's settings; secrets go to files in the hub's state directory."""
     secrets = {
         "proxy_token": state.secret("proxy_token"),
@@ -132,10 +150,10 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         "culler_token": state.secret("culler_token"),
         "console_oauth_secret": state.secret("console_oauth_secret"),
     }
-    gateway = gateway_link(fleet, hub, ports)
+    gateway = gateway_link(fleet, hub, address)
     if gateway is not None:
         secrets["gateway_token"] = state.secret("gateway_token")
-    exchange = exchange_link(hub, ports)
+    exchange = exchange_link(hub, address)
     if exchange is not None:
         secrets["exchange_token"] = state.secret("exchange_token")
     if hub.lti is not None:  # LTI launch data is kept in JupyterHub's (encrypted) auth_state
@@ -158,7 +176,8 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         title=hub.title,
         base_url=prefix,
         public_url=fleet.front_door.url + prefix,
-        ports=ports,
+        ports=address.ports,
+        proxy=address.proxy,
         state_dir=state.root,
         user_env=fleet.paths.user_env,
         home_root=fleet.paths.home_root,

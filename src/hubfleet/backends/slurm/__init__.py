@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from hubfleet.backends.local import LocalBackend, LocalHub
 from hubfleet.backends.slurm import jobs
-from hubfleet.fleet.state import HubState
-from hubfleet.hub.settings import HubSettings, SlurmLink
+from hubfleet.common.settings import HubSettings, SlurmLink
+from hubfleet.common.state import HubState
 
 log = logging.getLogger("hubfleet.slurm")
 
-__all__ = ["SlurmBackend", "SlurmHub", "cancel_leftover_jobs", "slurm_conf"]
+__all__ = ["SlurmBackend", "SlurmHub", "slurm_conf"]
 
 
 def slurm_conf() -> Path | None:
@@ -35,6 +35,7 @@ class SlurmHub(LocalHub):
     """A hub whose users' servers are Slurm jobs."""
 
     backend = "slurm"
+    servers_here = False
 
     def render_settings(self) -> HubSettings:
         settings = super().render_settings()
@@ -63,6 +64,17 @@ class SlurmHub(LocalHub):
                     f"not have (partitions: {', '.join(sorted(known)) or 'none'})"
                 )
 
+    async def busy(self) -> str | None:
+        """As a local hub, and while any Slurm job of the hub's users (a server or a Dask cluster) is queued."""
+        reason = await super().busy()
+        if reason is not None:
+            return reason
+        try:
+            queued = await jobs.hub_jobs(self.name, self.conf)
+        except jobs.SlurmError as exc:
+            return f"Slurm does not answer ({exc})"
+        return f"{len(queued)} Slurm job(s) of its users" if queued else None
+
     async def stop(self, stop_servers: bool = True) -> None:
         """Stop as a local hub does (servers through the API first); then cancel any job of the hub's users left."""
         await super().stop(stop_servers=stop_servers)
@@ -84,17 +96,17 @@ class SlurmBackend(LocalBackend):
     name = "slurm"
     hub_class = SlurmHub
 
+    @classmethod
+    def clean_up_after(cls, hub: HubState) -> int:
+        """Cancel the jobs of a Slurm hub's users after its supervisor died; how many there were.
 
-def cancel_leftover_jobs(hub: HubState) -> int:
-    """Cancel the jobs of a Slurm hub's users after its supervisor died (`hubfleet down`); how many there were.
-
-    Hubs of other backends, or whose settings cannot be read, have none. Raises SlurmError when Slurm fails.
-    """
-    try:
-        settings = HubSettings.read(hub.settings_file)
-    except (OSError, ValidationError):
-        return 0
-    if settings.isolation != "slurm":
-        return 0
-    conf = settings.slurm.conf if settings.slurm is not None else None
-    return len(asyncio.run(jobs.cancel_hub_jobs(settings.hub, conf)))
+        Hubs of other backends, or whose settings cannot be read, have none. Raises SlurmError when Slurm fails.
+        """
+        try:
+            settings = HubSettings.read(hub.settings_file)
+        except (OSError, ValidationError):
+            return 0
+        if settings.isolation != "slurm":
+            return 0
+        conf = settings.slurm.conf if settings.slurm is not None else None
+        return len(asyncio.run(jobs.cancel_hub_jobs(settings.hub, conf)))

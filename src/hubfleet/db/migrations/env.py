@@ -2,8 +2,9 @@
 
 from alembic import context
 
-import hubfleet.db.models  # noqa: F401 - every room's tables on Base.metadata, for autogenerate
-from hubfleet.db import Base
+from hubfleet.db import Base, load_tables
+
+load_tables()  # every room's tables on Base.metadata, for autogenerate
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 
-from hubfleet.edu.courses import STAFF_ROLES, parse_group
+from hubfleet.edu.courses import STAFF_ROLES
 from hubfleet.edu.exchange import workflow
 from hubfleet.edu.exchange.settings import SERVICE_NAME
 from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
+from hubfleet.spec.edu import parse_group
 
 if TYPE_CHECKING:
     from hubfleet.edu.exchange.service import Service

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from hubfleet.hub.settings import SettingsFile
+from hubfleet.common.settings import SettingsFile
 from hubfleet.spec.edu import LTIPlatform
 
 SETTINGS_ENV = "HUBFLEET_EXCHANGE_SETTINGS"

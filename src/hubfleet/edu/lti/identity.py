@@ -9,16 +9,19 @@ their e-mail or name changes later.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hubfleet.edu.lti.services import Member
 from hubfleet.edu.lti.tables import Identity
 
 Rule = Literal["email", "name", "sub"]
@@ -112,3 +115,34 @@ class IdentityStore:
             if candidate not in used and not (taken and taken(candidate)):
                 return candidate
         raise RuntimeError(f"no free user name left for {base!r}")
+
+
+@dataclass(frozen=True)
+class Usernames:
+    """The one rule from an LMS person to their hub user name, for launches and roster syncs alike: durable per
+    (issuer, sub), derived by the hub's `lti.username` rule, never one of the fleet file's own names."""
+
+    identities: IdentityStore
+    rule: Rule
+    reserved: frozenset[str]
+    """Names no LMS person may get (the fleet file's users of the hub)."""
+
+    async def of(self, issuer: str, sub: str, *, email: str | None, name: str | None) -> str:
+        """The hub user name of the person `sub` of the LMS `issuer` (the database is written in a thread)."""
+        return await asyncio.to_thread(
+            self.identities.username_for,
+            issuer,
+            sub,
+            email=email,
+            name=name,
+            rule=self.rule,
+            taken=self.reserved.__contains__,
+        )
+
+    def of_members(self, issuer: str) -> Callable[[Member], Awaitable[str]]:
+        """The user names of the members of a roster from the LMS `issuer` (`hubfleet.edu.roster.sync_course`)."""
+
+        def username(member: Member) -> Awaitable[str]:
+            return self.of(issuer, member.user_id, email=member.email, name=member.name)
+
+        return username

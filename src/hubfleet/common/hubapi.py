@@ -41,20 +41,26 @@ class HubAPI:
             return False
         return response.status_code == 200
 
-    async def users(self, state: str | None = None) -> AsyncIterator[dict]:
-        """Every user (optionally only those with `state` active/ready/inactive), page by page."""
+    async def _paged(self, path: str, params: dict[str, Any] | None = None) -> AsyncIterator[dict]:
+        """Every item of a paginated list, page by page."""
         offset = 0
         while True:
-            params: dict[str, Any] = {"offset": offset, "limit": 200}
-            if state:
-                params["state"] = state
-            page = (await self.request("GET", "/users", params=params, headers={"Accept": PAGINATION})).json()
-            for user in page["items"]:
-                yield user
+            query = {**(params or {}), "offset": offset, "limit": 200}
+            page = (await self.request("GET", path, params=query, headers={"Accept": PAGINATION})).json()
+            for item in page["items"]:
+                yield item
             following = page["_pagination"].get("next")
             if not following:
                 return
             offset = following["offset"]
+
+    def users(self, state: str | None = None) -> AsyncIterator[dict]:
+        """Every user (optionally only those with `state` active/ready/inactive), page by page."""
+        return self._paged("/users", {"state": state} if state else None)
+
+    async def groups(self) -> list[dict]:
+        """Every group, with its members and properties."""
+        return [group async for group in self._paged("/groups")]
 
     async def count_users(self, state: str | None = None) -> int:
         params: dict[str, Any] = {"limit": 1}

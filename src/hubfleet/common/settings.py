@@ -67,14 +67,73 @@ class HubPorts(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     hub: int
-    proxy: int
-    proxy_api: int
-    spare: int
     gateway: int | None = None
     gateway_tcp: int | None = None
     gateway_api: int | None = None
     exchange: int | None = None
     """The assignment exchange service (hubs with courses or LTI)."""
+
+
+class FrontDoorPorts(BaseModel):
+    """Loopback ports of the front door's internal parts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    landing: int
+    """The front door's own app: the console, health, metrics, and requests for sleeping hubs."""
+    proxy_api: int
+    """The REST API of the front door's configurable-http-proxy (the fleet's only client of it)."""
+    routes: int
+    """The hubs' route API (`hubfleet.fleet.routes`)."""
+
+
+LOOPBACK = "127.0.0.1"
+"""Every internal process of a fleet listens on loopback only."""
+
+
+def loopback_url(port: int, path: str = "", scheme: str = "http") -> str:
+    """`scheme://127.0.0.1:port` followed by `path`."""
+    return f"{scheme}://{LOOPBACK}:{port}{path}"
+
+
+class ProxyLink(BaseModel):
+    """The fleet's one proxy (the front door's configurable-http-proxy), as every hub reaches it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    """The proxy's public side on this machine (what users reach as the front door)."""
+    api_url: str
+    """The fleet's route API (`hubfleet.fleet.routes`): the proxy's routes, limited to the hub's own."""
+
+
+class HubAddress(BaseModel):
+    """Where one hub's processes are reached on this machine: the one place internal URLs are made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    """The hub's URL prefix behind the front door (`/hubs/<name>/`)."""
+    ports: HubPorts
+    proxy: ProxyLink
+
+    @property
+    def hub_url(self) -> str:
+        """The JupyterHub process itself (what the proxy routes `<base_url>hub/` to)."""
+        return loopback_url(self.ports.hub)
+
+    @property
+    def hub_api_url(self) -> str:
+        """The hub's REST API, reached directly (not through a proxy)."""
+        return loopback_url(self.ports.hub, f"{self.base_url}hub/api")
+
+    def through_proxy(self, path: str) -> str:
+        """`path` below the hub's prefix, through the fleet's proxy (as users' servers reach it)."""
+        return f"{self.proxy.url}{self.base_url}{path}"
+
+    def service_path(self, name: str) -> str:
+        """The URL path of the hub's service `name` (no trailing slash)."""
+        return f"{self.base_url}services/{name}"
 
 
 class GatewayLink(BaseModel):
@@ -144,12 +203,18 @@ class HubSettings(SettingsFile):
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None
     exchange: ExchangeLink | None = None
+    proxy: ProxyLink
     database_url: str
     """The fleet database (SQLAlchemy URL): LTI identities, courses' records, the exchange, usage."""
     console_redirect_uri: str | None = None
     """Where the hub sends a console login back to (the front door's callback; None: no console client)."""
     lti: LTI | None = None
     """LTI 1.3 launches from the hub's LMS registrations (None: no LTI); the tool's key is kept in `state_dir`."""
+
+    @property
+    def address(self) -> HubAddress:
+        """Where the hub's processes are reached on this machine."""
+        return HubAddress(base_url=self.base_url, ports=self.ports, proxy=self.proxy)
 
     def named_users(self) -> set[str]:
         """Everyone the fleet file names for this hub (plus the health-check user): they may log in, and no LMS

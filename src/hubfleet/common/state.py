@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubfleet import db
-from hubfleet.hub.settings import HubPorts
-from hubfleet.spec.models import Fleet, PortRange
+from hubfleet.common.files import private_dir, write_private
+from hubfleet.common.settings import FrontDoorPorts, HubPorts
+from hubfleet.spec.models import Fleet
 
 DEFAULT_STATE_DIR = ".hubfleet"
 STATE_ENV = "HUBFLEET_STATE_DIR"
@@ -34,21 +34,6 @@ def database_url(fleet: Fleet, state_root: Path) -> str:
     return fleet.usage.metering.database_url or db.default_url(state_root)
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class HubState:
     """One hub's folder in the state directory."""
@@ -60,8 +45,8 @@ class HubState:
         return self.root.name
 
     def create(self) -> HubState:
-        _private_dir(self.root)
-        _private_dir(self.secrets_dir)
+        private_dir(self.root)
+        private_dir(self.secrets_dir)
         return self
 
     @property
@@ -110,9 +95,9 @@ class FleetState:
     root: Path
 
     def create(self) -> FleetState:
-        _private_dir(self.root)
-        _private_dir(self.root / "hubs")
-        _private_dir(self.root / "frontdoor")
+        private_dir(self.root)
+        private_dir(self.root / "hubs")
+        private_dir(self.root / "frontdoor")
         return self
 
     @property
@@ -156,47 +141,26 @@ class FleetState:
         data = json.loads(self.applied_file.read_text(encoding="utf-8"))
         return Path(data["path"]), data["text"]
 
+    @property
+    def frontdoor_ports_file(self) -> Path:
+        return self.frontdoor_dir / "ports.json"
+
+    def frontdoor_ports(self) -> FrontDoorPorts | None:
+        """The front door's internal ports, if it was given some."""
+        try:
+            return FrontDoorPorts.model_validate_json(self.frontdoor_ports_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def keep_frontdoor_ports(self, ports: FrontDoorPorts) -> None:
+        write_private(self.frontdoor_ports_file, ports.model_dump_json())
+
     def all_ports(self) -> set[int]:
-        """Every port given to some hub of this state directory."""
-        taken: set[int] = set()
+        """Every port given to the front door or some hub of this state directory."""
+        door = self.frontdoor_ports()
+        taken: set[int] = set(door.model_dump().values()) if door else set()
         for name in self.hub_names():
             ports = self.hub(name).ports()
             if ports:
                 taken.update(port for port in ports.model_dump().values() if port is not None)
         return taken
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a TCP port can be bound on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def allocate_ports(count: int, port_range: PortRange, taken: set[int]) -> list[int]:
-    """`count` free loopback ports from `port_range`, avoiding `taken`."""
-    found: list[int] = []
-    for port in range(port_range.start, port_range.end + 1):
-        if port not in taken and port_is_free(port):
-            found.append(port)
-            if len(found) == count:
-                return found
-    raise RuntimeError(f"no {count} free ports left in {port_range.start}-{port_range.end}")
-
-
-def hub_ports(state: FleetState, hub: HubState, port_range: PortRange, *, gateway: bool = False) -> HubPorts:
-    """The hub's ports: the ones it had before (so running servers keep reaching it), plus any now needed."""
-    ports = hub.ports()
-    if ports is None:
-        hub_port, proxy, proxy_api, spare = allocate_ports(4, port_range, state.all_ports())
-        ports = HubPorts(hub=hub_port, proxy=proxy, proxy_api=proxy_api, spare=spare)
-        hub.keep_ports(ports)
-    if gateway and ports.gateway is None:
-        http, tcp, api = allocate_ports(3, port_range, state.all_ports())
-        ports = ports.model_copy(update={"gateway": http, "gateway_tcp": tcp, "gateway_api": api})
-        hub.keep_ports(ports)
-    return ports

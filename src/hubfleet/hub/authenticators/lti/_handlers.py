@@ -1,0 +1,211 @@
+"""The LTI endpoints' request handlers (JupyterHub handlers, added by the authenticator's `get_handlers`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlparse
+
+from jupyterhub.handlers import BaseHandler
+from tornado import web
+
+from hubfleet.edu.exchange.lms import record_launch
+from hubfleet.edu.lti.launch import Launch, LaunchError
+from hubfleet.edu.lti.state import PendingLogin
+from hubfleet.hub.authenticators.lti._toolconfig import PREFIX, canvas_developer_key, tool_configuration
+from hubfleet.hub.courses import OrmCourses
+
+if TYPE_CHECKING:
+    from hubfleet.hub.authenticators.lti._authenticator import LTI13Authenticator
+
+STATE_COOKIE_PREFIX = "hubfleet-lti-"
+MAX_PARAMETER = 4096
+"""Longest login initiation parameter accepted (LMS hints are opaque but not huge)."""
+
+NEW_WINDOW_TEMPLATE = "lti-new-window.html"
+"""The page offering to open the launch in a window of its own (in this package's templates/)."""
+
+
+@dataclass(frozen=True)
+class LaunchLogin:
+    """The login data the launch handler gives `login_user`: a validated launch and who it is."""
+
+    launch: Launch
+    username: str
+
+
+def state_cookie_options(base_url: str, public_url: str) -> dict[str, Any]:
+    """The login state cookie, scoped to the LTI endpoints, must come back on the LMS's cross-site form POST:
+    SameSite=None (which browsers accept only with Secure, i.e. on https)."""
+    options: dict[str, Any] = {"path": f"{base_url}{PREFIX}/", "httponly": True}
+    if urlparse(public_url).scheme == "https":
+        options |= {"secure": True, "samesite": "None"}
+    return options
+
+
+class _LTIHandler(BaseHandler):
+    """Shared parts of the LTI endpoints: cross-site by design (the LMS posts them), and framable (LMS iframes)."""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # The LMS may show the tool in an iframe: let these pages (errors, the new-window page) be shown there.
+        self.set_header("Content-Security-Policy", "frame-ancestors *")
+
+    def check_xsrf_cookie(self) -> None:
+        """LTI requests come from the LMS's pages: state, nonce and the signature protect them instead."""
+        return None
+
+    @property
+    def lti(self) -> LTI13Authenticator:
+        return self.authenticator
+
+    def fail(self, error: LaunchError) -> web.HTTPError:
+        """The hub's error page with `error`'s status and message."""
+        failure = web.HTTPError(error.status)
+        failure.jupyterhub_message = error.message  # type: ignore[attr-defined]
+        return failure
+
+    def state_cookie_name(self, state: str) -> str:
+        return STATE_COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+    def state_cookie_options(self) -> dict[str, Any]:
+        return state_cookie_options(self.hub.base_url, self.lti.hub_public_url)
+
+
+class LoginInitiationHandler(_LTIHandler):
+    """OIDC third-party login initiation (IMS Security Framework §5.1.1): GET or POST from the LMS."""
+
+    async def get(self) -> None:
+        await self.initiate()
+
+    async def post(self) -> None:
+        await self.initiate()
+
+    def parameter(self, name: str, required: bool = False) -> str | None:
+        value = self.get_argument(name, None)
+        if value is not None and len(value) > MAX_PARAMETER:
+            raise self.fail(LaunchError(400, f"the login parameter {name} is too long"))
+        if required and not value:
+            raise self.fail(LaunchError(400, f"the login initiation has no {name}: start it from the LMS"))
+        return value or None
+
+    async def initiate(self) -> None:
+        issuer = self.parameter("iss", required=True)
+        login_hint = self.parameter("login_hint", required=True)
+        target = self.parameter("target_link_uri", required=True)
+        client_id = self.parameter("client_id")
+        deployment = self.parameter("lti_deployment_id")
+        message_hint = self.parameter("lti_message_hint")
+        assert issuer and login_hint and target
+        try:
+            platform = self.lti.validator.platform(issuer, client_id)
+        except LaunchError as error:
+            raise self.fail(error) from None
+        if deployment is not None and deployment not in platform.deployment_ids:
+            raise self.fail(LaunchError(403, "this deployment of the tool is not registered with this hub"))
+        if not target.startswith(self.lti.hub_public_url):
+            raise self.fail(LaunchError(400, "target_link_uri is not on this hub"))
+        initiation = {
+            name: value
+            for name, value in (
+                ("iss", issuer),
+                ("login_hint", login_hint),
+                ("target_link_uri", target),
+                ("client_id", platform.client_id),
+                ("lti_deployment_id", deployment),
+                ("lti_message_hint", message_hint),
+            )
+            if value is not None
+        }
+        login = self.lti.logins.start(
+            issuer=platform.issuer, client_id=platform.client_id, target_link_uri=target, initiation=initiation
+        )
+        self._set_cookie(
+            self.state_cookie_name(login.state),
+            login.state,
+            encrypted=True,
+            expires_days=None,
+            max_age=int(self.lti.lti_settings.login_ttl),
+            **self.state_cookie_options(),
+        )
+        request = {
+            "scope": "openid",
+            "response_type": "id_token",
+            "response_mode": "form_post",
+            "prompt": "none",
+            "client_id": platform.client_id,
+            "redirect_uri": self.lti.urls.launch,
+            "login_hint": login_hint,
+            "state": login.state,
+            "nonce": login.nonce,
+        }
+        if message_hint is not None:
+            request["lti_message_hint"] = message_hint
+        auth_url = str(platform.auth_login_url)
+        self.redirect(f"{auth_url}{'&' if '?' in auth_url else '?'}{urlencode(request)}")
+
+
+class LaunchHandler(_LTIHandler):
+    """The launch (the platform's form POST of id_token and state) → logged in, in the course, on the server."""
+
+    async def get(self) -> None:
+        raise self.fail(LaunchError(405, "a launch is a form POST from the LMS"))
+
+    async def post(self) -> None:
+        try:
+            login = self.lti.validator.take_login(self.get_body_argument("state", None))
+            browser_state = self.get_secure_cookie(self.state_cookie_name(login.state), max_age_days=1)
+            self.clear_cookie(self.state_cookie_name(login.state), path=self.state_cookie_options()["path"])
+            launch = await self.lti.validator.validate(self.get_body_argument("id_token", None), login)
+            if browser_state is None or browser_state.decode(errors="replace") != login.state:
+                await self.new_window(login)
+                return
+            courses = OrmCourses(self.db)
+            course = await self.lti.course_for(courses, launch)
+            username = await self.lti.usernames.of(launch.issuer, launch.sub, email=launch.email, name=launch.name)
+        except LaunchError as error:
+            self.log.warning("LTI launch refused (%s): %s", error.status, error.message)
+            raise self.fail(error) from None
+        user = await self.login_user(LaunchLogin(launch, username))
+        if user is None:
+            raise self.fail(LaunchError(403, "this hub does not let you in (blocked)"))
+        if course is not None and launch.course_role is not None:
+            await courses.set_member(course, user.name, launch.course_role)
+            # grade passback needs the course's LMS link (platform, context, AGS line items)
+            await asyncio.to_thread(
+                record_launch, self.lti.sessions, hub=self.lti.hub_name, course=course, launch=launch
+            )
+            await self.lti.after_instructor_launch(courses, course, launch)
+        self.log.info("LTI launch: %s (%s) in course %s", user.name, launch.course_role, course)
+        self.redirect(self.lti.landing_url(self.base_url, user.name, course))
+
+    async def new_window(self, login: PendingLogin) -> None:
+        """This browser did not send back the login's cookie (an LMS iframe with third-party cookies blocked):
+        nobody is logged in here; offer to start the launch again in a window of its own."""
+        again = f"{self.lti.urls.login}?{urlencode(login.initiation)}"
+        self.set_status(401)
+        self.finish(await self.render_template(NEW_WINDOW_TEMPLATE, url=again, title=self.lti.hub_name))
+
+
+class JWKSHandler(_LTIHandler):
+    """The tool's public keys (the LMS verifies the tool's signed requests with them)."""
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "max-age=300")
+        self.finish(json.dumps(self.lti.tool_key.jwks()))
+
+
+class ToolConfigHandler(_LTIHandler):
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(tool_configuration(self.lti.tool), indent=2))
+
+
+class CanvasConfigHandler(_LTIHandler):
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(canvas_developer_key(self.lti.tool), indent=2))
