@@ -599,6 +599,7 @@ class Sandbox:
         limits = self.limits
         notebook_deadline = started + limits.notebook_seconds
         sent = 0
+        quiet = True  # nothing of the submission can run until the next cell (the child said so after each cell)
 
         def send_cell(index: int) -> None:
             nonlocal sent
@@ -618,12 +619,13 @@ class Sandbox:
             timeout = min(limits.cell_seconds, remaining)
             what = "cell" if timeout == limits.cell_seconds else "notebook"
             try:
-                if cells[index][1] == "test":  # never queued ahead: the child cleans up first, then gets it
-                    with contextlib.suppress(OSError):
-                        _send(sock, {"prepare": True})
-                    ready = _recv(sock, time.monotonic() + timeout + REPLY_GRACE)
-                    if not ready.get("ready"):
-                        raise _ProtocolError(f"expected the child to be ready, got {sorted(ready)}")
+                if cells[index][1] == "test":  # never queued ahead; a child that was not quiet cleans up first
+                    if not quiet:
+                        with contextlib.suppress(OSError):
+                            _send(sock, {"prepare": True})
+                        ready = _recv(sock, time.monotonic() + timeout + REPLY_GRACE)
+                        if not ready.get("ready"):
+                            raise _ProtocolError(f"expected the child to be ready, got {sorted(ready)}")
                     send_cell(index)
                 elif sent <= index:
                     send_cell(index)
@@ -646,6 +648,7 @@ class Sandbox:
             cell.state = state if state in ("ok", "error", "timeout") else "error"
             ename = reply.get("ename")
             cell.ename = ename if isinstance(ename, str) else None
+            quiet = reply.get("quiet") is True
         with contextlib.suppress(OSError):
             _send(sock, {"end": True})
         return False

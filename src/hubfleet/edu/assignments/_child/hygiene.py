@@ -305,6 +305,31 @@ class CleanState:
             if not _same(manager.get(key), value):
                 manager[key] = _copy(value)
 
+    def settle(self, own_signals: dict[int, Any]) -> bool:
+        """After every cell: signal handlers, timers, trace and profile functions and garbage-collector callbacks
+        back to clean, our children reaped. Whether the sandbox is quiet — no other thread in this process and no
+        other process but the namespace's init — so that nothing of the submission can run until the next cell
+        starts (a test cell may then be sent without the full :meth:`before_test` handshake)."""
+        self.restore_signals(own_signals)
+        sys.settrace(None)
+        sys.setprofile(None)
+        if not _same(gc.callbacks, self.gc_callbacks):
+            gc.callbacks[:] = self.gc_callbacks
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        try:
+            threads = len(os.listdir("/proc/self/task"))
+            me = str(os.getpid())
+            others = [p for p in os.listdir("/proc") if p.isdigit() and p not in ("1", me)]
+        except OSError:
+            return False
+        return threads == 1 and not others
+
     def before_test(self, own_signals: dict[int, Any]) -> int:
         """Everything back to clean; other processes stopped. Returns how many threads (this one included) run."""
         _stop_other_processes(self.host_namespace)

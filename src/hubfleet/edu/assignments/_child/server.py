@@ -69,27 +69,32 @@ def run_cells(sock: socket.socket, runner: CellRunner, outputs: Outputs, handove
     runner.own_signals = lambda: {signal.SIGALRM: on_alarm}
     stdout, stderr = Stream("stdout", outputs), Stream("stderr", outputs)
     me = os.getpid()
+    prepared = False
+    gc.disable()  # between cells no garbage collection: no finaliser of the submission runs in this loop
     while True:
         request, _ = recv(sock)
-        if "prepare" in request:
+        if "prepare" in request:  # the sandbox was not quiet after the last cell: clean up before a test cell
             threads = runner.prepare_test()
-            with contextlib.suppress(OSError):
-                flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
-                fcntl.fcntl(sock.fileno(), fcntl.F_SETFL, flags & ~os.O_ASYNC)
+            _no_async(sock)
             if threads > 1:  # go on in a single-threaded copy; this process (and its threads) ends
                 copy = os.fork()
                 if copy:
                     os.write(handover, f"{copy}\n".encode())
                     os._exit(HANDOVER)
                 me = os.getpid()
+            prepared = True
             send(sock, {"ready": True})
             continue
         if "run" not in request:
             return
+        kind = request.get("kind")
+        if kind == "test" and not prepared:
+            runner.prepare_test()
+        prepared = False
         outputs.reset()
         sys.stdout, sys.stderr = stdout, stderr
-        kind = request.get("kind")
         state["in_cell"] = True
+        gc.enable()
         signal.setitimer(signal.ITIMER_REAL, float(request["timeout"]))
         try:
             if kind == "test":
@@ -103,10 +108,21 @@ def run_cells(sock: socket.socket, runner: CellRunner, outputs: Outputs, handove
             outputs.add({"output_type": "error", "ename": ename, "evalue": str(exc), "traceback": []}, 0)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            gc.disable()
             state["in_cell"] = False
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        quiet = runner.clean.settle(runner.own_signals())
+        _no_async(sock)
         reply = {"outputs": outputs.items, "execution_count": runner.shell.execution_count - 1, "status": status}
-        send(sock, {**reply, "ename": ename})
+        send(sock, {**reply, "ename": ename, "quiet": quiet})
+
+
+def _no_async(sock: socket.socket) -> None:
+    """No signal on the grader's socket when data arrives (the submission may have asked for one)."""
+    with contextlib.suppress(OSError):
+        flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        if flags & os.O_ASYNC:
+            fcntl.fcntl(sock.fileno(), fcntl.F_SETFL, flags & ~os.O_ASYNC)
 
 
 def worker(job: dict, sock: socket.socket, handover: int, runner: CellRunner, outputs: Outputs) -> None:
