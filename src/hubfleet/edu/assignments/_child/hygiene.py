@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import ctypes
 import gc
 import operator
 import os
@@ -114,23 +115,50 @@ class _Function:
             function.__kwdefaults__ = self.kwdefaults
 
 
+def _version_offset() -> int | None:
+    """Where CPython keeps a dict's version tag (PEP 509: it changes with every change of the dict), if this
+    interpreter has one where 3.11 and 3.12 keep it — checked on a dict of our own."""
+    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    offset = 3 * ctypes.sizeof(ctypes.c_void_p)  # after the refcount, the type and ma_used
+    probe: dict[str, int] = {}
+    address = id(probe) + offset
+    used = ctypes.c_ssize_t.from_address(id(probe) + offset - 8)
+    tags = [ctypes.c_uint64.from_address(address).value]
+    for change in (lambda: probe.__setitem__("a", 1), lambda: probe.__setitem__("a", 2), lambda: probe.pop("a")):
+        change()
+        tags.append(ctypes.c_uint64.from_address(address).value)
+    if len(set(tags)) != len(tags) or used.value != 0:
+        return None
+    return offset
+
+
 class _Watch:
-    """The namespaces a :class:`CleanState` records, checked at once in C: ``gc.get_referents`` of every module and
-    class dictionary lists the values they hold, in order; if that list is the same objects as when it was taken,
-    none of them changed. (A function's code and defaults are watched by the audit hook instead: setting them is
-    an audited event.)"""
+    """The namespaces a :class:`CleanState` records, checked at once: every module and class dictionary's version
+    tag (read without touching the dictionary's objects, so a forked child copies no page for it), or — where the
+    interpreter has no such tag — ``gc.get_referents`` of them all compared object by object. (A function's code and
+    defaults are watched by the audit hook instead: setting them is an audited event.)"""
 
     def __init__(self, state: CleanState) -> None:
         self.size = (len(state.namespaces), len(state.classes))
         class_dicts = [gc.get_referents(vars(cls))[0] for cls, _ in state.classes.values()]
         self.objects = (*(record.live for record in state.namespaces.values()), *class_dicts)
+        offset = _version_offset()
+        self.tags = [ctypes.c_uint64.from_address(id(d) + offset) for d in self.objects] if offset else None
         self.refresh()
 
+    def _now(self) -> list[Any]:
+        if self.tags is not None:
+            return [tag.value for tag in self.tags]
+        return gc.get_referents(*self.objects)
+
     def refresh(self) -> None:
-        self.expected = gc.get_referents(*self.objects)
+        self.expected = self._now()
 
     def unchanged(self) -> bool:
-        now = gc.get_referents(*self.objects)
+        now = self._now()
+        if self.tags is not None:
+            return now == self.expected
         return len(now) == len(self.expected) and all(map(operator.is_, now, self.expected))
 
 
