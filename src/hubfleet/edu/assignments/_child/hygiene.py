@@ -96,6 +96,10 @@ def _restore_dict(record: _Namespace) -> None:
             live[key] = value
 
 
+FORK_STATE = ("_active_limbo_lock", "_main_thread", "_shutdown_locks_lock", "_shutdown_locks")
+"""What ``threading`` rebinds in a forked process (its at-fork handler)."""
+
+
 class _Function:
     __slots__ = ("code", "defaults", "function", "kwdefaults")
 
@@ -183,6 +187,7 @@ class CleanState:
             namespace = vars(module)
             if (
                 namespace is vars(builtins)
+                or namespace is vars(sys)  # changes with every cell (streams, last exception): see _restore_interpreter
                 or id(namespace) in self.namespaces
                 or any(namespace is ns for ns in user_namespaces)
             ):
@@ -382,6 +387,18 @@ class CleanState:
                 self.restore_object(value)
                 value = getattr(value, attribute, _MISSING) if value is not _MISSING else _MISSING
             self.restore_object(value)
+
+    def after_fork(self) -> None:
+        """Take, as clean, what ``os.fork`` itself changes in the new process (threading's locks and main thread):
+        call it in a forked process before any of the submission's code runs."""
+        record = self.namespaces.get(id(vars(threading)))
+        if record is not None:
+            for key in FORK_STATE:
+                if key in record.live:
+                    record.saved[key] = record.live[key]
+            record.keys = tuple(record.saved)
+            record.values = tuple(record.saved.values())
+        self._watch.refresh()
 
     def remember(self, value: Any) -> None:
         """Add an object made after the forkserver started (an instructor cell's function or class) to the state

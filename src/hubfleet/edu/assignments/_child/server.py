@@ -82,6 +82,7 @@ def run_cells(sock: socket.socket, runner: CellRunner, outputs: Outputs, handove
                     os.write(handover, f"{copy}\n".encode())
                     os._exit(HANDOVER)
                 me = os.getpid()
+                runner.clean.after_fork()
             prepared = True
             send(sock, {"ready": True})
             continue
@@ -137,6 +138,7 @@ def worker(job: dict, sock: socket.socket, handover: int, runner: CellRunner, ou
         stdlib = [p for p in sys.path if p and "-packages" not in p]
         sys.path[:] = [*stdlib, "", *[p for p in sys.path if p and p not in stdlib]]
         runner.clean.path[:] = list(sys.path)
+        runner.clean.after_fork()
         send(sock, {"ready": True, "pid": os.getpid()})
         run_cells(sock, runner, outputs, handover)
     except BaseException:
