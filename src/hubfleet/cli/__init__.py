@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from hubfleet.cli import assignment, check, contributions, course, economics, fleet, template, usage
+from hubfleet.system.startup import skip_slow_optional_imports
 
 app = typer.Typer(
     name="hubfleet",
@@ -25,4 +26,5 @@ contributions.register(app)
 
 def main() -> None:
     """Entry point of the `hubfleet` command."""
+    skip_slow_optional_imports()  # before nbformat / JupyterHub are imported by a command
     app()
