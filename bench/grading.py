@@ -1,28 +1,42 @@
-"""Autograding throughput: hubfleet's sandboxed parallel grader against nbgrader 0.9.6 `autograde`, in one run.
+"""Autograding: hubfleet against nbgrader 0.9.6 in one run — batches, single-submission feedback, nbgrader courses.
 
 Usage (as root, from the repository root):
 
-    .venv/bin/python bench/grading.py [--submissions 200] [--nbgrader-subset 60] [--out bench/results/grading.json]
+    .venv/bin/python bench/grading.py [--submissions 200] [--rounds 3] [--singles 30] [--out bench/results/grading.json]
 
-The script writes an nbgrader-format assignment (10 autograded questions with visible and hidden tests, a data
-file, a manually graded answer) and a corpus of submissions in a fixed repeating mix: correct, partly wrong,
-erroring, slow (a 0.5 s sleep), looping (an infinite loop: the cell times out) and memory-hungry (800 MiB).
-hubfleet grades the whole corpus (`grade_batch` with its default of two sandboxes per core), then the first
-`--nbgrader-subset` submissions again; nbgrader 0.9.6 `autograde` (serial, a fresh kernel per submission, no
-sandbox) grades that same subset, from its own virtualenv (/opt/hubfleet/bench-nbgrader, built from
-/usr/bin/python3 with `pip install nbgrader==0.9.6` if missing: it is never installed into hubfleet's
-environment). Both use a 5 s cell timeout. The subset is a prefix of the repeating mix, so it has the same
-proportions. The script checks that both give every well-behaved submission (correct, partly wrong, erroring,
-slow) the same score on every cell, prints the throughputs and their ratio, and writes the results file.
+1. **Batches** of 1, 10 and 200 submissions (`--submissions`) of a 10-question nbgrader-format assignment, in a
+   fixed repeating mix: correct, partly wrong, erroring, slow (a 0.5 s sleep), looping (its test cell times out)
+   and memory-hungry (800 MiB). hubfleet grades each batch with `grade_batch` (its default of two sandboxes per
+   core, forkservers started by the call: a cold start, as a CLI run), nbgrader 0.9.6 with `nbgrader autograde
+   --force` (serial, a kernel per submission) from its own virtualenv (/opt/hubfleet/bench-nbgrader, built from
+   /usr/bin/python3 with `pip install nbgrader==0.9.6` if missing; never in hubfleet's environment). The two
+   alternate run by run (`--rounds` of 1 and 10, one of 200); ratio = nbgrader's median seconds / hubfleet's.
+   Both use a 5 s cell timeout. Every well-behaved submission (correct, partly wrong, erroring, slow) of the 200
+   must get the same score on every cell from both.
+2. **Single submission → visible-test feedback**: a real one-hub fleet (courses, the exchange service), the
+   assignment released with instant feedback; `--singles` students each submit a correct notebook through the
+   REST API and poll for the check; latency = from the POST to the check's results (the first one, which starts
+   the warm grader, is reported apart). Baselines, alternating with it: nbgrader 0.9.6's `nbgrader validate` of
+   the same notebook (the student-side check of visible tests) and `nbgrader autograde --student` of one
+   submission.
+3. **An nbgrader course as it is** (tests/edu/nbgrader_course_files.py: a header notebook, code and text stubs
+   from nbgrader_config.py, AUTOTEST and HASHED AUTOTEST cells): generated and autograded by both; every
+   per-notebook score must agree.
+
+Top-level keys of the results file: `single_p50_s`, `single_p95_s`, `batch_ratio_1`, `batch_ratio_10`,
+`batch_ratio_200`.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
+import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -31,11 +45,31 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nbformat
-from common import BenchError, log, log_table_header, machine_info, prepare, run_in_workdir, write_results
+from common import (
+    REPO,
+    BenchError,
+    log,
+    log_table_header,
+    machine_info,
+    prepare,
+    run_in_workdir,
+    running_fleet,
+    summary,
+    write_results,
+)
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hubfleet.edu.assignments import GradeResult, SandboxLimits, Submission, generate, grade_batch, load_source
+from hubfleet.edu.assignments import (
+    GradeResult,
+    GradingSpec,
+    SandboxLimits,
+    Submission,
+    generate,
+    grade_batch,
+    load_source,
+)
 from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "grading.json"
@@ -54,13 +88,17 @@ METHOD = [
     "corpus: the student version with the solution cells filled in, in a repeating mix of 20: 9 correct, 4 partly"
     " wrong (3 wrong answers), 3 erroring (2 raising answers), 2 slow (0.5 s sleep), 1 looping (an infinite"
     " loop: its test cell times out), 1 memory-hungry (800 MiB)",
-    "hubfleet: grade_batch over the whole corpus, then over the subset, default workers (two per core), 5 s per cell,"
-    " 512 MiB and 128 processes per sandbox; the time includes starting the forkservers",
-    "nbgrader 0.9.6: `nbgrader autograde hw1` over the subset (a prefix of the corpus, same mix), serial,"
-    " --Execute.timeout=5, in its own virtualenv; `generate_assignment` and copying the files are not timed",
-    "throughput = submissions / wall seconds of the grading call or command; ratio = hubfleet / nbgrader, on the"
-    " same subset (headline) and with hubfleet's full-corpus throughput",
-    "scores: every autograded cell of every well-behaved submission of the subset must score the same in both",
+    "batches of 1, 10 and N (the first submissions of the corpus): hubfleet grade_batch (default workers: two per"
+    " core; 5 s per cell, 512 MiB and 128 processes per sandbox; the forkservers start in the call) and nbgrader"
+    " 0.9.6 `nbgrader autograde hw1 --force` (serial, --Execute.timeout=5, own virtualenv; generate_assignment not"
+    " timed), alternating run by run; ratio = median nbgrader seconds / median hubfleet seconds",
+    "scores: every autograded cell of every well-behaved submission of the batch of N must score the same in both",
+    "single: a real one-hub fleet; the assignment released with --instant-feedback; each of S students POSTs a"
+    " correct submission to the exchange and polls GET .../check every 20 ms; latency = POST to results (the first,"
+    " which starts the grader, apart); alternating with nbgrader 0.9.6 `nbgrader validate` of the same notebook and"
+    " `nbgrader autograde hw1 --student one --force`",
+    "nbgrader course: tests/edu/nbgrader_course_files.py generated and autograded by both; per-notebook scores"
+    " compared",
 ]
 
 
@@ -220,40 +258,65 @@ NBGRADER_SCORES = textwrap.dedent(
 )
 
 
-def run_nbgrader(course: Path) -> tuple[float, dict[str, dict[str, float | None]]]:
-    """(wall seconds of `nbgrader autograde`, student -> grade cell -> auto score)."""
+NBGRADER_SCORES_BY_NOTEBOOK = textwrap.dedent(
+    """
+    import json, sys
+    from nbgrader.api import Gradebook
+    scores = {}
+    with Gradebook(sys.argv[1]) as gb:
+        for student in gb.students:
+            for notebook in sys.argv[3:]:
+                found = gb.find_submission_notebook(notebook, sys.argv[2], student.id)
+                scores[f"{student.id}/{notebook}"] = found.score
+    print(json.dumps(scores))
+    """
+)
+
+
+def nbgrader_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{NBGRADER_VENV / 'bin'}:{os.environ.get('PATH', '')}"}
+
+
+def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [str(NBGRADER_VENV / "bin" / "nbgrader"), *args]
+    result = subprocess.run(command, cwd=course, env=nbgrader_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise BenchError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def nbgrader_python(*args: str) -> str:
+    python = str(NBGRADER_VENV / "bin" / "python")
+    return subprocess.run([python, *args], capture_output=True, text=True, check=True, env=nbgrader_env()).stdout
+
+
+def nbgrader_course(course: Path, source: Path) -> None:
+    """An nbgrader course folder with the assignment, generated (not timed)."""
+    shutil.copytree(source, course / "source" / ASSIGNMENT)
+    (course / "source" / ASSIGNMENT / "assignment.yaml").unlink()
     (course / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.CourseDirectory.root = {str(course)!r}\nc.Execute.timeout = {int(CELL_TIMEOUT)}\n"
     )
-    env = {**os.environ, "PATH": f"{NBGRADER_VENV / 'bin'}:{os.environ.get('PATH', '')}"}
-    nbgrader = str(NBGRADER_VENV / "bin" / "nbgrader")
-    generated = subprocess.run(
-        [nbgrader, "generate_assignment", ASSIGNMENT, "--force"], cwd=course, env=env, capture_output=True, text=True
-    )
-    if generated.returncode != 0:
-        raise BenchError(f"nbgrader generate_assignment failed:\n{generated.stderr[-3000:]}")
+    nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
+
+
+def run_nbgrader(course: Path) -> tuple[float, dict[str, dict[str, float | None]]]:
+    """(wall seconds of `nbgrader autograde --force` over submitted/, student -> grade cell -> auto score)."""
     started = time.perf_counter()
-    graded = subprocess.run(
-        [nbgrader, "autograde", ASSIGNMENT, "--force"], cwd=course, env=env, capture_output=True, text=True
-    )
+    graded = nbgrader(course, "autograde", ASSIGNMENT, "--force", check=False)
     seconds = time.perf_counter() - started
     (course / "autograde.log").write_text(graded.stdout + graded.stderr)
     if graded.returncode != 0:
         log(f"  nbgrader autograde exited with {graded.returncode} (see autograde.log); scores are read anyway")
-    python = str(NBGRADER_VENV / "bin" / "python")
     db = f"sqlite:///{course / 'gradebook.db'}"
-    scores = subprocess.run(
-        [python, "-c", NBGRADER_SCORES, db, ASSIGNMENT, "hw"], capture_output=True, text=True, check=True
-    )
-    return seconds, json.loads(scores.stdout)
+    return seconds, json.loads(nbgrader_python("-c", NBGRADER_SCORES, db, ASSIGNMENT, "hw"))
 
 
 # --------------------------------------------------------------------------------------------- hubfleet
 
 
-def run_hubfleet(source: Path, release: Path, submitted: Path, students: list[str]) -> tuple[float, dict]:
+def run_hubfleet(spec: GradingSpec, submitted: Path, students: list[str]) -> tuple[float, dict[str, GradeResult]]:
     """(wall seconds of grade_batch over `students`, student -> GradeResult)."""
-    spec = generate(load_source(source), release)
     submissions = [Submission(id=s, folder=submitted / s / ASSIGNMENT) for s in students]
     results: dict[str, GradeResult] = {}
     started = time.perf_counter()
@@ -307,6 +370,187 @@ def by_kind(kinds: dict[str, str], results: dict[str, GradeResult]) -> dict[str,
     }
 
 
+# --------------------------------------------------------------------------------------------- 1. batches
+
+
+def batch_part(workdir: Path, size: int, rounds: int, corpus: Path, kinds: dict[str, str], spec: GradingSpec) -> dict:
+    """`rounds` alternating runs of hubfleet and nbgrader over the first `size` submissions."""
+    students = sorted(kinds)[:size]
+    course = workdir / f"nbgrader-{size}"
+    nbgrader_course(course, workdir / "source" / ASSIGNMENT)
+    for student in students:
+        shutil.copytree(corpus / student, course / "submitted" / student)
+    ours: list[float] = []
+    theirs: list[float] = []
+    last: tuple[dict[str, GradeResult], dict[str, dict[str, float | None]]] = ({}, {})
+    for index in range(rounds):
+        order = ("hubfleet", "nbgrader") if index % 2 == 0 else ("nbgrader", "hubfleet")
+        for system in order:
+            if system == "hubfleet":
+                seconds, results = run_hubfleet(spec, corpus, students)
+                ours.append(seconds)
+                last = (results, last[1])
+            else:
+                seconds, scores = run_nbgrader(course)
+                theirs.append(seconds)
+                last = (last[0], scores)
+            log(f"  batch of {size}, round {index + 1}: {system} {seconds:.1f} s")
+    ratio = statistics.median(theirs) / statistics.median(ours)
+    return {
+        "submissions": size,
+        "rounds": rounds,
+        "hubfleet_seconds": [round(x, 2) for x in ours],
+        "nbgrader_seconds": [round(x, 2) for x in theirs],
+        "ratio": round(ratio, 2),
+        "scores": compare(kinds, *last),
+        "by_kind": by_kind(kinds, last[0]) if size >= len(MIX) else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------- 2. single submissions
+
+STUDENT_PREFIX = "grs"
+
+
+def single_part(workdir: Path, singles: int, spec: GradingSpec, correct: Path) -> dict[str, Any]:
+    """Submit → visible-test feedback through a real hub's exchange, against nbgrader validate / autograde of one."""
+    hub = f"grb{secrets.token_hex(2)}"
+    students = [f"{STUDENT_PREFIX}{i:02d}" for i in range(singles + 1)]
+    hub_spec = {
+        "auth": {"type": "shared-password", "password": secrets.token_urlsafe(12)},
+        "culling": {"enabled": False},
+        "courses": [{"name": "bench", "instructors": ["prof"], "students": students}],
+    }
+    shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
+    state_dir = workdir / "fleet-state"
+    notebook = (correct / NOTEBOOK).read_bytes()
+    files = {"files": {NOTEBOOK: base64.b64encode(notebook).decode(), **_data_files(correct)}}
+    course = workdir / "nbgrader-single"
+    nbgrader_course(course, workdir / "source" / ASSIGNMENT)
+    shutil.copytree(correct, course / "submitted" / "one" / ASSIGNMENT)
+    with running_fleet(
+        "gradingbench",
+        hub,
+        hub_spec,
+        workdir / "fleet.yaml",
+        state_dir,
+        shared_root,
+        lambda: set(),
+        cleanup=[("removing the shared root", lambda: shutil.rmtree(shared_root, ignore_errors=True))],
+    ) as running:
+        released = run_hubfleet_cli(
+            "assignment",
+            "release",
+            hub,
+            "bench",
+            str(workdir / "source" / ASSIGNMENT),
+            "--instant-feedback",
+            "--state-dir",
+            str(state_dir),
+        )
+        if released.returncode != 0:
+            raise BenchError(f"release failed: {released.stdout} {released.stderr}")
+        service = f"{running.door}/services/assignments/api/courses/bench/assignments/{ASSIGNMENT}"
+        token = (state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
+        with httpx.Client(timeout=120) as client:
+            tokens = {
+                s: client.post(
+                    f"{running.door}/hub/api/users/{s}/tokens",
+                    headers={"Authorization": f"token {token}"},
+                    json={"note": "grading bench", "expires_in": 3600},
+                )
+                .raise_for_status()
+                .json()["token"]
+                for s in students
+            }
+            first = submit_and_wait(client, service, tokens[students[0]], files)
+            latencies, validate, autograde_one = [], [], []
+            for index, student in enumerate(students[1:]):
+                latencies.append(submit_and_wait(client, service, tokens[student], files))
+                if index % 3 == 0:
+                    started = time.perf_counter()
+                    nbgrader(course, "validate", str(correct / NOTEBOOK), check=False)
+                    validate.append(time.perf_counter() - started)
+                if index % 3 == 1:
+                    started = time.perf_counter()
+                    nbgrader(course, "autograde", ASSIGNMENT, "--student", "one", "--force")
+                    autograde_one.append(time.perf_counter() - started)
+    return {
+        "submissions": len(latencies),
+        "first_cold_s": round(first, 3),
+        "hubfleet_s": summary(latencies),
+        "nbgrader_validate_s": summary(validate),
+        "nbgrader_autograde_one_s": summary(autograde_one),
+        "p50": round(statistics.median(latencies), 3),
+        "p95": round(statistics.quantiles(latencies, n=20, method="inclusive")[18], 3),
+    }
+
+
+def _data_files(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): base64.b64encode(path.read_bytes()).decode()
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix != ".ipynb"
+    }
+
+
+def submit_and_wait(client: httpx.Client, service: str, token: str, files: dict[str, Any]) -> float:
+    """Seconds from the POST of a submission to its check's results."""
+    headers = {"Authorization": f"token {token}"}
+    started = time.perf_counter()
+    receipt = client.post(f"{service}/submissions", headers=headers, json=files).raise_for_status().json()
+    if receipt.get("check") != "queued":
+        raise BenchError(f"no instant feedback queued: {receipt}")
+    while True:
+        check = client.get(f"{service}/submissions/{receipt['id']}/check", headers=headers).raise_for_status().json()
+        if check["state"] not in ("queued", "running"):
+            break
+        if time.perf_counter() - started > 120:
+            raise BenchError("instant feedback took more than 120 s")
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    if check["state"] != "done" or check["total"] != check["max_total"]:
+        raise BenchError(f"the check of a correct submission: {check}")
+    return seconds
+
+
+def run_hubfleet_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubfleet", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
+
+
+# --------------------------------------------------------------------------------------------- 3. nbgrader courses
+
+
+def compat_part(workdir: Path) -> dict[str, Any]:
+    """The test suite's nbgrader course, generated and autograded by nbgrader 0.9.6 and by hubfleet."""
+    sys.path.insert(0, str(REPO))
+    from tests.edu import nbgrader_course_files as files
+
+    theirs_root = files.write_course(workdir / "compat-nbgrader")
+    nbgrader(theirs_root, "generate_assignment", files.ASSIGNMENT, "--force")
+    files.write_submissions(theirs_root, theirs_root / "release" / files.ASSIGNMENT)
+    nbgrader(theirs_root, "autograde", files.ASSIGNMENT, "--force")
+    db = str(theirs_root / "gradebook.db")
+    theirs = json.loads(
+        nbgrader_python("-c", NBGRADER_SCORES_BY_NOTEBOOK, f"sqlite:///{db}", files.ASSIGNMENT, "problems", "extra")
+    )
+    ours_root = files.write_course(workdir / "compat-hubfleet")
+    for args in (("generate",), ("autograde",)):
+        if args == ("autograde",):
+            files.write_submissions(ours_root, ours_root / "release" / files.ASSIGNMENT)
+        done = run_hubfleet_cli("assignment", "nbgrader", *args, str(ours_root), files.ASSIGNMENT)
+        if done.returncode != 0:
+            raise BenchError(f"hubfleet assignment nbgrader {args[0]} failed: {done.stdout} {done.stderr}")
+    listed = run_hubfleet_cli("assignment", "nbgrader", "scores", str(ours_root), files.ASSIGNMENT, "--json").stdout
+    ours = {f"{row['student']}/{row['notebook']}": row["score"] for row in map(json.loads, listed.splitlines())}
+    mismatches = {
+        key: {"nbgrader": value, "hubfleet": ours.get(key)} for key, value in theirs.items() if ours.get(key) != value
+    }
+    return {"notebooks_compared": len(theirs), "mismatches": mismatches, "agree": not mismatches and bool(theirs)}
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -321,13 +565,14 @@ def check_prerequisites() -> None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--submissions", "-n", type=int, default=200, help="corpus size (default 200)")
-    parser.add_argument("--nbgrader-subset", type=int, default=60, help="submissions nbgrader grades (default 60)")
+    parser.add_argument("--submissions", "-n", type=int, default=200, help="the largest batch (default 200)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of the batches of 1 and 10 (default 3)")
+    parser.add_argument("--singles", type=int, default=30, help="single submissions through a hub (default 30)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the corpus and nbgrader's course folder")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the corpus and nbgrader's course folders")
     args = parser.parse_args(argv)
-    if not 1 <= args.nbgrader_subset <= args.submissions:
-        parser.error("--nbgrader-subset must be between 1 and --submissions")
+    if args.submissions <= 10 or args.rounds < 1 or args.singles < 3:
+        parser.error("--submissions > 10, --rounds >= 1, --singles >= 3")
     return args
 
 
@@ -338,115 +583,88 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     version = ensure_nbgrader()
     info = machine_info(after_jupyterhub={"nbgrader_version": version})
-    log(f"Grading benchmark: {args.submissions} submissions, nbgrader on {args.nbgrader_subset}, {info['nproc']} CPUs")
+    log(
+        f"Grading benchmark: batches of 1, 10, {args.submissions}; {args.singles} single submissions; "
+        f"{info['nproc']} CPUs"
+    )
 
     def body(workdir: Path) -> dict[str, Any]:
-        course = workdir / "course"
-        write_source(course / "source" / ASSIGNMENT)
-        ours_release = workdir / "hubfleet-release"
-        spec = generate(load_source(course / "source" / ASSIGNMENT), workdir / "student-version")
+        write_source(workdir / "source" / ASSIGNMENT)
+        spec = generate(load_source(workdir / "source" / ASSIGNMENT), workdir / "student-version")
         kinds = write_corpus(workdir / "student-version", workdir / "corpus", args.submissions)
-        students = sorted(kinds)
-        subset = students[: args.nbgrader_subset]
-        for student in subset:
-            shutil.copytree(workdir / "corpus" / student, course / "submitted" / student)
-        log(f"corpus: {len(students)} submissions of {len(QUESTIONS)} questions ({spec.max_total:g} points)")
         load_before = os.getloadavg()
-        full_seconds, full = run_hubfleet(course / "source" / ASSIGNMENT, ours_release, workdir / "corpus", students)
-        log(f"hubfleet: {len(students)} submissions in {full_seconds:.1f} s")
-        shutil.rmtree(ours_release)
-        sub_seconds, sub = run_hubfleet(course / "source" / ASSIGNMENT, ours_release, workdir / "corpus", subset)
-        log(f"hubfleet: subset of {len(subset)} in {sub_seconds:.1f} s")
-        nb_seconds, nb_scores = run_nbgrader(course)
-        log(f"nbgrader: subset of {len(subset)} in {nb_seconds:.1f} s")
-        load_after = os.getloadavg()
-        agreement = compare(kinds, sub, nb_scores)
-        full_rate = len(students) / full_seconds
-        sub_rate = len(subset) / sub_seconds
-        nb_rate = len(nb_scores) / nb_seconds if nb_scores else 0.0
+        batches = {}
+        for size, rounds in {1: args.rounds, 10: args.rounds, args.submissions: 1}.items():
+            batches[size] = batch_part(workdir, size, rounds, workdir / "corpus", kinds, spec)
+            log(f"batch of {size}: {batches[size]['ratio']}x nbgrader")
+        correct = workdir / "corpus" / sorted(kinds)[0] / ASSIGNMENT
+        single = single_part(workdir, args.singles, spec, correct)
+        log(f"single submission: p50 {single['p50']} s, p95 {single['p95']} s")
+        compat = compat_part(workdir)
+        log(f"nbgrader course: {compat['notebooks_compared']} notebooks, agree: {compat['agree']}")
         return {
-            "corpus": {
-                "submissions": len(students),
-                "questions": len(QUESTIONS),
-                "max_total": spec.max_total,
-                "kinds": {k: sum(1 for v in kinds.values() if v == k) for k in sorted(set(kinds.values()))},
-            },
-            "nbgrader_subset": len(subset),
-            "hubfleet_full": {
-                "seconds": round(full_seconds, 2),
-                "per_second": round(full_rate, 2),
-                "by_kind": by_kind(kinds, full),
-            },
-            "hubfleet_subset": {"seconds": round(sub_seconds, 2), "per_second": round(sub_rate, 2)},
-            "nbgrader": {
-                "seconds": round(nb_seconds, 2),
-                "graded": len(nb_scores),
-                "per_second": round(nb_rate, 3),
-                "seconds_per_submission": round(nb_seconds / max(len(nb_scores), 1), 3),
-            },
-            "ratio_same_subset": round(sub_rate / nb_rate, 1) if nb_rate else None,
-            "ratio_full_corpus": round(full_rate / nb_rate, 1) if nb_rate else None,
-            "scores": agreement,
+            "single_p50_s": single["p50"],
+            "single_p95_s": single["p95"],
+            "batch_ratio_1": batches[1]["ratio"],
+            "batch_ratio_10": batches[10]["ratio"],
+            f"batch_ratio_{args.submissions}": batches[args.submissions]["ratio"],
+            "batches": {str(size): result for size, result in batches.items()},
+            "single": single,
+            "nbgrader_course": compat,
             "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in load_after],
-            "errors_by_kind": {
-                k: sorted({e.split(": ", 1)[-1][:80] for s, r in full.items() if kinds[s] == k for e in r.errors})
-                for k in sorted(set(kinds.values()))
-            },
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
 
     status, results = run_in_workdir(
         "hubfleet-grading-bench-",
         body,
-        (BenchError, OSError, subprocess.SubprocessError),
+        (BenchError, OSError, subprocess.SubprocessError, httpx.HTTPError),
         args.keep_workdir,
-        "corpus and nbgrader course",
+        "corpus and nbgrader's course folders",
     )
     if results is None:
         return status
-    log_table_header("Throughput (submissions per second)", f"{'grader':<34} {'n':>5} {'seconds':>9} {'per s':>8}")
-    log(
-        f"{'hubfleet, full corpus':<34} {results['corpus']['submissions']:>5} "
-        f"{results['hubfleet_full']['seconds']:>9.1f} {results['hubfleet_full']['per_second']:>8.2f}"
+    log_table_header(
+        "Batches: wall seconds (median) and ratio", f"{'batch':<8} {'hubfleet':>10} {'nbgrader':>10} {'ratio':>7}"
     )
+    for size, result in results["batches"].items():
+        log(
+            f"{size:<8} {statistics.median(result['hubfleet_seconds']):>10.2f} "
+            f"{statistics.median(result['nbgrader_seconds']):>10.2f} {result['ratio']:>6}x"
+        )
+    single = results["single"]
     log(
-        f"{'hubfleet, subset':<34} {results['nbgrader_subset']:>5} "
-        f"{results['hubfleet_subset']['seconds']:>9.1f} {results['hubfleet_subset']['per_second']:>8.2f}"
+        f"\nsingle submission → visible-test feedback: p50 {single['p50']} s, p95 {single['p95']} s "
+        f"(first, starting the grader: {single['first_cold_s']} s); nbgrader validate median "
+        f"{single['nbgrader_validate_s']['median']} s, nbgrader autograde of one median "
+        f"{single['nbgrader_autograde_one_s']['median']} s"
     )
+    big = results["batches"][str(args.submissions)]["scores"]
+    compat = results["nbgrader_course"]
+    agree = big["agree"] and compat["agree"]
     log(
-        f"{'nbgrader ' + version + ' autograde, subset':<34} {results['nbgrader']['graded']:>5} "
-        f"{results['nbgrader']['seconds']:>9.1f} {results['nbgrader']['per_second']:>8.3f}"
-    )
-    log(
-        f"\nratio hubfleet / nbgrader: {results['ratio_same_subset']}x on the same subset, "
-        f"{results['ratio_full_corpus']}x with hubfleet's full-corpus throughput"
-    )
-    per_kind = results["hubfleet_full"]["by_kind"]
-    log(
-        "hubfleet seconds per submission, by kind: "
-        + ", ".join(f"{k} {v['mean_seconds']:.3f}" for k, v in per_kind.items())
-    )
-    scores = results["scores"]
-    log(
-        f"scores on well-behaved submissions: {scores['cells_compared']} cells compared, "
-        f"{len(scores['mismatches'])} mismatches -> {'AGREE' if scores['agree'] else 'DISAGREE'}"
+        f"scores: {big['cells_compared']} cells of well-behaved submissions, {len(big['mismatches'])} mismatches; "
+        f"nbgrader course: {compat['notebooks_compared']} notebooks, {len(compat['mismatches'])} mismatches "
+        f"-> {'AGREE' if agree else 'DISAGREE'}"
     )
     write_results(
         args.out,
-        "autograding throughput",
+        "autograding",
         started,
         settings={
             "submissions": args.submissions,
-            "nbgrader_subset": args.nbgrader_subset,
+            "rounds": args.rounds,
+            "singles": args.singles,
             "cell_timeout_seconds": CELL_TIMEOUT,
             "hubfleet_limits": asdict(LIMITS),
         },
-        definition="submissions graded per wall-clock second, hubfleet grade_batch vs nbgrader autograde",
+        definition="wall seconds to grade a batch (hubfleet grade_batch vs nbgrader autograde) and to give feedback "
+        "on one submission (hubfleet instant feedback through a hub vs nbgrader validate / autograde of one)",
         method=METHOD,
         machine=info,
         results=results,
     )
-    return 0 if scores["agree"] else 1
+    return 0 if agree else 1
 
 
 if __name__ == "__main__":

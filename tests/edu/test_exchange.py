@@ -388,3 +388,95 @@ def test_killed_grading_resumes(fleet: RunningFleet) -> None:
     with sessions() as session:  # the same cells graded for each: none lost, none twice
         cells = Counter(session.scalars(select(Grade.submission_id).where(Grade.submission_id.in_(after))))
     assert set(cells) == set(after) and len(set(cells.values())) == 1
+
+
+def instant_source(root: Path) -> Path:
+    """An assignment with instant feedback: a visible test with hidden parts, a visible test, a hidden-only test."""
+    folder = root / "hw2-source"
+    folder.mkdir()
+    (folder / "assignment.yaml").write_text("name: hw2\ntitle: Doubling\ninstant_feedback: true\n")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+            metadata={"nbgrader": _meta("double", solution=True)},
+        ),
+        nbformat.v4.new_code_cell(
+            "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(-3) == -6\n### END HIDDEN TESTS",
+            metadata={"nbgrader": _meta("visible", grade=True, points=1)},
+        ),
+        nbformat.v4.new_code_cell("assert double(0) == 0", metadata={"nbgrader": _meta("zero", grade=True, points=1)}),
+        nbformat.v4.new_code_cell(
+            "### BEGIN HIDDEN TESTS\nassert double(100) == 200\n### END HIDDEN TESTS",
+            metadata={"nbgrader": _meta("hidden_only", grade=True, points=1)},
+        ),
+    ]
+    nbformat.write(notebook, str(folder / "doubling.ipynb"))
+    return folder
+
+
+def submit_answer(fleet: RunningFleet, student: str, body: str) -> dict[str, Any]:
+    base = "api/courses/ds/assignments/hw2"
+    release = call(fleet, student, "GET", f"{base}/release").raise_for_status().json()
+    notebook = json.loads(base64.b64decode(release["files"]["doubling.ipynb"]))
+    for cell in notebook["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "double":
+            cell["source"] = f"def double(x):\n    return {body}"
+    files = {"doubling.ipynb": json.dumps(notebook).encode()}
+    return call(fleet, student, "POST", f"{base}/submissions", json=files_body(files)).raise_for_status().json()
+
+
+def wait_for_check(fleet: RunningFleet, student: str, submission: int, timeout: float = 60) -> dict[str, Any]:
+    path = f"api/courses/ds/assignments/hw2/submissions/{submission}/check"
+    deadline = time.monotonic() + timeout
+    while True:
+        check = call(fleet, student, "GET", path).raise_for_status().json()
+        if check["state"] not in ("queued", "running") or time.monotonic() > deadline:
+            return check
+        time.sleep(0.05)
+
+
+def test_instant_feedback_shows_visible_tests_only(
+    fleet: RunningFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Released with instant feedback: a submission's visible tests are graded at once by the exchange's warm
+    grader; hidden tests never run (the answer below fails them), hidden-only test cells are left out; each student
+    is rate-limited and sees only their own checks."""
+    released = fleet.cli("assignment", "release", H, "ds", str(instant_source(tmp_path)), "--by", "prof")
+    assert "released ds/hw2: 3 points" in released.stdout
+    receipt = submit_answer(fleet, "sc", "abs(x) * 2")  # right for x >= 0 only: the hidden test would fail
+    assert receipt["check"] == "queued"
+    check = wait_for_check(fleet, "sc", receipt["id"])
+    assert check["state"] == "done", check
+    (cells,) = check["results"].values()
+    assert {c["cell"]: (c["points"], c["status"]) for c in cells} == {
+        "visible": (1.0, "passed"),
+        "zero": (1.0, "passed"),
+    }
+    assert (check["total"], check["max_total"]) == (2.0, 2.0)
+    assert "-6" not in json.dumps(check) and "200" not in json.dumps(check)
+    assert (
+        call(fleet, "sd", "GET", f"api/courses/ds/assignments/hw2/submissions/{receipt['id']}/check").status_code == 403
+    )
+
+    wrong = submit_answer(fleet, "sd", "x + 3")  # wrong on the visible tests too
+    check = wait_for_check(fleet, "sd", wrong["id"])
+    assert {c["cell"]: c["status"] for c in next(iter(check["results"].values()))} == {
+        "visible": "failed",
+        "zero": "failed",
+    }
+    states = [submit_answer(fleet, "sd", "2 * x")["check"] for _ in range(6)]
+    assert states == ["queued"] * 5 + ["refused"]  # 6 checks per minute: the 1st above and 5 more
+    refused = wait_for_check(
+        fleet,
+        "sd",
+        call(fleet, "sd", "GET", "api/courses/ds/assignments/hw2/submissions").json()["submissions"][-1]["id"],
+    )
+    assert refused["state"] == "refused" and "at most 6 checks per 60 s" in refused["message"]
+
+    from hubfleet.edu.exchange import student as student_command  # the students' command, against the service
+
+    monkeypatch.setenv("HUBFLEET_EXCHANGE_URL", service_url(fleet))
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token(fleet, "sc"))
+    assert student_command.main(["check", "ds", "hw2"]) == 0
+    assert "visible tests: 2 / 2 points" in capsys.readouterr().out

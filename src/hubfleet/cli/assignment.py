@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hubfleet.cli import exchange
-from hubfleet.cli.output import console, fail
+from hubfleet.cli.output import console, errors, fail
 from hubfleet.edu import assignments as grading  # its parts load on first use (nbformat, the grader)
 
 assignment_app = typer.Typer(
@@ -34,9 +36,12 @@ SUBMISSIONS_DIR: Any = typer.Argument(..., help="one folder per submission; its 
 JOURNAL: Any = typer.Option(..., help="append-only results file (JSON lines); a rerun skips what it holds")
 WORKERS: Any = typer.Option(None, min=1, help="parallel sandboxes (default: two per CPU core)")
 GRADED_DIR: Any = typer.Option(None, help="keep the executed notebooks here (default JOURNAL.graded/)")
-CELL_TIMEOUT: Any = typer.Option(30.0, min=0.1, help="seconds per cell")
+CELL_TIMEOUT: Any = typer.Option(None, min=0.1, help="seconds per cell (default: the assignment's, else 30)")
 NOTEBOOK_TIMEOUT: Any = typer.Option(300.0, min=0.1, help="seconds per notebook")
 MEMORY_MB: Any = typer.Option(1024, min=16, help="memory limit of each sandbox, MiB")
+DATA_DIR: Any = typer.Option(
+    None, help="the assignment's data files, put over the submissions' copies (default: next to the spec)"
+)
 
 
 @assignment_app.command("generate")
@@ -46,9 +51,12 @@ def generate_command(
     spec: Path | None = SPEC_OPTION,
 ) -> None:
     """Make the student version: solutions replaced by stubs, hidden tests removed, checksums recorded."""
+    from hubfleet.edu.assignments.autotest import sandbox_session
+    from hubfleet.edu.assignments.nbgrader_course import load_any
+
     try:
-        source = grading.load_source(source_dir)
-        spec_made = grading.generate(source, out_dir)
+        source = load_any(source_dir)
+        spec_made = grading.generate(source, out_dir, autotests=sandbox_session(source.root))
     except grading.SourceError as exc:
         raise fail(str(exc)) from None
     spec_path = spec or source.root / SPEC_FILE
@@ -65,7 +73,11 @@ def generate_command(
 
 def _load_spec(spec_or_source: Path, workdir: Path) -> grading.GradingSpec:
     if spec_or_source.is_dir():
-        return grading.generate(grading.load_source(spec_or_source), workdir / "release")
+        from hubfleet.edu.assignments.autotest import sandbox_session
+        from hubfleet.edu.assignments.nbgrader_course import load_any
+
+        source = load_any(spec_or_source)
+        return grading.generate(source, workdir / "release", autotests=sandbox_session(source.root))
     try:
         return grading.GradingSpec.loads(spec_or_source.read_bytes())
     except (OSError, ValidationError) as exc:
@@ -90,20 +102,26 @@ def autograde_command(
     journal: Path = JOURNAL,
     workers: int | None = WORKERS,
     graded_dir: Path | None = GRADED_DIR,
-    cell_timeout: float = CELL_TIMEOUT,
+    cell_timeout: float | None = CELL_TIMEOUT,
     notebook_timeout: float = NOTEBOOK_TIMEOUT,
     memory_mb: int = MEMORY_MB,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
-    """Grade every submission in sandboxes, in parallel; results go to the journal one by one, as they finish."""
-    limits = grading.SandboxLimits(
-        cell_seconds=cell_timeout, notebook_seconds=notebook_timeout, memory_bytes=memory_mb * 2**20
-    )
+    """Grade every submission in sandboxes, in parallel; results go to the journal one by one, as they finish.
+
+    Each submission gets the assignment's data files from the source folder (or DATA_DIR), not its own copies."""
+    from hubfleet.edu.assignments.grader import limits_for
+
+    base = grading.SandboxLimits(notebook_seconds=notebook_timeout, memory_bytes=memory_mb * 2**20)
     with tempfile.TemporaryDirectory(prefix="hubfleet-autograde-") as tmp, grading.JournalSink(journal) as sink:
         try:
             spec = _load_spec(spec_or_source, Path(tmp))
             submissions = _submissions(submissions_dir)
         except (grading.SourceError, OSError) as exc:
             raise fail(str(exc)) from None
+        limits = limits_for(spec, base)
+        if cell_timeout is not None:
+            limits = dataclasses.replace(limits, cell_seconds=cell_timeout)
         done = sink.done_ids()
         todo = [s for s in submissions if s.id not in done]
         totals: list[grading.GradeResult] = []
@@ -125,9 +143,9 @@ def autograde_command(
                     skip=done,
                     on_result=record,
                     graded_root=graded_dir or journal.with_name(journal.name + ".graded"),
-                    hide=[spec_or_source.absolute().parent, journal.absolute().parent],
+                    data_dir=data_dir or (spec_or_source if spec_or_source.is_dir() else spec_or_source.parent),
                 )
-            except grading.SandboxError as exc:
+            except (grading.SandboxError, ValueError) as exc:
                 raise fail(str(exc)) from None
     rate = summary.graded / summary.seconds if summary.seconds else 0.0
     troubled = sum(1 for r in totals if r.errors)
@@ -138,7 +156,119 @@ def autograde_command(
     )
 
 
+# --------------------------------------------------------------------------------------------- nbgrader courses
+
+nbgrader_app = typer.Typer(
+    name="nbgrader",
+    help="An nbgrader course folder as it is: generate, autograde, feedback and scores in nbgrader's layout; "
+    "import it into a hub's exchange.",
+    no_args_is_help=True,
+)
+COURSE_DIR: Any = typer.Argument(..., help="the nbgrader course folder (with nbgrader_config.py)")
+COURSE_ASSIGNMENT: Any = typer.Argument(..., help="the assignment (its folder in source/)")
+FORCE: Any = typer.Option(False, "--force", help="redo what was done before (release folder, grading)")
+STUDENTS: Any = typer.Option(None, "--student", help="only this student's submission (repeat for more)")
+JSON_OPTION: Any = typer.Option(False, "--json", help="JSON lines instead of a table")
+
+
+def _course(course_dir: Path) -> Any:
+    from hubfleet.edu.assignments.nbgrader_course import NbgraderCourse
+
+    try:
+        course = NbgraderCourse.open(course_dir)
+    except grading.SourceError as exc:
+        raise fail(str(exc)) from None
+    for name in course.config.ignored:
+        errors.print(f"[yellow]![/] nbgrader_config.py: {escape(name)} does not change grading; ignored")
+    return course
+
+
+@nbgrader_app.command("generate")
+def nbgrader_generate(course_dir: Path = COURSE_DIR, assignment: str = COURSE_ASSIGNMENT, force: bool = FORCE) -> None:
+    """source/ASSIGNMENT → release/ASSIGNMENT, as `nbgrader generate_assignment` (AUTOTEST cells run in a sandbox)."""
+    from hubfleet.edu.assignments.course_grading import generate_assignment
+
+    course = _course(course_dir)
+    try:
+        spec = generate_assignment(course, assignment, force=force)
+    except grading.SourceError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"Student version of [bold]{escape(assignment)}[/] in {escape(str(course.release_dir(assignment)))}: "
+        f"{len(spec.notebooks)} notebook(s), {spec.max_total:g} points."
+    )
+
+
+@nbgrader_app.command("autograde")
+def nbgrader_autograde(
+    course_dir: Path = COURSE_DIR,
+    assignment: str = COURSE_ASSIGNMENT,
+    student: list[str] | None = STUDENTS,
+    workers: int | None = WORKERS,
+    force: bool = FORCE,
+) -> None:
+    """submitted/*/ASSIGNMENT → autograded/*/ASSIGNMENT, in sandboxes, in parallel (as `nbgrader autograde`)."""
+    from hubfleet.edu.assignments.course_grading import autograde
+
+    course = _course(course_dir)
+    with Progress(
+        TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("grading", total=None)
+        try:
+            summary = autograde(
+                course,
+                assignment,
+                students=student or None,
+                workers=workers,
+                force=force,
+                on_result=lambda result: bar.advance(task),
+            )
+        except (grading.SourceError, grading.SandboxError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    console.print(f"Graded {summary.graded} submission(s) in {summary.seconds:.1f} s; {summary.skipped} graded before.")
+    _print_scores(course, assignment, as_json=False)
+
+
+@nbgrader_app.command("feedback")
+def nbgrader_feedback(course_dir: Path = COURSE_DIR, assignment: str = COURSE_ASSIGNMENT) -> None:
+    """feedback/*/ASSIGNMENT/<notebook>.html for every graded student (as `nbgrader generate_feedback`)."""
+    from hubfleet.edu.assignments.course_grading import generate_feedback
+
+    made = generate_feedback(_course(course_dir), assignment)
+    console.print(f"feedback written for {made} student(s) of {escape(assignment)}")
+
+
+@nbgrader_app.command("scores")
+def nbgrader_scores(
+    course_dir: Path = COURSE_DIR, assignment: str = COURSE_ASSIGNMENT, as_json: bool = JSON_OPTION
+) -> None:
+    """Each graded student's score per notebook (nbgrader's notebook score; manual cells count 0 until graded)."""
+    _print_scores(_course(course_dir), assignment, as_json=as_json)
+
+
+def _print_scores(course: Any, assignment: str, *, as_json: bool) -> None:
+    from rich.table import Table
+
+    from hubfleet.edu.assignments.course_grading import scores
+
+    found = scores(course, assignment)
+    if as_json:
+        for row in found:
+            print(json.dumps(dataclasses.asdict(row)))
+        return
+    table = Table(title=f"scores of {assignment}", title_justify="left")
+    for column in ("student", "notebook", "score", "max", "manual grading"):
+        table.add_column(column)
+    for row in found:
+        manual = "needed" if row.needs_manual_grade else ""
+        table.add_row(escape(row.student), escape(row.notebook), f"{row.score:g}", f"{row.max_score:g}", manual)
+    console.print(table)
+
+
 def register(root: typer.Typer) -> None:
     """Add `hubfleet assignment …` to `root`."""
     exchange.register(assignment_app)
+    exchange.register_nbgrader(nbgrader_app)
+    assignment_app.add_typer(nbgrader_app)
     root.add_typer(assignment_app)

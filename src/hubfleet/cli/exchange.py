@@ -31,6 +31,13 @@ EXCHANGE_NAME: Any = typer.Argument(..., help="the assignment's name (`name:` of
 OPTIONAL_NAME: Any = typer.Argument(None, help="an assignment: its students (default: every assignment)")
 SOURCE_ARGUMENT: Any = typer.Argument(..., help="the assignment's source folder (notebooks, data, assignment.yaml)")
 BY_OPTION: Any = typer.Option("operator", "--by", help="who releases it (kept with the release)")
+INSTANT_OPTION: Any = typer.Option(
+    None,
+    "--instant-feedback/--no-instant-feedback",
+    help="students see their visible tests' results when they submit (default: as the assignment folder says)",
+)
+COURSE_DIR_ARGUMENT: Any = typer.Argument(..., help="the nbgrader course folder (with nbgrader_config.py)")
+ASSIGNMENTS_OPTION: Any = typer.Option(None, "--assignment", help="only this assignment (repeat for more)")
 WORKERS_OPTION: Any = typer.Option(None, "--workers", help="parallel sandboxes (default: sized to the cores)")
 CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output (one column per graded cell)")
 
@@ -56,14 +63,18 @@ def release_command(
     course: str = EXCHANGE_COURSE,
     source: Path = SOURCE_ARGUMENT,
     by: str = BY_OPTION,
+    instant_feedback: bool | None = INSTANT_OPTION,
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
-    """Make the student version of SOURCE and release it to COURSE's students (again: replaces the files)."""
+    """Make the student version of SOURCE (a folder with assignment.yaml, or source/NAME of an nbgrader course) and
+    release it to COURSE's students (again: replaces the files)."""
     from hubfleet.edu.exchange.workflow import release_source  # nbformat and nbconvert: for the commands using them
 
     exchange, service = _exchange(hub, state_dir)
     limit = service.max_upload_bytes if service else DEFAULT_MAX_UPLOAD_BYTES
-    assignment = _refused(lambda: release_source(exchange, course, source, by=by, max_bytes=limit))
+    assignment = _refused(
+        lambda: release_source(exchange, course, source, by=by, max_bytes=limit, instant_feedback=instant_feedback)
+    )
     due = f"due {assignment.due:%Y-%m-%d %H:%M} UTC" if assignment.due else "no due date"
     console.print(f"released {course}/{assignment.name}: {assignment.max_score:g} points, {due}")
 
@@ -211,6 +222,39 @@ def passback_command(
         errors.print(f"[yellow]![/] {escape(error)}")
     if report.pending:
         raise typer.Exit(2)
+
+
+def import_nbgrader_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    course_dir: Path = COURSE_DIR_ARGUMENT,
+    assignment: list[str] | None = ASSIGNMENTS_OPTION,
+    by: str = BY_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Move an nbgrader course into COURSE on HUB: release its assignments, import gradebook.db's grades."""
+    from hubfleet.edu.exchange.nbgrader_import import import_course, open_course
+
+    exchange, service = _exchange(hub, state_dir)
+    limit = service.max_upload_bytes if service else DEFAULT_MAX_UPLOAD_BYTES
+    report = _refused(
+        lambda: import_course(
+            exchange, course, open_course(course_dir), assignments=assignment or None, by=by, max_bytes=limit
+        )
+    )
+    console.print(
+        f"released {len(report.released)} assignment(s) to {course} ({', '.join(report.released) or '-'}); "
+        f"imported {report.submissions} graded submission(s), {report.already} imported before"
+    )
+    if report.capped:
+        errors.print(f"[yellow]![/] {report.capped} manual score(s) with extra credit capped at the cell's points")
+    for warning in report.warnings:
+        errors.print(f"[yellow]![/] {escape(warning)}")
+
+
+def register_nbgrader(nbgrader_app: typer.Typer) -> None:
+    """Add `hubfleet assignment nbgrader import` (it acts on a hub's exchange)."""
+    nbgrader_app.command("import")(import_nbgrader_command)
 
 
 def register(assignment_app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """The autograder: grades a batch of submissions in parallel, each notebook in its own sandbox.
 
-:func:`grade_batch` starts one worker thread per slot (default: two per CPU core), each with its own
+:func:`grade_batch` grades on a thread pool (default: two threads per CPU core), each thread with its own
 :class:`~.sandbox.Sandbox`. A submission is graded as nbgrader's ``autograde`` does: outputs cleared, nbgrader
 cells checked against the :class:`~.models.GradingSpec` (a locked or test cell whose checksum does not match is
 restored from the source — that is also how the hidden tests come back; a deleted one is put back), every code
@@ -13,14 +13,15 @@ grading twice anything that was stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from hubfleet.edu.assignments.models import CellResult, CellSpec, GradeResult, G
 from hubfleet.edu.assignments.sandbox import (
     DEFAULT_PYTHON,
     DEFAULT_WORK_ROOT,
+    Cell,
+    CellKind,
     CellRun,
     NotebookRun,
     Sandbox,
@@ -44,7 +47,7 @@ from hubfleet.edu.assignments.sandbox import (
 from hubfleet.edu.assignments.student_version import read_notebook
 from hubfleet.system import cgroups
 
-__all__ = ["BatchSummary", "JournalSink", "grade_batch", "grade_notebook"]
+__all__ = ["BatchSummary", "JournalSink", "grade_batch", "grade_notebook", "limits_for"]
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +103,24 @@ def _set_metadata(cell: Any, spec: CellSpec) -> None:
             cell.pop("execution_count", None)
 
 
-def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
-    """Sanitize a submitted notebook in place, as nbgrader's autograde does; returns the grade_ids restored.
+def prepare_notebook(nb: Any, spec: NotebookSpec, restore_deleted: bool = True) -> tuple[set[str], set[str]]:
+    """Sanitize a submitted notebook in place, as nbgrader's autograde does; returns the grade_ids restored and the
+    grade_ids missing (deleted, and not put back).
 
-    Outputs are cleared; a cell whose grade_id is not in the source (or repeats one) loses its nbgrader metadata;
-    locked and test cells get the source's metadata and, if their checksum does not match, the source's text
-    (with the hidden tests); deleted ones are put back after the source cell before them.
+    Outputs are cleared; a cell whose grade_id is not in the source, or that repeats one a later cell has (nbgrader
+    keeps the last), loses its nbgrader metadata; locked and test cells get the source's metadata and, if their
+    checksum does not match, the source's text (with the hidden tests); with ``restore_deleted``, deleted ones are
+    put back after the source cell before them.
     """
     by_id = {cell.grade_id: cell for cell in spec.cells}
+    last = {fmt.grade_id(c): c for c in nb.cells if fmt.has_nbgrader(c) and fmt.grade_id(c) in by_id}
     seen: dict[str, Any] = {}
     restored: set[str] = set()
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         gid = fmt.grade_id(cell) if fmt.has_nbgrader(cell) else None
-        if gid is None or gid not in by_id or gid in seen:
+        if gid is None or last.get(gid) is not cell:
             cell.metadata.pop("nbgrader", None)
             continue
         seen[gid] = cell
@@ -127,6 +133,7 @@ def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
             if checksum != cell_spec.checksum:
                 cell.source = cell_spec.source
     position = 0
+    missing: set[str] = set()
     for cell_spec in spec.cells:
         present = seen.get(cell_spec.grade_id)
         if present is not None:
@@ -134,13 +141,16 @@ def prepare_notebook(nb: Any, spec: NotebookSpec) -> set[str]:
             continue
         if not (cell_spec.locked or cell_spec.grade):
             continue
+        if not restore_deleted:
+            missing.add(cell_spec.grade_id)
+            continue
         cell = _restored_cell(cell_spec)
         _set_metadata(cell, cell_spec)
         nb.cells.insert(position, cell)
         seen[cell_spec.grade_id] = cell
         position += 1
         restored.add(cell_spec.grade_id)
-    return restored
+    return restored, missing
 
 
 def _first_problem(outputs: Sequence[Any]) -> tuple[str, str]:
@@ -171,12 +181,19 @@ def _is_auto(cell_spec: CellSpec) -> bool:
     return cell_spec.grade and not cell_spec.solution and cell_spec.cell_type == "code"
 
 
-def score_notebook(nb: Any, spec: NotebookSpec, runs: dict[int, CellRun], restored: set[str]) -> list[CellResult]:
+def score_notebook(
+    nb: Any, spec: NotebookSpec, runs: dict[int, CellRun], restored: set[str], missing: set[str] = frozenset()
+) -> list[CellResult]:
     """One :class:`CellResult` per grade or task cell of ``spec``, from the executed notebook ``nb``."""
     cells = {fmt.grade_id(c): (i, c) for i, c in enumerate(nb.cells) if fmt.has_nbgrader(c)}
     results = []
     for cell_spec in spec.cells:
         if not (cell_spec.grade or cell_spec.task):
+            continue
+        if cell_spec.grade_id in missing:
+            auto = _is_auto(cell_spec)
+            kind = "auto" if auto else "manual"
+            results.append(_result(cell_spec, 0.0 if auto else None, kind, "missing", "deleted from the submission"))
             continue
         index, cell = cells[cell_spec.grade_id]
         if not _is_auto(cell_spec):
@@ -239,18 +256,29 @@ def _clean_output(output: dict[str, Any], execution_count: int | None) -> Any:
     return None
 
 
-def grade_notebook(sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec) -> tuple[list[CellResult], str | None]:
+def _kind(cell_spec: CellSpec) -> CellKind:
+    """Whose a code cell is: a test cell (autograded), an instructor's locked cell, or the student's."""
+    if _is_auto(cell_spec):
+        return "test"
+    return "instructor" if cell_spec.locked else "student"
+
+
+def grade_notebook(
+    sandbox: Sandbox, workdir: Path, nb: Any, spec: NotebookSpec, restore_deleted: bool = True
+) -> tuple[list[CellResult], str | None]:
     """Sanitize, run and score one submitted notebook (in place); returns its results and why its run stopped."""
-    restored = prepare_notebook(nb, spec)
+    restored, missing = prepare_notebook(nb, spec, restore_deleted)
     code = [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    run: NotebookRun = sandbox.run(workdir, [fmt.source_text(cell) for _, cell in code])
+    kinds = {c.grade_id: _kind(c) for c in spec.cells}
+    cells: list[Cell] = [(fmt.source_text(cell), kinds.get(fmt.grade_id(cell) or "", "student")) for _, cell in code]
+    run: NotebookRun = sandbox.run(workdir, cells, spec.defined_names)
     runs = {}
     for (index, cell), cell_run in zip(code, run.cells, strict=True):
         cleaned = (_clean_output(o, cell_run.execution_count) for o in cell_run.outputs)
         cell.outputs = [o for o in cleaned if o is not None]
         cell.execution_count = cell_run.execution_count
         runs[index] = cell_run
-    return score_notebook(nb, spec, runs, restored), run.failure
+    return score_notebook(nb, spec, runs, restored, missing), run.failure
 
 
 # --------------------------------------------------------------------------------------------- one submission
@@ -272,9 +300,16 @@ def _write_graded(folder: Path, name: str, nb: Any) -> str | None:
 
 
 def grade_submission(
-    sandbox: Sandbox, spec: GradingSpec, submission: Submission, graded_root: Path | None
+    sandbox: Sandbox,
+    spec: GradingSpec,
+    submission: Submission,
+    graded_root: Path | None,
+    data_dir: Path | None = None,
 ) -> GradeResult:
-    """Grade every notebook of one submission in ``sandbox``; the executed notebooks go to ``graded_root/<id>``."""
+    """Grade every notebook of one submission in ``sandbox``; the executed notebooks go to ``graded_root/<id>``.
+
+    With ``data_dir``, the assignment's data files are taken from there, whatever the submission has instead (as
+    nbgrader's autograde copies them from the source)."""
     started = time.monotonic()
     notebooks: dict[str, list[CellResult]] = {}
     errors: list[str] = []
@@ -283,7 +318,8 @@ def grade_submission(
     missing = not folder.is_dir() or folder.is_symlink()
     if missing:
         errors.append("the submission folder is missing")
-    workdir = sandbox.new_workdir(None if missing else folder)
+    data = [(name, data_dir / name) for name in spec.data_files if name not in spec.student_files] if data_dir else []
+    workdir = sandbox.new_workdir(None if missing else folder, data)
     try:
         for nb_spec in spec.notebooks:
             if missing:
@@ -300,7 +336,7 @@ def grade_submission(
                 errors.append(f"{nb_spec.name}: {message}")
                 notebooks[nb_spec.name] = unrunnable(nb_spec, "the notebook could not be read")
                 continue
-            results, failure = grade_notebook(sandbox, workdir, nb, nb_spec)
+            results, failure = grade_notebook(sandbox, workdir, nb, nb_spec, spec.restore_deleted)
             notebooks[nb_spec.name] = results
             executed.append((nb_spec.name, nb))
             if failure:
@@ -327,28 +363,9 @@ def grade_submission(
 # --------------------------------------------------------------------------------------------- the batch
 
 
-def _hidden_folders(
-    submissions: Sequence[Submission], extra: Iterable[Path], work_root: Path, python: Path
-) -> list[Path]:
-    """Folders every sandbox sees as empty: where the submissions come from, plus ``extra``.
-
-    The submissions' folders are covered by the closest folder holding them all when that can be hidden, else each
-    by its own parent. A folder holding what the sandboxes need (their working folders, the Python, the system) is
-    never hidden; file permissions protect what is in it.
-    """
-    needed = [work_root.absolute(), python.absolute(), *map(Path, ("/usr", "/etc", "/lib", "/bin", "/dev", "/proc"))]
-
-    def hideable(path: Path) -> bool:
-        return not any(n.is_relative_to(path) for n in needed)
-
-    parents = {s.folder.absolute().parent for s in submissions}
-    common = Path(os.path.commonpath(parents)) if parents else None
-    wanted = {common} if common is not None and hideable(common) else parents
-    hidden = [p for p in wanted | {p.absolute() for p in extra} if hideable(p)]
-    return sorted(p for p in hidden if not any(p != q and p.is_relative_to(q) for q in hidden))
-
-
-_DONE = object()
+def limits_for(spec: GradingSpec, limits: SandboxLimits = SandboxLimits()) -> SandboxLimits:  # noqa: B008
+    """``limits`` with the assignment's own time limit per cell, if it sets one (nbgrader's ``Execute.timeout``)."""
+    return dataclasses.replace(limits, cell_seconds=spec.cell_seconds) if spec.cell_seconds else limits
 
 
 def grade_batch(
@@ -360,7 +377,7 @@ def grade_batch(
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass, safe as a default
     skip: Callable[[str], bool] | Collection[str] = (),
     graded_root: Path | None = None,
-    hide: Sequence[Path] = (),
+    data_dir: Path | None = None,
     python: Path = DEFAULT_PYTHON,
     work_root: Path = DEFAULT_WORK_ROOT,
 ) -> BatchSummary:
@@ -373,12 +390,17 @@ def grade_batch(
       yet delivered are dropped and will be graded again on the next run) and the exception propagates;
     * ``graded_root``: where the executed notebooks (and anything the code wrote) are kept, one folder per
       submission id (root-owned; replaced on regrading); ``None`` keeps nothing;
-    * ``hide``: more folders the sandboxes must see as empty (the folders holding the submissions always are).
+    * ``data_dir``: a folder with the assignment's data files (the source or student version): each submission
+      gets those, not its own copies (which it may have changed), as in nbgrader's autograde;
 
     Raises :class:`SandboxError` if no sandbox can start (not root, no user environment, ...); a duplicate
     submission id is a ``ValueError``. Problems of one submission end up in its result, never stop the batch.
     """
     is_done = skip if callable(skip) else skip.__contains__
+    if data_dir is not None:
+        missing_data = [name for name in spec.data_files if not (data_dir / name).is_file()]
+        if missing_data:
+            raise ValueError(f"{data_dir}: the assignment's data files {missing_data} are not there")
     todo = []
     ids: set[str] = set()
     skipped = 0
@@ -401,56 +423,78 @@ def grade_batch(
     if driver is None:
         log.warning("no usable cgroup hierarchy: sandboxes run without memory, process and CPU limits")
     remove_stale_cgroups(driver)
-    hidden = _hidden_folders(todo, [*hide, *([graded_root] if graded_root else [])], work_root, python)
-    tasks: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
-    for submission in todo:
-        tasks.put(submission)
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = threading.Event()
-    info: dict[str, Any] = {}
+    slots = _Slots(lambda: Sandbox(limits=limits, python=python, work_root=work_root, driver=driver))
 
-    def work(index: int) -> None:
-        try:
-            with Sandbox(index, limits=limits, python=python, work_root=work_root, hide=hidden, driver=driver) as box:
-                info.update(box.info)
-                while not stop.is_set():
-                    try:
-                        submission = tasks.get_nowait()
-                    except queue.Empty:
-                        break
-                    try:
-                        results.put(grade_submission(box, spec, submission, graded_root))
-                    except SandboxError:
-                        tasks.put(submission)  # another worker (or the next run) grades it
-                        raise
-        except BaseException as exc:
-            results.put(exc)
-        finally:
-            results.put(_DONE)
+    def grade(submission: Submission) -> GradeResult | None:
+        return (
+            None
+            if slots.stopped.is_set()
+            else slots.use(lambda box: grade_submission(box, spec, submission, graded_root, data_dir))
+        )
 
-    threads = [threading.Thread(target=work, args=(i,), name=f"grader-{i}", daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
     graded = 0
     failure: BaseException | None = None
-    running = count
     try:
-        while running:
-            item = results.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
-                failure = failure or item
-            else:
-                on_result(item)
-                graded += 1
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="grader") as pool:
+            futures = [pool.submit(grade, submission) for submission in todo]
+            try:
+                for future in as_completed(futures):
+                    try:
+                        result = future.result()
+                    except SandboxError as exc:  # that submission stays ungraded: the next run grades it
+                        failure = failure or exc
+                        continue
+                    if result is not None:
+                        on_result(result)
+                        graded += 1
+            finally:
+                slots.stopped.set()  # on_result raised, or we are done: tasks not started yet do nothing
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        slots.close()
         remove_own_cgroups(driver)
     if failure is not None and graded + skipped < len(ids):
         raise failure
     return BatchSummary(
-        graded=graded, skipped=skipped, seconds=round(time.monotonic() - started, 3), workers=count, sandbox=info
+        graded=graded, skipped=skipped, seconds=round(time.monotonic() - started, 3), workers=count, sandbox=slots.info
     )
+
+
+class _Slots:
+    """One sandbox per grading thread, opened on the thread's first submission (a sandbox belongs to the thread
+    that opened it); a sandbox that breaks is replaced once per submission; one that cannot start stops the batch."""
+
+    def __init__(self, make: Callable[[], Sandbox]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._boxes: list[Sandbox] = []
+        self.stopped = threading.Event()
+        self.info: dict[str, Any] = {}
+
+    def _box(self) -> Sandbox:
+        box: Sandbox | None = getattr(self._local, "box", None)
+        if box is None:
+            try:
+                box = self._make()
+            except SandboxError:
+                self.stopped.set()
+                raise
+            with self._lock:
+                self._boxes.append(box)
+                self.info = self.info or dict(box.info)
+            self._local.box = box
+        return box
+
+    def use(self, work: Callable[[Sandbox], GradeResult]) -> GradeResult:
+        try:
+            return work(self._box())
+        except SandboxError:
+            if self.stopped.is_set():
+                raise
+            self._local.box.close()
+            self._local.box = None
+            return work(self._box())
+
+    def close(self) -> None:
+        for box in self._boxes:
+            box.close()

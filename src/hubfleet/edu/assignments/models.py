@@ -29,7 +29,7 @@ SPEC_VERSION = 1
 SUBMISSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 
 CellKind = Literal["auto", "manual"]
-CellStatus = Literal["passed", "failed", "error", "timeout", "altered-restored", "not-run", "manual"]
+CellStatus = Literal["passed", "failed", "error", "timeout", "altered-restored", "missing", "not-run", "manual"]
 """Outcome of one graded cell:
 
 * ``passed`` — ran without an error (full or partial credit, as nbgrader gives it);
@@ -39,6 +39,8 @@ CellStatus = Literal["passed", "failed", "error", "timeout", "altered-restored",
 * ``altered-restored`` — the student changed (or deleted) this locked cell; it was restored from the source and
   ran, and scored like ``passed`` (``points`` tells the credit); a failing restored cell reports ``failed``/``error``
   and says "restored" in its message;
+* ``missing`` — the student deleted this test cell and the assignment does not put deleted cells back
+  (nbgrader's default for its course folders): 0 points;
 * ``not-run`` — an earlier cell took the notebook's process down, so this one never ran (0 points);
 * ``manual`` — a manually graded cell (written answer, task): ``points`` is ``None`` until a grader scores it,
   or 0 when the student left the answer untouched (as nbgrader does).
@@ -69,6 +71,11 @@ class NotebookSpec(BaseModel):
 
     name: str
     cells: tuple[CellSpec, ...]
+    defined_names: tuple[str, ...] = Field(
+        default=(),
+        description="names the source notebook's code defines at the top level (classes and functions a "
+        "submission is meant to write: test cells compare their objects as they are)",
+    )
 
     @property
     def max_points(self) -> float:
@@ -90,6 +97,12 @@ class GradingSpec(BaseModel):
     late_policy: LatePolicy | None = None
     notebooks: tuple[NotebookSpec, ...]
     data_files: tuple[str, ...] = ()
+    student_files: tuple[str, ...] = Field(
+        default=(), description="data files graded as submitted (the others come from the assignment)"
+    )
+    restore_deleted: bool = Field(default=True, description="put deleted test and locked cells back before grading")
+    cell_seconds: float | None = Field(default=None, description="the assignment's time limit per cell, if any")
+    instant_feedback: bool = Field(default=False, description="students get their visible tests' results at once")
 
     @property
     def max_total(self) -> float:

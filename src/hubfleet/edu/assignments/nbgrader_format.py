@@ -5,8 +5,10 @@ Existing nbgrader course material works unchanged because every rule here follow
 * cell metadata ``cell.metadata.nbgrader = {grade, solution, locked, task, points, grade_id, checksum,
   schema_version, cell_type}``; a solution cell is never locked, a grade cell that is not a solution always is;
 * ``### BEGIN SOLUTION`` / ``### END SOLUTION`` regions (any line *containing* the marker) are replaced by the stub
-  ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (code) or ``YOUR ANSWER HERE`` (markdown), indented like
-  the marker; a solution cell without markers is replaced whole by the stub;
+  ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (code, per the notebook's language) or ``YOUR ANSWER
+  HERE`` (markdown), indented like the marker; a solution cell without markers is replaced whole by the stub;
+  stubs and markers can be configured as nbgrader's ``ClearSolutions``, ``ClearHiddenTests`` and
+  ``ClearMarkScheme`` options are (:class:`FormatOptions`);
 * ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` regions are removed from the student version, as are
   ``=== BEGIN MARK SCHEME ===`` / ``=== END MARK SCHEME ===`` regions;
 * the checksum: MD5 over the UTF-8 of the source, the cell type, ``str()`` of the grade / solution / locked flags,
@@ -25,10 +27,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 __all__ = [
     "CODE_STUB",
+    "DEFAULT_OPTIONS",
     "TEXT_STUB",
     "FormatError",
+    "FormatOptions",
     "compute_checksum",
     "determine_grade",
     "grade_id",
@@ -46,17 +52,48 @@ __all__ = [
 
 SCHEMA_VERSION = 3
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+CODE_STUBS = {
+    "python": CODE_STUB,
+    "R": "# YOUR CODE HERE\nfail()",
+    "matlab": "% YOUR CODE HERE\nerror('No Answer Given!')",
+    "octave": "% YOUR CODE HERE\nerror('No Answer Given!')",
+    "sas": "/* YOUR CODE HERE */\n %notImplemented;",
+    "java": "// YOUR CODE HERE",
+}
+"""nbgrader 0.9's ``ClearSolutions.code_stub``: the stub of a code solution, by the notebook's language."""
 TEXT_STUB = "YOUR ANSWER HERE"
-BEGIN_SOLUTION = "BEGIN SOLUTION"
-END_SOLUTION = "END SOLUTION"
-BEGIN_HIDDEN_TESTS = "BEGIN HIDDEN TESTS"
-END_HIDDEN_TESTS = "END HIDDEN TESTS"
-BEGIN_MARK_SCHEME = "BEGIN MARK SCHEME"
-END_MARK_SCHEME = "END MARK SCHEME"
+ATTACHMENT = re.compile(r"!\[.*\]\(attachment:.+?\)")
 
 
 class FormatError(ValueError):
     """A cell breaks nbgrader's rules (bad metadata, unbalanced markers, a solution region outside a solution cell)."""
+
+
+class FormatOptions(BaseModel):
+    """What nbgrader lets a course configure about stubs and markers (``nbgrader_config.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code_stubs: dict[str, str] = Field(default_factory=lambda: dict(CODE_STUBS))
+    text_stub: str = TEXT_STUB
+    begin_solution: str = "BEGIN SOLUTION"
+    end_solution: str = "END SOLUTION"
+    begin_hidden_tests: str = "BEGIN HIDDEN TESTS"
+    end_hidden_tests: str = "END HIDDEN TESTS"
+    begin_mark_scheme: str = "BEGIN MARK SCHEME"
+    end_mark_scheme: str = "END MARK SCHEME"
+    check_attachment_leakage: bool = True
+
+    def code_stub(self, language: str) -> str:
+        try:
+            return self.code_stubs[language]
+        except KeyError:
+            raise FormatError(
+                f"no code stub for the notebook's language {language!r} (ClearSolutions.code_stub)"
+            ) from None
+
+
+DEFAULT_OPTIONS = FormatOptions()
 
 
 def _meta(cell: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -153,17 +190,25 @@ def validate_cell(cell: Mapping[str, Any]) -> None:
         raise FormatError(f"cell {gid}: a task cell cannot also be a grade or solution cell")
     if is_task(cell) and cell.get("cell_type") != "markdown":
         raise FormatError(f"cell {gid}: task cells must be markdown cells")
+    if cell.get("cell_type") == "markdown" and not is_task(cell) and bool(is_grade(cell)) != bool(is_solution(cell)):
+        raise FormatError(f"cell {gid}: a markdown cell that is graded must be a solution cell too, and vice versa")
     if is_grade(cell) or is_task(cell):
         value = meta.get("points")
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise FormatError(f"cell {gid}: points must be a number >= 0, not {value!r}")
-    version = meta.get("schema_version", SCHEMA_VERSION)
+    version = meta.get("schema_version", 0)
     if version != SCHEMA_VERSION:
-        raise FormatError(f"cell {gid}: nbgrader metadata schema_version {version!r}; only version 3 is supported")
+        raise FormatError(
+            f"cell {gid}: nbgrader metadata schema_version {version!r}; only version 3 is supported "
+            "(`nbgrader update` upgrades older notebooks)"
+        )
 
 
-def _strip_regions(source: str, begin: str, end: str, stub: Sequence[str] | None) -> tuple[str, bool]:
-    """Drop the lines from one containing ``begin`` to one containing ``end``; put ``stub`` (indented) instead."""
+def _strip_regions(
+    source: str, begin: str, end: str, stub: Sequence[str] | None, forbidden: re.Pattern[str] | None = None
+) -> tuple[str, bool]:
+    """Drop the lines from one containing ``begin`` to one containing ``end``; put ``stub`` (indented) instead.
+    A line inside a region matching ``forbidden`` is an error."""
     kept: list[str] = []
     inside = False
     found = False
@@ -177,6 +222,10 @@ def _strip_regions(source: str, begin: str, end: str, stub: Sequence[str] | None
                 kept.extend(indent + stub_line for stub_line in stub)
         elif end in line:
             inside = False
+        elif inside and forbidden is not None and forbidden.search(line):
+            raise FormatError(
+                "an attachment inside a mark scheme would reach the student version: embed the image instead"
+            )
         elif not inside:
             kept.append(line)
     if inside:
@@ -184,10 +233,12 @@ def _strip_regions(source: str, begin: str, end: str, stub: Sequence[str] | None
     return "\n".join(kept), found
 
 
-def replace_solutions(cell: Mapping[str, Any]) -> str:
+def replace_solutions(
+    cell: Mapping[str, Any], options: FormatOptions = DEFAULT_OPTIONS, language: str = "python"
+) -> str:
     """The student version of a cell's source: solution regions, or a whole solution cell, replaced by the stub."""
-    stub = CODE_STUB if cell["cell_type"] == "code" else TEXT_STUB
-    source, replaced = _strip_regions(source_text(cell), BEGIN_SOLUTION, END_SOLUTION, stub.split("\n"))
+    stub = options.code_stub(language) if cell["cell_type"] == "code" else options.text_stub
+    source, replaced = _strip_regions(source_text(cell), options.begin_solution, options.end_solution, stub.split("\n"))
     if replaced and not is_solution(cell):
         raise FormatError("a solution region in a cell that is not a solution cell (mark it 'Autograded answer')")
     if is_solution(cell) and not replaced:
@@ -195,17 +246,23 @@ def replace_solutions(cell: Mapping[str, Any]) -> str:
     return source
 
 
-def remove_hidden_tests(cell: Mapping[str, Any]) -> str:
+def remove_hidden_tests(cell: Mapping[str, Any], options: FormatOptions = DEFAULT_OPTIONS) -> str:
     """The cell's source without its hidden-test regions (only grade cells may have them)."""
-    source, removed = _strip_regions(source_text(cell), BEGIN_HIDDEN_TESTS, END_HIDDEN_TESTS, None)
+    source, removed = _strip_regions(source_text(cell), options.begin_hidden_tests, options.end_hidden_tests, None)
     if removed and not is_grade(cell):
         raise FormatError("a hidden-test region in a cell that is not a grade cell (mark it 'Autograder tests')")
     return source
 
 
-def remove_mark_scheme(cell: Mapping[str, Any]) -> str:
-    """The cell's source without its mark-scheme regions (task cells' notes for graders)."""
-    return _strip_regions(source_text(cell), BEGIN_MARK_SCHEME, END_MARK_SCHEME, None)[0]
+def remove_mark_scheme(cell: Mapping[str, Any], options: FormatOptions = DEFAULT_OPTIONS) -> str:
+    """The cell's source without its mark-scheme regions (only task cells may have them)."""
+    forbidden = ATTACHMENT if options.check_attachment_leakage else None
+    source, removed = _strip_regions(
+        source_text(cell), options.begin_mark_scheme, options.end_mark_scheme, None, forbidden
+    )
+    if removed and not is_task(cell):
+        raise FormatError("a mark-scheme region in a cell that is not a task cell (mark it 'Manually graded task')")
+    return source
 
 
 def _partial_credit(output: Mapping[str, Any], max_points: float) -> float:

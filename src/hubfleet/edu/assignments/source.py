@@ -17,6 +17,13 @@ Layout::
       penalty_per_day: 0.1             # fraction of the score lost per started day late
       max_days_late: 3                 # later than that scores 0
     notebooks: [part1.ipynb, part2.ipynb]   # optional; default: every *.ipynb at the top, sorted
+    header: header.ipynb               # optional: its cells go before every notebook's (nbgrader's header)
+    footer: footer.ipynb               # optional: its cells go after every notebook's
+    instant_feedback: true             # optional: students see their visible tests' results when they submit
+
+An ``autotests.yml`` in the folder holds the templates of ``### AUTOTEST`` cells (:mod:`.autotest`); it is handed
+out like any data file, as nbgrader does. An nbgrader course folder is read by :mod:`.nbgrader_course` into the
+same :class:`AssignmentSource`.
 
 Hidden files and folders (``.ipynb_checkpoints``, ``.git``, …) and ``__pycache__`` are ignored. Every error names
 the file it comes from.
@@ -32,6 +39,9 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from hubfleet.edu.assignments.autotest import AutotestOptions
+from hubfleet.edu.assignments.nbgrader_format import DEFAULT_OPTIONS, FormatOptions
 
 __all__ = ["AssignmentSource", "LatePolicy", "SourceError", "late_penalty", "load_source"]
 
@@ -81,10 +91,14 @@ class AssignmentConfig(BaseModel):
     due: Annotated[dt.datetime, AfterValidator(_aware)] | None = None
     late_policy: LatePolicy | None = None
     notebooks: list[Annotated[str, AfterValidator(_relative_notebook)]] | None = Field(default=None, min_length=1)
+    header: Annotated[str, AfterValidator(_relative_notebook)] | None = None
+    footer: Annotated[str, AfterValidator(_relative_notebook)] | None = None
+    instant_feedback: bool = False
 
 
 class AssignmentSource(BaseModel):
-    """A loaded source folder: its configuration, its notebooks (in order) and its data files (relative paths)."""
+    """A loaded source folder: its configuration, its notebooks (in order) and its data files (relative paths),
+    and how nbgrader's options (from ``nbgrader_config.py`` for a course folder) shape the student version."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -95,6 +109,19 @@ class AssignmentSource(BaseModel):
     late_policy: LatePolicy | None
     notebooks: tuple[str, ...]
     data_files: tuple[str, ...]
+    header: Path | None = None
+    footer: Path | None = None
+    format: FormatOptions = DEFAULT_OPTIONS
+    autotest: AutotestOptions = AutotestOptions()
+    autotest_files: tuple[Path, ...] = ()
+    """where ``autotests.yml`` may be, in order (the assignment's folder, then the course's)"""
+    restore_deleted: bool = True
+    """put deleted test and locked cells back before grading (nbgrader's ``OverwriteCells.add_missing_cells``)"""
+    student_files: tuple[str, ...] = ()
+    """data files graded as the student submitted them (nbgrader's ``Autograde.exclude_overwriting``)"""
+    cell_seconds: float | None = None
+    """time limit of a cell when grading (nbgrader's ``Execute.timeout``), if the assignment sets one"""
+    instant_feedback: bool = False
 
 
 def late_penalty(policy: LatePolicy | None, due: dt.datetime | None, submitted: dt.datetime) -> float:
@@ -148,7 +175,11 @@ def load_source(path: Path | str) -> AssignmentSource:
     except ValidationError as exc:
         raise SourceError(f"{config_path}: {_describe(exc)}") from None
     files = _visible_files(root)
-    top_notebooks = [f for f in files if f.endswith(".ipynb") and "/" not in f]
+    extra = {name for name in (config.header, config.footer) if name is not None}
+    for name in extra:
+        if name not in files:
+            raise SourceError(f"{root / name}: named in {CONFIG_FILE} but missing")
+    top_notebooks = [f for f in files if f.endswith(".ipynb") and "/" not in f and f not in extra]
     notebooks = config.notebooks if config.notebooks is not None else top_notebooks
     if not notebooks:
         raise SourceError(f"{root}: no notebook (*.ipynb) in the assignment folder")
@@ -166,4 +197,8 @@ def load_source(path: Path | str) -> AssignmentSource:
         late_policy=config.late_policy,
         notebooks=tuple(notebooks),
         data_files=data_files,
+        header=root / config.header if config.header else None,
+        footer=root / config.footer if config.footer else None,
+        autotest_files=(root / AutotestOptions().autotest_filename,),
+        instant_feedback=config.instant_feedback,
     )

@@ -8,6 +8,7 @@ files are copied as they are.
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 import nbformat
 
 from hubfleet.edu.assignments import nbgrader_format as fmt
+from hubfleet.edu.assignments._child.hygiene import defined_names
+from hubfleet.edu.assignments.autotest import AutotestError, SnippetSession, instantiate, needs_autotests
 from hubfleet.edu.assignments.models import CellSpec, GradingSpec, NotebookSpec
 from hubfleet.edu.assignments.source import AssignmentSource, SourceError
 
@@ -67,7 +70,23 @@ def _is_recorded(cell: Any) -> bool:
     return bool(fmt.is_grade(cell) or fmt.is_solution(cell) or fmt.is_locked(cell) or fmt.is_task(cell))
 
 
-def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
+def _defined_names(nb: Any) -> tuple[str, ...]:
+    """Names the source notebook's code cells define at the top level (IPython's magic and shell lines aside)."""
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in fmt.source_text(cell).split("\n") if not line.lstrip().startswith(("%", "!"))]
+        try:
+            names |= defined_names(ast.parse("\n".join(lines)))
+        except SyntaxError:
+            continue
+    return tuple(sorted(names))
+
+
+def _student_notebook(
+    nb: Any, where: str, options: fmt.FormatOptions, language: str
+) -> tuple[Any, tuple[CellSpec, ...]]:
     """Turn a source notebook into the student version (in place) and return the recorded cells."""
     sources: list[tuple[Any, str, str]] = []  # (cell, graded source, its checksum)
     seen: set[str] = set()
@@ -75,14 +94,15 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
         at = f"{where}, cell {index + 1}"
         try:
             _lock(cell)
-            cell.source = fmt.replace_solutions(cell)
+            cell.source = fmt.replace_solutions(cell, options, language)
             if cell.cell_type == "code":
                 cell.outputs = []
                 cell.execution_count = None
             fmt.validate_cell(cell)
             _normalize_flags(cell)
             if not _is_recorded(cell):
-                fmt.remove_hidden_tests(cell)  # raises if a non-grade cell has hidden tests
+                fmt.remove_hidden_tests(cell, options)  # raises if a non-grade cell has hidden tests
+                fmt.remove_mark_scheme(cell, options)  # raises if a non-task cell has a mark scheme
                 continue
             gid = fmt.grade_id(cell)
             if gid in seen:
@@ -90,7 +110,7 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
             seen.add(gid)  # type: ignore[arg-type]  # validate_cell checked it
             checksum = _record_checksum(cell)
             sources.append((cell, cell.source, checksum))
-            cell.source = fmt.remove_mark_scheme({**cell, "source": fmt.remove_hidden_tests(cell)})
+            cell.source = fmt.remove_mark_scheme({**cell, "source": fmt.remove_hidden_tests(cell, options)}, options)
         except fmt.FormatError as exc:
             raise SourceError(f"{at}: {exc}") from None
     specs = []
@@ -112,11 +132,49 @@ def _student_notebook(nb: Any, where: str) -> tuple[Any, tuple[CellSpec, ...]]:
     return nb, tuple(specs)
 
 
-def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
+def _cells_of(path: Path | None) -> list[Any]:
+    if path is None:
+        return []
+    try:
+        return list(read_notebook(path).cells)
+    except (OSError, ValueError) as exc:
+        raise SourceError(str(exc)) from None
+
+
+def _with_header_footer(nb: Any, source: AssignmentSource) -> Any:
+    """nbgrader's IncludeHeaderFooter: the header notebook's cells, the notebook's, the footer's."""
+    nb.cells = [*_cells_of(source.header), *nb.cells, *_cells_of(source.footer)]
+    return nb
+
+
+def source_notebook(source: AssignmentSource, name: str, autotests: SnippetSession | None) -> Any:
+    """A source notebook as nbgrader's generate sees it before clearing solutions: with the header and footer
+    cells, and its AUTOTEST lines turned into tests (which runs it in ``autotests``' sandboxed process)."""
+    path = source.root / name
+    try:
+        nb = read_notebook(path)
+    except (OSError, ValueError) as exc:
+        raise SourceError(str(exc)) from None
+    language = nb.metadata.get("kernelspec", {}).get("language", "python")
+    if language != "python":
+        raise SourceError(f"{path}: a {language!r} notebook; hubfleet grades Python notebooks only")
+    nb = _with_header_footer(nb, source)
+    if needs_autotests(nb, source.autotest):
+        try:
+            instantiate(nb, list(source.autotest_files), autotests, source.autotest, where=str(path))
+        except AutotestError as exc:
+            raise SourceError(str(exc)) from None
+    nb.metadata.pop("celltoolbar", None)
+    return nb
+
+
+def generate(source: AssignmentSource, out_dir: Path | str, *, autotests: SnippetSession | None = None) -> GradingSpec:
     """Write the student version of ``source`` into ``out_dir`` (created; must be empty or missing).
 
-    Returns the :class:`GradingSpec` (it holds the hidden tests: store it where students cannot read it).
-    Raises :class:`SourceError` naming the notebook and cell for anything nbgrader would refuse.
+    ``autotests`` opens the sandboxed process that ``### AUTOTEST`` cells need (:func:`.autotest.sandbox_session`);
+    without it such cells are an error. Returns the :class:`GradingSpec` (it holds the hidden tests: store it
+    where students cannot read it). Raises :class:`SourceError` naming the notebook and cell for anything nbgrader
+    would refuse.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -124,13 +182,9 @@ def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
     notebooks = []
     student_versions = []
     for name in source.notebooks:
-        path = source.root / name
-        try:
-            nb = read_notebook(path)
-        except (OSError, ValueError) as exc:
-            raise SourceError(str(exc)) from None
-        student, cells = _student_notebook(copy.deepcopy(nb), str(path))
-        notebooks.append(NotebookSpec(name=name, cells=cells))
+        nb = source_notebook(source, name, autotests)
+        student, cells = _student_notebook(copy.deepcopy(nb), str(source.root / name), source.format, "python")
+        notebooks.append(NotebookSpec(name=name, cells=cells, defined_names=_defined_names(nb)))
         student_versions.append((name, student))
     out.mkdir(parents=True, exist_ok=True)
     for name, student in student_versions:
@@ -148,4 +202,34 @@ def generate(source: AssignmentSource, out_dir: Path | str) -> GradingSpec:
         late_policy=source.late_policy,
         notebooks=tuple(notebooks),
         data_files=source.data_files,
+        student_files=source.student_files,
+        restore_deleted=source.restore_deleted,
+        cell_seconds=source.cell_seconds,
+        instant_feedback=source.instant_feedback,
     )
+
+
+def _has_code(source: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("#") for line in source.split("\n"))
+
+
+def visible_only(spec: GradingSpec, release: Path) -> GradingSpec:
+    """The spec of what students can see: every locked and test cell as the student version (``release``) has it —
+    hidden tests out — and test cells that hold nothing but hidden tests left out. Grading with it never sends a
+    hidden test to the sandbox (instant feedback)."""
+    notebooks = []
+    for nb_spec in spec.notebooks:
+        student = read_notebook(release / nb_spec.name)
+        released = {fmt.grade_id(c): c for c in student.cells if fmt.has_nbgrader(c)}
+        cells = []
+        for cell in nb_spec.cells:
+            shown = released.get(cell.grade_id)
+            if shown is None:
+                raise SourceError(f"{release / nb_spec.name}: cell {cell.grade_id} is not in the student version")
+            source = fmt.source_text(shown)
+            if cell.grade and not cell.solution and cell.cell_type == "code" and not _has_code(source):
+                continue  # hidden tests only
+            checksum = fmt.compute_checksum(shown)
+            cells.append(cell.model_copy(update={"source": source, "checksum": checksum, "student_checksum": checksum}))
+        notebooks.append(nb_spec.model_copy(update={"cells": tuple(cells)}))
+    return spec.model_copy(update={"notebooks": tuple(notebooks)})

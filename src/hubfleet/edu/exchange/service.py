@@ -1,111 +1,38 @@
 """The exchange service of one hub: a JupyterHub service (tornado, OAuth through the hub) over the fleet database.
 
-Who may do what comes from the user model the hub returns for the caller's token or OAuth cookie: its groups
-(`<course>-instructors`, `<course>-tas`, `<course>-students`). Staff (instructors and TAs of the course; hub admins)
-release, list, collect, grade, override and export; students fetch the released files and submit. Run it with
-``python -m hubfleet.edu.exchange.service`` and `$HUBFLEET_EXCHANGE_SETTINGS` naming its settings file.
-
-REST API (under the service prefix, JSON; files travel as ``{"files": {path: base64}}``)::
-
-    GET  api/courses/C/assignments                      list (any member)
-    POST api/courses/C/assignments/A                    release a source folder (staff)
-    GET  api/courses/C/assignments/A/release            fetch the student version (any member)
-    POST api/courses/C/assignments/A/submissions        submit (student)
-    GET  api/courses/C/assignments/A/submissions        own submissions (student), all of them (staff)
-    GET  api/courses/C/assignments/A/submissions/ID     one submission's files (staff)
-    POST api/courses/C/assignments/A/collect            latest per student, marked collected (staff)
-    POST api/courses/C/assignments/A/grade              autograde the collected submissions (staff; 202)
-    POST api/courses/C/assignments/A/feedback           make the feedback pages (staff; 202)
-    GET  api/courses/C/assignments/A/feedback           own feedback page, HTML (student)
-    GET  api/courses/C/assignments/A/grades[.csv]       the gradebook (staff)
-    PUT  api/courses/C/assignments/A/grades/STUDENT     manual score of a cell (staff)
-    POST api/courses/C/assignments/A/passback           queue and deliver the scores to the LMS (staff)
+This module is the service's process: :class:`Service` (what every request shares: the exchange, background jobs,
+grade passback), the tornado application, and the loop that delivers pending scores to the LMS. The HTTP handlers
+are in :mod:`.handlers`. Run it with ``python -m hubfleet.edu.exchange.service`` and `$HUBFLEET_EXCHANGE_SETTINGS`
+naming its settings file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import tornado.ioloop
 import tornado.web
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuth
+from sqlalchemy import select
 from tornado.httpserver import HTTPServer
 
 from hubfleet.db import open_database
-from hubfleet.edu.courses import STAFF_ROLES
 from hubfleet.edu.exchange import passback, workflow
+from hubfleet.edu.exchange.handlers import body_limit, routes
+from hubfleet.edu.exchange.instant import InstantGrader, InstantLimits
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE, SERVICE_NAME, ExchangeSettings
-from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
-from hubfleet.spec.edu import parse_group
+from hubfleet.edu.exchange.store import Exchange
+from hubfleet.edu.exchange.tables import Assignment
 
 log = logging.getLogger("hubfleet.exchange")
 
-BODY_SLACK = 64 * 1024
-"""Bytes a request body may have beyond the base64 of the largest upload (JSON keys, paths)."""
-
-
-FEEDBACK_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-"""Content-Security-Policy of feedback pages: no script runs, nothing loads, no access to the service's cookies."""
-
-
-def body_limit(max_upload_bytes: int) -> int:
-    """The largest request body the service reads: the base64 form of `max_upload_bytes`, plus some slack."""
-    return (max_upload_bytes + 2) // 3 * 4 + BODY_SLACK
-
-
-def encode_files(files: dict[str, bytes]) -> dict[str, str]:
-    """Files as JSON-safe base64 text."""
-    return {path: base64.b64encode(data).decode("ascii") for path, data in files.items()}
-
-
-def decode_files(body: Any) -> dict[str, bytes]:
-    """`{"files": {path: base64}}` → path → bytes (ExchangeError on anything else)."""
-    files = body.get("files") if isinstance(body, dict) else None
-    if not isinstance(files, dict):
-        raise ExchangeError('expected a JSON object {"files": {path: base64, …}}')
-    decoded = {}
-    for path, text in files.items():
-        if not isinstance(text, str):
-            raise ExchangeError(f"file {path!r}: expected base64 text")
-        try:
-            decoded[path] = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ExchangeError(f"file {path!r}: not valid base64") from None
-    return decoded
-
-
-class Roles:
-    """A caller's roles in the hub's courses, from the groups of their user model."""
-
-    def __init__(self, model: dict[str, Any]) -> None:
-        self.name: str = model["name"]
-        self.admin = bool(model.get("admin"))
-        self.courses: dict[str, set[str]] = {}
-        for group in model.get("groups") or []:
-            parsed = parse_group(group)
-            if parsed is not None:
-                self.courses.setdefault(parsed[0], set()).add(parsed[1])
-
-    def is_staff(self, course: str) -> bool:
-        return self.admin or bool(self.courses.get(course, set()) & set(STAFF_ROLES))
-
-    def is_student(self, course: str) -> bool:
-        return "student" in self.courses.get(course, set())
-
-    def is_member(self, course: str) -> bool:
-        return self.admin or course in self.courses
-
 
 class Service:
-    """What every handler shares: the exchange, the settings, background jobs, the passback client factory."""
+    """What every handler shares: the exchange, the settings, background jobs, grade passback, instant feedback."""
 
     def __init__(self, settings: ExchangeSettings) -> None:
         self.settings = settings
@@ -113,6 +40,29 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="exchange")
         self.jobs: dict[tuple[str, str, str], asyncio.Future] = {}
         self.passback = passback.Passback(self.exchange, settings.lti_platforms, settings.tool_key_file)
+        self.instant = InstantGrader(
+            self.exchange,
+            InstantLimits(
+                workers=settings.instant_feedback_workers,
+                per_student=settings.instant_feedback_per_student,
+                window=settings.instant_feedback_window,
+            ),
+        )
+
+    def request_check(self, course: str, name: str, student: str, submission_id: int) -> str | None:
+        """Queue instant feedback on a new submission if its assignment asks for it; the check's state (or None)."""
+        spec = self.exchange.assignment(course, name).grading_spec
+        if not spec.get("instant_feedback"):
+            return None
+        return self.instant.request(course, name, student, submission_id)
+
+    def warm_if_wanted(self) -> None:
+        """Start a warm grader now if any of the hub's assignments gives instant feedback."""
+        with self.exchange.sessions() as session:
+            specs = session.scalars(select(Assignment.grading_spec).where(Assignment.hub == self.exchange.hub))
+            wanted = any(spec.get("instant_feedback") for spec in specs)
+        if wanted:
+            self.instant.warm()
 
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking work (database, files) off the event loop."""
@@ -129,6 +79,17 @@ class Service:
         self.jobs[key] = future
         return True
 
+    def start_grading(self, course: str, name: str) -> bool:
+        """Autograde the assignment's collected submissions in the background; False when that already runs."""
+        workers = self.settings.grading_workers or None
+        return self.start_job(
+            "grade", course, name, lambda: workflow.autograde(self.exchange, course, name, workers=workers)
+        )
+
+    def start_feedback(self, course: str, name: str) -> bool:
+        """Make the assignment's feedback pages in the background; False when that already runs."""
+        return self.start_job("feedback", course, name, lambda: workflow.make_feedback(self.exchange, course, name))
+
     def job_state(self, kind: str, course: str, name: str) -> str:
         future = self.jobs.get((kind, course, name))
         if future is None:
@@ -143,312 +104,10 @@ def _log_job(key: tuple[str, str, str], future: asyncio.Future) -> None:
         log.error("%s of %s/%s failed: %s", *key, future.exception())
 
 
-class BaseHandler(HubOAuthenticated, tornado.web.RequestHandler):
-    """Authenticates through the hub (token or OAuth cookie), answers errors as JSON."""
-
-    def initialize(self, service: Service, hub_auth: HubOAuth) -> None:
-        self.service = service
-        self.hub_auth = hub_auth
-
-    @property
-    def exchange(self) -> Exchange:
-        return self.service.exchange
-
-    async def prepare(self) -> None:
-        model = await self.hub_auth.get_user(self, sync=False)
-        if model is not None:
-            try:
-                model = self.check_hub_user(model)
-            except UserNotAllowed:
-                raise tornado.web.HTTPError(403, f"{model['name']} may not use the {SERVICE_NAME} service") from None
-        self._hub_auth_user_cache = model
-        self.current_user = model
-
-    def roles(self) -> Roles:
-        """The caller's course roles; 403 for callers that are not hub users."""
-        model = self.current_user
-        if not model:
-            raise tornado.web.HTTPError(403, "log in through the hub, or send a hub API token")
-        if model.get("kind", "user") != "user":
-            raise tornado.web.HTTPError(403, "only hub users use the exchange")
-        return Roles(model)
-
-    def write_error(self, status_code: int, message: str | None = None, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        if message is None and exc_info and isinstance(exc_info[1], tornado.web.HTTPError):
-            message = exc_info[1].log_message
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message or self._reason, "status": status_code}))
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        # A refused request (bad input, no permission, not found, too large) is an answer, not a server error.
-        if isinstance(e, ExchangeError):
-            if not self._finished:
-                self.send_error(e.status, message=e.message)
-            return
-        super()._handle_request_exception(e)
-
-    def send_json(self, document: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document, default=str))
-
-
-@tornado.web.stream_request_body
-class ApiHandler(BaseHandler):
-    """A REST endpoint whose request body is bounded: larger bodies get 413 before they are read."""
-
-    def initialize(self, service: Service, hub_auth: HubOAuth) -> None:
-        super().initialize(service, hub_auth)
-        self._body = bytearray()
-        self._too_large = False
-
-    async def prepare(self) -> None:
-        limit = body_limit(self.service.settings.max_upload_bytes)
-        length = self.request.headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise tornado.web.HTTPError(413, f"request body over the limit of {limit} bytes")
-        self.request.connection.set_max_body_size(limit)
-        await super().prepare()
-        if not self.current_user:
-            raise tornado.web.HTTPError(403, "log in through the hub, or send a hub API token")
-
-    def data_received(self, chunk: bytes) -> None:
-        self._body.extend(chunk)
-
-    def json_body(self) -> Any:
-        try:
-            return json.loads(self._body or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ExchangeError("the request body is not JSON") from None
-
-    def course(self, course: str, *, staff: bool = False, student: bool = False) -> Roles:
-        """The caller's roles, after checking they may act in `course` as staff / student / member."""
-        check_name("course", course)
-        roles = self.roles()
-        if staff and not roles.is_staff(course):
-            raise Forbidden(f"only instructors and TAs of {course} may do this")
-        if student and not roles.is_student(course):
-            raise Forbidden(f"only students of {course} may do this")
-        if not roles.is_member(course):
-            raise Forbidden(f"{roles.name} is not in course {course}")
-        return roles
-
-
-def _assignment_document(assignment: Any) -> dict[str, Any]:
-    return {
-        "course": assignment.course,
-        "name": assignment.name,
-        "title": assignment.grading_spec.get("title", assignment.name),
-        "due": assignment.due.isoformat() if assignment.due else None,
-        "late_policy": assignment.late_policy or None,
-        "max_score": assignment.max_score,
-        "released_at": assignment.released_at.isoformat(),
-    }
-
-
-def _submission_document(submission: Any) -> dict[str, Any]:
-    return {
-        "id": submission.id,
-        "student": submission.student,
-        "submitted_at": submission.submitted_at.isoformat(),
-        "late": submission.late,
-        "sha256": submission.sha256,
-        "size": submission.size,
-        "collected": submission.collected_at is not None,
-    }
-
-
-class AssignmentsHandler(ApiHandler):
-    async def get(self, course: str) -> None:
-        self.course(course)
-        assignments = await self.service.run(self.exchange.assignments, course)
-        self.send_json({"assignments": [_assignment_document(a) for a in assignments]})
-
-
-class AssignmentHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        """Release: the body carries the source folder (with assignment.yaml); the student version is made here."""
-        roles = self.course(course, staff=True)
-        files = decode_files(self.json_body())
-        assignment = await self.service.run(
-            workflow.release_source_files,
-            self.exchange,
-            course,
-            name,
-            files,
-            by=roles.name,
-            max_bytes=self.service.settings.max_upload_bytes,
-        )
-        self.send_json(_assignment_document(assignment), status=201)
-
-
-class ReleaseHandler(ApiHandler):
-    async def get(self, course: str, name: str) -> None:
-        self.course(course)
-        files = await self.service.run(self.exchange.release_files, course, name)
-        self.send_json({"course": course, "name": name, "files": encode_files(files)})
-
-
-class SubmissionsHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        roles = self.course(course, student=True)
-        files = decode_files(self.json_body())
-        submission = await self.service.run(
-            self.exchange.submit, course, name, roles.name, files, max_bytes=self.service.settings.max_upload_bytes
-        )
-        self.send_json(_submission_document(submission), status=201)
-
-    async def get(self, course: str, name: str) -> None:
-        roles = self.course(course)
-        student = None if roles.is_staff(course) else roles.name
-        submissions = await self.service.run(self.exchange.submissions, course, name, student)
-        self.send_json({"submissions": [_submission_document(s) for s in submissions]})
-
-
-class SubmissionHandler(ApiHandler):
-    async def get(self, course: str, name: str, submission_id: str) -> None:
-        self.course(course, staff=True)
-        submission = await self.service.run(self.exchange.submission, course, name, int(submission_id))
-        files = await self.service.run(self.exchange.submission_files, submission.id)
-        self.send_json({**_submission_document(submission), "files": encode_files(files)})
-
-
-class CollectHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
-        collected = await self.service.run(self.exchange.collect, course, name)
-        self.send_json({"collected": [_submission_document(s) for s in collected]})
-
-
-class GradeHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
-        await self.service.run(self.exchange.assignment, course, name)  # 404 before starting anything
-        workers = self.service.settings.grading_workers or None
-        started = self.service.start_job(
-            "grade", course, name, lambda: workflow.autograde(self.exchange, course, name, workers=workers)
-        )
-        self.send_json({"grading": "started" if started else "running"}, status=202)
-
-
-class FeedbackHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
-        await self.service.run(self.exchange.assignment, course, name)
-        started = self.service.start_job(
-            "feedback", course, name, lambda: workflow.make_feedback(self.exchange, course, name)
-        )
-        self.send_json({"feedback": "started" if started else "running"}, status=202)
-
-    async def get(self, course: str, name: str) -> None:
-        roles = self.course(course)
-        student = self.get_argument("student", roles.name)
-        if student != roles.name and not roles.is_staff(course):
-            raise Forbidden("students see only their own feedback")
-        html = await self.service.run(self.exchange.feedback, course, name, student)
-        # Student notebooks may carry scripts: the page runs in a sandbox, without this origin's cookies.
-        self.set_header(
-            "Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-        )
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(html)
-
-
-class GradesHandler(ApiHandler):
-    async def get(self, course: str, name: str, extension: str | None = None) -> None:
-        self.course(course, staff=True)
-        if extension == ".csv":
-            text = await self.service.run(self.exchange.gradebook_csv, course, name)
-            self.set_header("Content-Type", "text/csv; charset=utf-8")
-            self.set_header("Content-Disposition", f'attachment; filename="{course}-{name}-grades.csv"')
-            self.finish(text)
-            return
-        rows = await self.service.run(self.exchange.gradebook, course, name)
-        self.send_json(
-            {
-                "grading": self.service.job_state("grade", course, name),
-                "feedback": self.service.job_state("feedback", course, name),
-                "students": [row.__dict__ for row in rows],
-            }
-        )
-
-
-class OverrideHandler(ApiHandler):
-    async def put(self, course: str, name: str, student: str) -> None:
-        roles = self.course(course, staff=True)
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise ExchangeError("expected a JSON object")
-        notebook, cell, score = body.get("notebook"), body.get("cell"), body.get("score")
-        comment = body.get("comment") or ""
-        if not isinstance(notebook, str) or not isinstance(cell, str) or not isinstance(comment, str):
-            raise ExchangeError("notebook and cell (text), score (number) and comment (text, optional) are needed")
-        if isinstance(score, bool) or not isinstance(score, int | float):
-            raise ExchangeError("score must be a number")
-        grade = await self.service.run(
-            self.exchange.override, course, name, student, notebook, cell, float(score), roles.name, comment
-        )
-        self.send_json({"notebook": grade.notebook, "cell": grade.cell, "score": grade.score, "grader": grade.grader})
-
-
-class PassbackHandler(ApiHandler):
-    async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
-        report = await self.service.passback.send_assignment(course, name)
-        self.send_json(report.__dict__)
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    """Finishes a browser's OAuth login with the hub (sets the service's cookie)."""
-
-    def initialize(self, service: Service, hub_auth: HubOAuth) -> None:
-        self.hub_auth = hub_auth
-
-
-class HealthHandler(tornado.web.RequestHandler):
-    """Answers 200 while the service runs (the supervisor's readiness check; no authentication, no data)."""
-
-    def get(self) -> None:
-        self.finish({"ok": True})
-
-
-class IndexHandler(BaseHandler):
-    """A browser's view: the caller's courses and their assignments (log in through the hub first)."""
-
-    @tornado.web.authenticated
-    async def get(self) -> None:
-        roles = self.roles()
-        courses = {}
-        for course in sorted(roles.courses):
-            assignments = await self.service.run(self.exchange.assignments, course)
-            courses[course] = [a.name for a in assignments]
-        self.send_json({"user": roles.name, "courses": courses})
-
-
 def make_app(service: Service, hub_auth: HubOAuth, cookie_secret: bytes) -> tornado.web.Application:
     """The service's tornado application under its prefix."""
-    prefix = service.settings.prefix.rstrip("/")
-    assignment = rf"{prefix}/api/courses/([^/]+)/assignments/([^/]+)"
-    arguments = {"service": service, "hub_auth": hub_auth}
-    routes: list[tuple[str, type, dict] | tuple[str, type]] = [
-        (rf"{prefix}/?", IndexHandler, arguments),
-        (rf"{prefix}/oauth_callback", OAuthCallbackHandler, arguments),
-        (rf"{prefix}/api/health", HealthHandler),
-        (rf"{prefix}/api/courses/([^/]+)/assignments/?", AssignmentsHandler, arguments),
-        (rf"{assignment}/?", AssignmentHandler, arguments),
-        (rf"{assignment}/release", ReleaseHandler, arguments),
-        (rf"{assignment}/submissions/?", SubmissionsHandler, arguments),
-        (rf"{assignment}/submissions/([0-9]{{1,12}})", SubmissionHandler, arguments),
-        (rf"{assignment}/collect", CollectHandler, arguments),
-        (rf"{assignment}/grade", GradeHandler, arguments),
-        (rf"{assignment}/feedback", FeedbackHandler, arguments),
-        (rf"{assignment}/grades(\.csv)?", GradesHandler, arguments),
-        (rf"{assignment}/grades/([^/]+)", OverrideHandler, arguments),
-        (rf"{assignment}/passback", PassbackHandler, arguments),
-    ]
     return tornado.web.Application(
-        routes,  # type: ignore[arg-type]
+        routes(service, hub_auth),  # type: ignore[arg-type]
         cookie_secret=cookie_secret,
         login_url=hub_auth.login_url,
         hub_auth=hub_auth,
@@ -479,12 +138,16 @@ async def serve(settings: ExchangeSettings) -> None:
     server = HTTPServer(app, max_body_size=body_limit(settings.max_upload_bytes), xheaders=True)
     server.listen(int(port), address=host)
     log.info("exchange of hub %s listening on %s%s", settings.hub, settings.address, settings.prefix)
-    while True:
-        await asyncio.sleep(settings.passback_every)
-        try:
-            await service.passback.deliver_pending()
-        except Exception:  # the loop must outlive any one failure; the outbox keeps what was not delivered
-            log.exception("passback delivery failed")
+    await service.run(service.warm_if_wanted)
+    try:
+        while True:
+            await asyncio.sleep(settings.passback_every)
+            try:
+                await service.passback.deliver_pending()
+            except Exception:  # the loop must outlive any one failure; the outbox keeps what was not delivered
+                log.exception("passback delivery failed")
+    finally:
+        service.instant.close()
 
 
 def main() -> None:

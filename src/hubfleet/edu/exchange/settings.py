@@ -42,6 +42,11 @@ class ExchangeSettings(SettingsFile):
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     grading_workers: int = 0
     """Autograding workers (0: sized to the machine's cores)."""
+    instant_feedback_workers: int = 2
+    """Instant-feedback graders (warm sandboxes) of the hub: the most submissions checked at once."""
+    instant_feedback_per_student: int = 6
+    instant_feedback_window: float = 60.0
+    """A student gets at most `instant_feedback_per_student` checks per `instant_feedback_window` seconds."""
     passback_every: float = 10.0
     """Seconds between attempts to deliver pending scores to the LMS."""
     lti_platforms: list[LTIPlatform] = []

@@ -23,6 +23,7 @@ from hubfleet.edu.assignments.source import LatePolicy, late_penalty
 from hubfleet.edu.exchange.tables import (
     Assignment,
     Blob,
+    Check,
     Feedback,
     Grade,
     GradedFile,
@@ -60,10 +61,6 @@ class NotFound(ExchangeError):
 
 class Forbidden(ExchangeError):
     status = 403
-
-
-class Conflict(ExchangeError):
-    status = 409
 
 
 class TooLarge(ExchangeError):
@@ -244,6 +241,38 @@ class Exchange:
             )
             return submission
 
+    def import_submission(
+        self,
+        course: str,
+        name: str,
+        student: str,
+        files: dict[str, bytes],
+        *,
+        submitted_at: dt.datetime,
+        max_bytes: int,
+    ) -> Submission:
+        """Keep a submission made elsewhere (an nbgrader course moving to hubfleet) at the time it was made, and
+        collected already (it was graded there)."""
+        files = check_files(files, max_bytes) if files else {}
+        with self.sessions.begin() as session:
+            assignment = self._assignment(session, course, name)
+            shas = _store_blobs(session, files)
+            submission = Submission(
+                assignment_id=assignment.id,
+                student=student,
+                submitted_at=submitted_at,
+                late=_late(assignment, submitted_at),
+                sha256=manifest_sha256(shas),
+                size=sum(len(data) for data in files.values()),
+                collected_at=utcnow(),
+            )
+            session.add(submission)
+            session.flush()
+            session.add_all(
+                SubmissionFile(submission_id=submission.id, path=path, sha256=sha) for path, sha in shas.items()
+            )
+            return submission
+
     def submissions(self, course: str, name: str, student: str | None = None) -> list[Submission]:
         """Every submission of the assignment (of one student), oldest first."""
         with self.sessions() as session:
@@ -413,6 +442,25 @@ class Exchange:
                 ]
             )
         return out.getvalue()
+
+    # -- instant feedback --------------------------------------------------------------------------------------
+
+    def record_check(self, submission_id: int, state: str, **values: Any) -> None:
+        """Create or update a submission's instant-feedback record (``values``: columns of :class:`Check`)."""
+        with self.sessions.begin() as session:
+            check = session.get(Check, submission_id)
+            if check is None:
+                check = Check(submission_id=submission_id, requested_at=utcnow())
+                session.add(check)
+            check.state = state
+            for key, value in values.items():
+                setattr(check, key, value)
+
+    def check(self, course: str, name: str, submission_id: int) -> tuple[Submission, Check | None]:
+        """A submission of the assignment and its instant-feedback record (``None``: none was asked for)."""
+        submission = self.submission(course, name, submission_id)
+        with self.sessions() as session:
+            return submission, session.get(Check, submission_id)
 
     # -- feedback ----------------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ and authenticates with the server's own token `$JUPYTERHUB_API_TOKEN`.
 
     hubfleet-assignment list COURSE
     hubfleet-assignment fetch COURSE NAME            # into ~/COURSE/NAME (never over an existing folder)
-    hubfleet-assignment submit COURSE NAME [FOLDER]  # FOLDER defaults to ~/COURSE/NAME
+    hubfleet-assignment submit COURSE NAME [FOLDER]  # FOLDER defaults to ~/COURSE/NAME; shows instant feedback
+    hubfleet-assignment check COURSE NAME            # the instant feedback on your latest submission
     hubfleet-assignment feedback COURSE NAME         # saves ~/COURSE/NAME/feedback.html
 """
 
@@ -17,6 +18,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +27,8 @@ from typing import Any
 
 URL_ENV = "HUBFLEET_EXCHANGE_URL"
 SKIPPED = {"__pycache__", "feedback.html"}
+CHECK_WAIT = 60.0
+"""How long `submit` waits for instant feedback before saying where to find it later."""
 
 
 class Failure(Exception):
@@ -114,7 +118,51 @@ def submit(course: str, name: str, folder: Path | None) -> dict[str, Any]:
     receipt = json.loads(_request("POST", f"{_assignment_path(course, name)}/submissions", {"files": files}))
     late = " (late)" if receipt["late"] else ""
     print(f"submitted {course}/{name}{late} at {receipt['submitted_at']}: {len(files)} file(s), id {receipt['id']}")
+    if receipt.get("check"):
+        show_check(_wait_for_check(course, name, receipt["id"]))
     return receipt
+
+
+def _check(course: str, name: str, submission: int) -> dict[str, Any]:
+    return json.loads(_request("GET", f"{_assignment_path(course, name)}/submissions/{submission}/check"))
+
+
+def _wait_for_check(course: str, name: str, submission: int) -> dict[str, Any]:
+    deadline = time.monotonic() + CHECK_WAIT
+    check = _check(course, name, submission)
+    while check["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        check = _check(course, name, submission)
+    return check
+
+
+def show_check(check: dict[str, Any]) -> None:
+    """Print instant feedback: the visible tests' results (hidden tests are graded later, by the instructor)."""
+    state = check["state"]
+    if state in ("queued", "running"):
+        print(f"instant feedback: still {state}; see it later with `hubfleet-assignment check`")
+        return
+    if state != "done":
+        print(f"instant feedback: {state}" + (f" ({check['message']})" if check.get("message") else ""))
+        return
+    print(f"visible tests: {check['total']:g} / {check['max_total']:g} points (hidden tests are graded later)")
+    for notebook, cells in sorted((check.get("results") or {}).items()):
+        for cell in cells:
+            detail = f": {cell['message'].splitlines()[0]}" if cell.get("message") else ""
+            score = f"{cell['points'] or 0:g} / {cell['max_points']:g}"
+            print(f"  {notebook} {cell['cell']}: {score} {cell['status']}{detail}")
+    if check.get("message"):
+        print(f"  ({check['message']})")
+
+
+def check(course: str, name: str) -> dict[str, Any]:
+    """Show the instant feedback on the latest submission."""
+    submissions = json.loads(_request("GET", f"{_assignment_path(course, name)}/submissions"))["submissions"]
+    if not submissions:
+        raise Failure(f"you have not submitted {course}/{name} yet")
+    result = _wait_for_check(course, name, submissions[-1]["id"])
+    show_check(result)
+    return result
 
 
 def feedback(course: str, name: str) -> Path:
@@ -131,13 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="assignments released in a course")
     listing.add_argument("course")
-    for command, text in (("fetch", "get an assignment's files"), ("submit", "hand in an assignment")):
+    for command, text in (
+        ("fetch", "get an assignment's files"),
+        ("submit", "hand in an assignment"),
+        ("check", "instant feedback on your latest submission"),
+    ):
         sub = commands.add_parser(command, help=text)
         sub.add_argument("course")
         sub.add_argument("name")
         if command == "submit":
             sub.add_argument("folder", nargs="?", type=Path, help="default: ~/COURSE/NAME")
-        else:
+        elif command == "fetch":
             sub.add_argument("--into", type=Path, help="folder to create (default: ~/COURSE/NAME)")
     result = commands.add_parser("feedback", help="save your feedback page")
     result.add_argument("course")
@@ -150,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             fetch(args.course, args.name, args.into)
         elif args.command == "submit":
             submit(args.course, args.name, args.folder)
+        elif args.command == "check":
+            check(args.course, args.name)
         else:
             feedback(args.course, args.name)
     except Failure as failure:

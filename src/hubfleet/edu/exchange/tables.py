@@ -173,6 +173,24 @@ class Feedback(Base):
     generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+class Check(Base):
+    """Instant feedback on a submission: its visible tests' results, graded when it arrived (if the assignment
+    asks for it). ``state``: queued, running, done, failed (the grader could not run it) or refused (rate limit,
+    busy)."""
+
+    __tablename__ = "exchange_checks"
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("exchange_submissions.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_total: Mapped[float | None] = mapped_column(Float, nullable=True)
+    results: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # notebook → [cell results]
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class LmsCourse(Base):
     """How a course is linked to an LMS, recorded from LTI launches: where its AGS line items are (students' LMS ids
     come from LTI's identity table)."""

@@ -3,16 +3,16 @@ feedback pages. Shared by the exchange service and `hubfleet assignment …` (bo
 
 from __future__ import annotations
 
-import html
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-from nbconvert import HTMLExporter
-
 from hubfleet.edu.assignments import GradeResult, GradingSpec, SourceError, generate, grade_batch, load_source
 from hubfleet.edu.assignments import Submission as GradingSubmission
+from hubfleet.edu.assignments.autotest import sandbox_session
+from hubfleet.edu.assignments.feedback import CellScore, feedback_page
+from hubfleet.edu.assignments.grader import limits_for
+from hubfleet.edu.assignments.nbgrader_course import load_any
 from hubfleet.edu.exchange.store import CellGrade, Exchange, ExchangeError, GradebookRow, check_files
 from hubfleet.edu.exchange.tables import Assignment, Grade
 
@@ -34,15 +34,26 @@ def write_folder(root: Path, files: dict[str, bytes]) -> None:
         target.write_bytes(data)
 
 
-def release_source(exchange: Exchange, course: str, source_dir: Path, *, by: str, max_bytes: int) -> Assignment:
-    """Make the student version of the source folder (solutions and hidden tests out) and release it."""
+def release_source(
+    exchange: Exchange,
+    course: str,
+    source_dir: Path,
+    *,
+    by: str,
+    max_bytes: int,
+    instant_feedback: bool | None = None,
+) -> Assignment:
+    """Make the student version of an assignment folder (``assignment.yaml``, or ``source/<name>`` of an nbgrader
+    course) — solutions and hidden tests out — and release it. ``instant_feedback`` overrides the folder's choice."""
     try:
-        source = load_source(source_dir)
+        source = load_any(source_dir)
         with tempfile.TemporaryDirectory(prefix="hubfleet-release-") as tmp:
-            spec = generate(source, Path(tmp) / "release")
+            spec = generate(source, Path(tmp) / "release", autotests=sandbox_session(source.root))
             files = read_folder(Path(tmp) / "release")
     except SourceError as exc:
         raise ExchangeError(str(exc)) from None
+    if instant_feedback is not None:
+        spec = spec.model_copy(update={"instant_feedback": instant_feedback})
     return exchange.release(
         course,
         source.name,
@@ -115,6 +126,8 @@ def autograde(exchange: Exchange, course: str, name: str, *, workers: int | None
             graded += 1
 
     with tempfile.TemporaryDirectory(prefix="hubfleet-grade-") as tmp:
+        release = Path(tmp) / "release"
+        write_folder(release, exchange.release_files(course, name))
         submissions = []
         for submission in todo:
             folder = Path(tmp) / "submissions" / str(submission.id)
@@ -126,8 +139,10 @@ def autograde(exchange: Exchange, course: str, name: str, *, workers: int | None
                 submissions,
                 on_result=store,
                 workers=workers,
+                limits=limits_for(spec),
                 skip={str(i) for i in done},
                 graded_root=Path(tmp) / "graded",
+                data_dir=release,
             )
     return GradingSummary(collected=len(collected), already_graded=len(done), graded=graded)
 
@@ -151,48 +166,26 @@ def make_feedback(exchange: Exchange, course: str, name: str) -> int:
 def feedback_html(
     assignment: Assignment, student: str, notebooks: dict[str, bytes], grades: list[Grade], row: GradebookRow
 ) -> str:
-    """One HTML page: the student's graded notebooks (nbconvert, sanitised), each graded cell followed by its score,
-    the grader's message and comment; the total and the late policy's effect at the top."""
-    by_cell = {(g.notebook, g.cell): g for g in grades}
-    exporter = HTMLExporter(template_name="basic")
-    exporter.sanitize_html = True
-    title = html.escape(str(assignment.grading_spec.get("title") or assignment.name))
-    parts = [
-        f"<h1>{title}</h1>",
-        f"<p>Student: <b>{html.escape(student)}</b> — score <b>{row.total:g} / {row.max_score:g}</b>",
-    ]
-    if row.kept < 1:
-        parts.append(f" (late: {row.raw_total:g} points, {row.kept:.0%} kept)")
-    parts.append("</p>")
-    for path, data in sorted(notebooks.items()):
-        try:
-            notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
-        except (UnicodeDecodeError, ValueError) as exc:
-            parts.append(f"<h2>{html.escape(path)}</h2><p>unreadable notebook: {html.escape(str(exc))}</p>")
-            continue
-        cells = []
-        for cell in notebook.cells:
-            cells.append(cell)
-            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-            grade = by_cell.get((path, grade_id)) if grade_id else None
-            if grade is not None:
-                cells.append(nbformat.v4.new_markdown_cell(_score_note(grade)))
-        notebook.cells = cells
-        body, _ = exporter.from_notebook_node(notebook)
-        parts.append(f"<h2>{html.escape(path)}</h2>{body}")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{title} — feedback</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}pre{white-space:pre-wrap}"
-        ".score{background:#eef;border-left:4px solid #44a;padding:.3em .8em}</style>"
-        f"</head><body>{''.join(parts)}</body></html>"
+    """One HTML page: the student's graded notebooks, each graded cell followed by its score, the grader's message
+    and comment; the total and the late policy's effect at the top."""
+    scores = {
+        (g.notebook, g.cell): CellScore(
+            score=g.score,
+            max_score=g.max_score,
+            status=g.status,
+            message=g.output,
+            comment=g.comment or "",
+            grader=g.grader or "",
+        )
+        for g in grades
+    }
+    return feedback_page(
+        str(assignment.grading_spec.get("title") or assignment.name),
+        student,
+        notebooks,
+        scores,
+        total=row.total,
+        max_total=row.max_score,
+        raw_total=row.raw_total,
+        kept=row.kept,
     )
-
-
-def _score_note(grade: Grade) -> str:
-    lines = [f"**Score: {grade.score:g} / {grade.max_score:g}** ({grade.status or 'graded'})"]
-    if grade.output:
-        lines.append("\n```\n" + grade.output.replace("```", "'''")[:4000] + "\n```")
-    if grade.comment:
-        lines.append(f"\n*{grade.grader}:* " + grade.comment.replace("\n", " "))
-    return "\n".join(lines)
