@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from hubfleet import envs
+from hubfleet.cli.env import build_environments
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus
@@ -168,6 +170,7 @@ def up(
     if supervisor_pid(state) is not None:
         raise fail(f"a fleet is already running from {state.root}: use `hubfleet apply` or `hubfleet down`")
     _check_ready_to_run(fleet)
+    build_environments(fleet, dict(envs.outdated(fleet)))
     if detach:
         _up_detached(source, state, verbose)
         return
@@ -234,7 +237,10 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
 def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
     source = file.resolve()
-    state = FleetState(state_root(state_dir, _load(file)))
+    fleet = _load(file)
+    state = FleetState(state_root(state_dir, fleet))
+    # What changed is built first (servers keep running); a failed build stops here, before anything changed.
+    build_environments(fleet, dict(envs.outdated(fleet)))
     try:
         with console.status("Applying…"):
             response = ControlClient(state).apply(source, source.read_text(encoding="utf-8"))
