@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hubfleet.common.settings import (
     LOOPBACK,
+    EnvironmentChoice,
     ExchangeLink,
     GatewayLink,
     HubAddress,
@@ -85,6 +86,7 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubP
         state_dir=gateway_dir,
         clusters_dir=fleet.paths.shared_root / hub.name / ".dask-clusters",
         user_env=fleet.paths.user_env,
+        environments_root=fleet.paths.environments,
         home_root=fleet.paths.home_root,
         dask=hub.dask,
         backend=hub.backend,
@@ -178,6 +180,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         ports=ports,
         state_dir=state.root,
         user_env=fleet.paths.user_env,
+        **environment_settings(fleet, hub),
         home_root=fleet.paths.home_root,
         shared_root=fleet.paths.shared_root,
         isolation=isolation_mode(),  # type: ignore[arg-type]
@@ -199,6 +202,18 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         lti=hub.lti,
         secrets=secrets,
     )
+
+
+def environment_settings(fleet: Fleet, hub: Hub) -> dict:
+    """The environments the hub's profiles may name, and the store they are built in (hubfleet.envs)."""
+    refs = fleet.environments_of(hub)
+    if not refs:
+        return {}
+    choices = {
+        name: EnvironmentChoice(key=ref.key, title=ref.spec.display_name or name, description=ref.spec.description)
+        for name, ref in refs.items()
+    }
+    return {"environments_root": fleet.paths.environments, "environments": choices}
 
 
 def prepare_machine(fleet: Fleet, hub: Hub) -> None:
