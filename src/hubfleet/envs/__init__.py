@@ -23,9 +23,10 @@ def store_of(fleet: Fleet) -> EnvStore:
 
 
 def outdated(fleet: Fleet) -> Iterator[tuple[str, Environment]]:
-    """(key, spec) of each environment whose spec changed since it was last built or asked for (or never was)."""
+    """(key, spec) of each environment a profile names whose spec changed since it was last built or asked for (or
+    that never was). Environments no profile names (a template may bring some) are built only when asked for."""
     store = store_of(fleet)
-    for key, env in fleet.all_environments().items():
+    for key, env in fleet.used_environments().items():
         history = store.history(key)
         if history.requested != spec_hash(env, fleet.builds) or history.active_version is None:
             yield key, env

@@ -88,6 +88,7 @@ class Template(StrEnum):
     generic = "generic"
     course = "course"
     pangeo = "pangeo"
+    r_stats = "r-stats"
 
 
 class Conversion(SpecModel):
@@ -455,6 +456,15 @@ class Fleet(SpecModel):
         for hub in self.hubs.values():
             found.update({f"{hub.name}/{name}": env for name, env in hub.environments.items()})
         return found
+
+    def used_environments(self) -> dict[str, Environment]:
+        """Key → environment for every environment some profile names (the ones hubfleet builds on its own)."""
+        used: dict[str, Environment] = {}
+        for hub in self.hubs.values():
+            refs = self.environments_of(hub)
+            for profile in hub.profiles:
+                used.update({refs[name].key: refs[name].spec for name in profile.environments if name in refs})
+        return used
 
     def hub(self, name: str) -> Hub:
         """The hub called `name` (KeyError with the known names otherwise)."""
