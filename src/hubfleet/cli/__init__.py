@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import assignment, check, course, env, fleet, template, usage
+from hubfleet.cli import assignment, check, contributions, course, economics, env, fleet, template, usage
 
 app = typer.Typer(
     name="hubfleet",
@@ -20,6 +20,8 @@ course.register(app)
 usage.register(app)
 assignment.register(app)
 env.register(app)
+economics.register(app)
+contributions.register(app)
 
 
 def main() -> None:

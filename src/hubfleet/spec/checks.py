@@ -36,6 +36,13 @@ def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
         yield from _check_hub(hub, ("hubs", name), base_dir, set(fleet.environments))
         for env_name, env in hub.environments.items():
             yield from _check_environment(env, ("hubs", name, "environments", env_name), base_dir, fleet.builds)
+    for hub in fleet.organisation.staff.hub_hours:
+        if hub not in fleet.hubs:
+            yield (
+                ("organisation", "staff", "hub_hours", hub),
+                f"there is no hub '{hub}' in this fleet",
+                f"hubs: {', '.join(fleet.hubs)}",
+            )
 
 
 def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:

@@ -468,6 +468,10 @@ def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
         hubs[name] = hub.model_copy(update={"auth": auth, "environments": environments})
     updates["hubs"] = hubs
     updates["environments"] = {key: _anchored_environment(env, base_dir) for key, env in fleet.environments.items()}
+    github = fleet.organisation.github
+    if github.token_file is not None and not github.token_file.is_absolute():
+        github = github.model_copy(update={"token_file": base_dir / github.token_file})
+        updates["organisation"] = fleet.organisation.model_copy(update={"github": github})
     return fleet.model_copy(update=updates)
 
 

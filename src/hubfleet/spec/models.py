@@ -19,6 +19,7 @@ from pydantic import (
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.environments import Builds, Environment, EnvironmentName
+from hubfleet.spec.organisation import Organisation
 from hubfleet.spec.units import ByteSize, Seconds
 from hubfleet.spec.usage import Console, Usage
 
@@ -124,6 +125,11 @@ class PaidPlan(SpecModel):
     monthly_fee: float = Field(0, ge=0, description="fixed monthly fee (currency units)")
     monthly_budget: float | None = Field(None, ge=0, description="monthly budget (currency units)")
     hard_quota: bool = Field(False, description="refuse new servers once this month's budget is spent")
+    tier: Slug | None = Field(
+        None,
+        description="the plan tier it belongs to (e.g. `institution`, `small-college`; default `paid`), "
+        "grouping hubs in `hubfleet economics`",
+    )
 
 
 Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
@@ -440,6 +446,10 @@ class Fleet(SpecModel):
         default_factory=dict, description="environments every hub's profiles may name (built once, shared)"
     )
     builds: Builds = Field(default_factory=Builds, description="how environments are built")
+    organisation: Organisation = Field(
+        default_factory=Organisation,
+        description="the organisation running the fleet: upstream contribution ledger and staff cost",
+    )
     hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
 
     def environments_of(self, hub: Hub) -> dict[str, EnvironmentRef]:
