@@ -6,6 +6,7 @@ what is shared and what is not, and quick once the cache is warm.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import textwrap
@@ -18,6 +19,7 @@ from hubfleet.common.environments import EnvStore
 from hubfleet.spec.environments import Environment
 from hubfleet.spec.models import Builds
 from tests.envs.conftest import BUILD_ACCOUNT
+from tests.helpers import hubfleet, wait_until
 
 pytestmark = pytest.mark.needs("root")
 
@@ -116,3 +118,30 @@ def test_a_packages_build_step_runs_as_the_build_account_without_the_fleets_secr
     assert "state=False" in report and "shadow=False" in report and "env_secret=False" in report
     assert "TOP-SECRET" not in log
     assert stat.S_IMODE(os.stat(failure.value.log or "").st_mode) == 0o600  # logs are the operator's
+
+
+def test_a_build_in_the_background_shows_progress_and_its_log(env_store: Path, tmp_path: Path) -> None:
+    file = tmp_path / "fleet.yaml"
+    file.write_text(
+        f"name: evbg\npaths: {{environments: {env_store}}}\nbuilds: {{account: {BUILD_ACCOUNT}}}\n"
+        "environments:\n  ev-bg: {packages: [iniconfig, tabulate]}\n"
+        "hubs:\n  evbghub:\n    auth: {type: native}\n    profiles: [{name: p, environment: ev-bg}]\n"
+    )
+    store = EnvStore(env_store)
+    planned = json.loads(hubfleet("plan", str(file), "--json", "--state-dir", str(tmp_path / "state")).stdout)
+    assert planned["environments_to_build"] == ["ev-bg"]
+    started = hubfleet("env", "build", "--detach", "--file", str(file))
+    assert "in the background" in started.stdout
+    # A build takes seconds (bytecode alone): long enough to be seen under way, with its step.
+    listing = wait_until(
+        lambda: (out := hubfleet("env", "list", "--file", str(file)).stdout) if "building" in out else "",
+        60,
+        "`env list` to show the build under way",
+    )
+    assert "/6:" in listing
+    followed = hubfleet("env", "logs", "ev-bg", "--follow", "--file", str(file)).stdout
+    assert "==> [1/6]" in followed and "==> finished" in followed
+    wait_until(lambda: store.history("ev-bg").active == 1, 120, "v1 of ev-bg to be active")
+    listing = hubfleet("env", "list", "--file", str(file)).stdout
+    assert "ev-bg" in listing and "ready" in listing and "evbghub:p" in listing
+    assert "Every environment is built" in hubfleet("env", "build", "--file", str(file)).stdout

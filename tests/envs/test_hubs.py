@@ -37,6 +37,7 @@ def hubs_yaml(mine_packages: str) -> str:
     mine: {{packages: [{mine_packages}], display_name: Alpha stack}}
   profiles:
     - {{name: small, cpu: 0.5, memory: 400M, environment: mine, default: true}}
+  dask: {{worker_memory: 512M, max_worker_memory: 1G, limits: {{max_cores: 2, max_memory: 2G, max_clusters: 1}}}}
 {B}:
   auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [bob]}}
   profiles:
@@ -106,6 +107,25 @@ def test_each_hubs_users_get_their_environment_and_not_the_others(fleet: Running
     restart(fleet, B, "bob")
     prefix, iniconfig, tabulate, _ = probe(fleet, B, "bob", {"profile": "tables"})
     assert (prefix, iniconfig, tabulate) == (tables[1], False, True)
+
+
+DASK_PREFIXES = """\
+import json, sys
+from dask_gateway import Gateway
+with Gateway().new_cluster() as cluster:
+    cluster.scale(1)
+    client = cluster.get_client()
+    client.wait_for_workers(1, timeout=120)
+    workers = sorted(set(client.run(lambda: __import__("sys").prefix).values()))
+    scheduler = client.run_on_scheduler(lambda: __import__("sys").prefix)
+    print(json.dumps({"server": sys.prefix, "workers": workers, "scheduler": scheduler}))
+"""
+
+
+def test_dask_workers_run_from_the_servers_environment(fleet: RunningFleet, env_store: Path) -> None:
+    found = json.loads(run(fleet, A, "alice", DASK_PREFIXES))
+    assert str(env_store) in found["server"]
+    assert found["workers"] == [found["server"]] and found["scheduler"] == found["server"]
 
 
 def test_the_profile_form_shows_the_environment_choice(fleet: RunningFleet) -> None:

@@ -94,10 +94,16 @@ def plan_command(
     desired = _load(file)
     state = FleetState(state_root(state_dir, desired))
     changes = plan(_applied_fleet(state), desired)
+    to_build = [key for key, _ in envs.outdated(desired)]
     if as_json:
-        print(json.dumps(changes.to_dict(), indent=2))
-    else:
-        _print_plan(changes)
+        print(json.dumps({**changes.to_dict(), "environments_to_build": to_build}, indent=2))
+        return
+    _print_plan(changes)
+    for key in to_build:
+        console.print(
+            f"[yellow]~[/] environment [bold]{escape(key)}[/]: built as a new version first; new servers start from "
+            "it, running ones keep theirs"
+        )
 
 
 def _check_ready_to_run(fleet: Fleet) -> None:

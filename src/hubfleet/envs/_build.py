@@ -249,13 +249,16 @@ class _Job:
             "UV_LINK_MODE": "hardlink",
             "NO_COLOR": "1",
         }
-        index = ["--index-url", str(self.builder.builds.index_url)] if self.builder.builds.index_url else []
+        if self.builder.builds.index_url is not None:
+            # In the environment, not on the command line: an index URL may hold credentials (/proc/PID/cmdline is
+            # readable by everyone, /proc/PID/environ only by the build account and root).
+            uv_env["UV_DEFAULT_INDEX"] = str(self.builder.builds.index_url)
         if self.env.debian_packages:
             self.say(f"installing Debian packages: {', '.join(self.env.debian_packages)}")
             self._install_debian_packages(account, work)
         self.say("resolving the packages")
         sources = ["requirements.in", *(path.name for path in self._copied_files(work))]
-        compile_argv = [uv_bin, "pip", "compile", "--python", str(python), "--no-header", "--no-annotate", *index]
+        compile_argv = [uv_bin, "pip", "compile", "--python", str(python), "--no-header", "--no-annotate"]
         account.run([*compile_argv, *sources, "-o", "lock.txt"], cwd=work, env=uv_env, output=self.write)
         lock = _read_plain(work / "lock.txt")
         count = sum(1 for line in lock.splitlines() if line and not line.startswith((" ", "#", "-")))
@@ -279,7 +282,7 @@ class _Job:
             )
             python_in_env = str(prefix / "bin" / "python")
             account.run(
-                [uv_bin, "pip", "sync", "--python", python_in_env, *index, "lock.txt"],
+                [uv_bin, "pip", "sync", "--python", python_in_env, "lock.txt"],
                 cwd=work,
                 env=uv_env,
                 output=self.write,

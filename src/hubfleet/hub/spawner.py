@@ -47,8 +47,9 @@ SCRATCH_ENV = "SCRATCH_DIR"
 READY_POLL_SECONDS = 0.1
 
 DASK_ENVIRONMENT_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__ENVIRONMENT"
-"""The Dask Gateway client's default `environment` option: the build the server runs from, so that the gateway
-starts the user's schedulers and workers from the same one (client and workers match)."""
+"""The Dask Gateway client's default `environment` option: `build-<id>` of the build the server runs from, so that
+the gateway starts the user's schedulers and workers from the same one (client and workers match). The prefix keeps
+dask's config from reading an id of digits as a number."""
 
 
 def _open_dir(path: Path | str, dir_fd: int | None = None) -> int:
@@ -339,7 +340,7 @@ class HubfleetSpawnerMixin(Configurable):
     def _add_env(self, env: dict[str, str]) -> dict[str, str]:
         env["PATH"] = f"{self.server_prefix or self.env_prefix}/bin:/usr/local/bin:/usr/bin:/bin"
         if self.server_build:
-            env[DASK_ENVIRONMENT_ENV] = self.server_build
+            env[DASK_ENVIRONMENT_ENV] = f"build-{self.server_build}"
         env["HUBFLEET_HUB"] = self.hub_name
         if self.scratch_dir is not None:
             env[SCRATCH_ENV] = str(self.scratch_dir)

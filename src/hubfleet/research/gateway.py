@@ -39,13 +39,14 @@ def limits_for(dask: Dask, groups: list[str]) -> DaskLimits:
     return max(candidates, key=lambda limits: (limits.max_cores, limits.max_memory, limits.max_clusters))
 
 
-def environment_commands(store: EnvStore | None, build: str) -> dict[str, list[str]]:
-    """Scheduler and worker commands from build `build` of the store: the environment the user's server runs
-    from (its spawner sets the client's default `environment` option). Empty: the gateway's default environment."""
-    if not build:
+def environment_commands(store: EnvStore | None, option: str) -> dict[str, list[str]]:
+    """Scheduler and worker commands from the build an `environment` option (`build-<id>`) names: the environment
+    the user's server runs from (its spawner sets the client's default). Empty: the gateway's default environment."""
+    if not option:
         return {}
+    build = option.removeprefix("build-")
     if store is None or not store.complete(build):
-        raise ValueError(f"environment build {build!r} does not exist on this hub's machine")
+        raise ValueError(f"environment {option!r} does not exist on this hub's machine")
     dask_cli = str(store.prefix(build) / "bin" / "dask")
     return {"scheduler_cmd": [dask_cli, "scheduler"], "worker_cmd": [dask_cli, "worker"]}
 
