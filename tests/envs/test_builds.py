@@ -132,13 +132,13 @@ def test_a_build_in_the_background_shows_progress_and_its_log(env_store: Path, t
     assert planned["environments_to_build"] == ["ev-bg"]
     started = hubfleet("env", "build", "--detach", "--file", str(file))
     assert "in the background" in started.stdout
+
     # A build takes seconds (bytecode alone): long enough to be seen under way, with its step.
-    listing = wait_until(
-        lambda: (out := hubfleet("env", "list", "--file", str(file)).stdout) if "building" in out else "",
-        60,
-        "`env list` to show the build under way",
-    )
-    assert "/6:" in listing
+    def under_way() -> str:
+        out = hubfleet("env", "list", "--file", str(file)).stdout
+        return out if "building" in out else ""
+
+    assert "/6:" in wait_until(under_way, 60, "`env list` to show the build under way")
     followed = hubfleet("env", "logs", "ev-bg", "--follow", "--file", str(file)).stdout
     assert "==> [1/6]" in followed and "==> finished" in followed
     wait_until(lambda: store.history("ev-bg").active == 1, 120, "v1 of ev-bg to be active")
