@@ -242,7 +242,11 @@ def logs(
     """The log of an environment's latest build (or of version N's)."""
     store = envs.store_of(_fleet(file, state_dir))
     path = _log_of(store, name, version)
-    with open(path, encoding="utf-8", errors="replace") as log:
+    try:
+        log = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - read while the build writes
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror} (build logs are root's)") from None
+    with log:
         while True:
             chunk = log.read()
             if chunk:
@@ -250,6 +254,7 @@ def logs(
                 sys.stdout.flush()
             progress = store.progress(name)
             if not follow or progress is None or progress.log != str(path) or not _alive(progress.pid):
+                sys.stdout.write(log.read())  # what the build wrote last
                 break
             time.sleep(0.5)
 

@@ -309,8 +309,9 @@ class _Job:
             output=self.write,
         )
         self.say("compiling bytecode")
+        others = [str(self.store.prefix(b)) for b in self._complete_builds() if self.store.prefix(b) != prefix]
         account.run(
-            [python_in_env, "-m", "compileall", "-q", "-j0", "-s", str(prefix), "-p", BYTECODE_PREFIX, str(prefix)],
+            [python_in_env, "-I", str(work / "bytecode.py"), str(prefix), BYTECODE_PREFIX, *others],
             cwd=work,
             env={},
             output=self.write,
@@ -326,6 +327,11 @@ class _Job:
             env={},
             output=self.write,
         )
+
+    def _complete_builds(self) -> list[str]:
+        """The store's complete builds, newest first (the likeliest to share the most with a new one)."""
+        marks = sorted(self.store.builds.glob("*.ok"), key=lambda path: path.stat().st_mtime, reverse=True)
+        return [mark.name.removesuffix(".ok") for mark in marks]
 
     def _work_folder(self, account: BuildAccount) -> Path:
         """A fresh folder with the build's inputs, the build account's: the requirements, copies of the files
@@ -353,6 +359,8 @@ class _Job:
         # Standard library only: run by the first python3 on PATH, which in a server is the environment's.
         student = resources.files("hubfleet.edu.exchange").joinpath("student.py").read_text(encoding="utf-8")
         (work / STUDENT_COMMAND).write_text("#!/usr/bin/env python3\n" + student, encoding="utf-8")
+        bytecode = resources.files("hubfleet.envs").joinpath("bytecode.py").read_text(encoding="utf-8")
+        (work / "bytecode.py").write_text(bytecode, encoding="utf-8")
         account.own(work)
         return work
 
