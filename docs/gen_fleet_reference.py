@@ -53,6 +53,7 @@ SECTIONS = (
     "Storage",
     "SharedFolder",
     "Culling",
+    "Sleep",
     "Scratch",
     "Dask",
     "DaskLimits",

@@ -21,7 +21,10 @@ from typing import Any
 
 import httpx
 
+from hubfleet.backends.local.render import hub_address
+from hubfleet.common.settings import HubAddress, HubPorts, ProxyLink
 from hubfleet.health.client import HubUser, PasswordLogin
+from hubfleet.spec.models import Hub
 from hubfleet.system import accounts
 from tests.requirements import need
 
@@ -114,7 +117,8 @@ def fleet_yaml(
     environments: Path | None = None,
 ) -> str:
     """A fleet file for tests: free ports, a private shared root (and environment store), then the given fleet-level
-    sections (`top`, e.g. `usage:`), `defaults:` and hubs (each YAML, unindented)."""
+    sections (`top`, e.g. `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test
+    says `sleep:`."""
     text = textwrap.dedent(
         f"""\
             name: {name}
@@ -129,8 +133,12 @@ def fleet_yaml(
         text += f"  environments: {environments}\n"
     if top:
         text += textwrap.dedent(top).rstrip("\n") + "\n"
-    if defaults:
-        text += "defaults:\n" + textwrap.indent(textwrap.dedent(defaults), "  ").rstrip("\n") + "\n"
+    defaults = textwrap.dedent(defaults)
+    if "sleep:" not in defaults and "sleep:" not in hubs:
+        # Test fleets stay awake unless the test is about sleep: their tests look at running processes.
+        defaults = "sleep: {after: never}\n" + defaults
+    if defaults.strip():
+        text += "defaults:\n" + textwrap.indent(defaults, "  ").rstrip("\n") + "\n"
     return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 
@@ -241,3 +249,12 @@ async def await_until(condition: Callable[[], Awaitable[Any]], timeout: float, w
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}")
         await asyncio.sleep(every)
+
+
+TEST_PROXY = ProxyLink(url="http://127.0.0.1:8000", api_url="http://127.0.0.1:2")
+"""The fleet proxy's address in settings rendered without a running fleet."""
+
+
+def address_of(hub: Hub, ports: HubPorts | None = None) -> HubAddress:
+    """Where `hub`'s processes would be reached (`ports` default: the hub on port 1), for rendering settings."""
+    return hub_address(hub, ports or HubPorts(hub=1), TEST_PROXY)

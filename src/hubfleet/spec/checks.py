@@ -28,7 +28,7 @@ SCRATCH_FOLDER = "scratch"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    needed = sum(ports_needed(hub) for hub in fleet.hubs.values())
+    needed = FRONT_DOOR_PORTS + sum(ports_needed(hub) for hub in fleet.hubs.values())
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
     for name, env in fleet.environments.items():
         yield from _check_environment(env, ("environments", name), base_dir, fleet.builds)
@@ -58,7 +58,9 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
     except ValidationError:
         pass
     else:
-        yield from _check_ports(door, ports, HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        yield from _check_ports(
+            door, ports, FRONT_DOOR_PORTS + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        )
     try:
         builds = Builds.model_validate(data.get("builds", {}))
     except ValidationError:
@@ -83,8 +85,11 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
                 yield from _check_environment(env, ("hubs", name, "environments", env_name), base_dir, builds)
 
 
-HUB_PORTS = 4
-"""Internal ports of every hub: its hub API, its proxy, the proxy's API, one spare."""
+HUB_PORTS = 1
+"""Internal ports of every hub: its hub API (every hub routes through the front door's one proxy)."""
+
+FRONT_DOOR_PORTS = 3
+"""Internal ports of the front door: its own app, its proxy's API, the hubs' route API."""
 
 
 def ports_needed(hub: Hub) -> int:
@@ -104,7 +109,8 @@ def _check_ports(door: FrontDoor, ports: PortRange, needed: int) -> Iterator[Fin
     if ports.end - ports.start + 1 < needed:
         yield (
             ("internal_ports",),
-            f"too few internal ports: the hubs need {needed} (4 each, 3 more for Dask, 1 more for courses or LTI)",
+            f"too few internal ports: the fleet needs {needed} (3 for the front door, 1 per hub, 3 more for Dask, "
+            "1 more for courses or LTI)",
             "widen the range",
         )
 
