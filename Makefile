@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/usage.py
 	$(BIN)/python bench/upstream.py
+	$(BIN)/python bench/envs.py
 
 clean:
 	rm -rf $(VENV) .hubfleet

@@ -33,6 +33,8 @@ SECTIONS = (
     "Metering",
     "RateCard",
     "Console",
+    "Environment",
+    "Builds",
     "Organisation",
     "Engineer",
     "KeyProject",
@@ -112,6 +114,13 @@ then point the YAML language server at it (first line of the fleet file:
 - **Slurm hubs** (`backend: slurm`) run like local hubs but start each user's server as a Slurm job sized by the
   profile: `cpu` (rounded up to whole cores), `memory`, `partition` and `time_limit` become the job's resources;
   `partition` and `time_limit` mean nothing to local hubs. See the [HPC guide](hpc-slurm-guide.md).
+- **Environments** (`environments:` of the fleet or of a hub, `environment:` of a profile) are the software users'
+  servers run in. hubfleet builds each one with uv from its spec as a new **version** whenever the spec changes
+  (`hubfleet env build`, or `up`/`apply` for what changed), adds the server side (JupyterLab, jupyterhub-singleuser,
+  batchspawner, the Dask Gateway client, nbgitpuller, `hubfleet-assignment`), and shares every package file between
+  environments through one cache (hard links). New servers start from the active version, running ones keep
+  theirs; `hubfleet env rollback` goes back. A profile without `environment:` runs from `paths.user_env`. See
+  [Environments](environments.md).
 - **Recorded, not enforced yet**: the local backend shows `community` and `plan` on the landing page, but does not
   act on budgets or fees, or on `storage.home_quota`.
 

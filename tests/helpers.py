@@ -107,10 +107,18 @@ class RunningFleet:
 
 
 def fleet_yaml(
-    name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "", top: str = ""
+    name: str,
+    port: int,
+    ports: tuple[int, int],
+    shared_root: Path,
+    hubs: str,
+    defaults: str = "",
+    top: str = "",
+    environments: Path | None = None,
 ) -> str:
-    """A fleet file for tests: free ports, a private shared root, then the given fleet-level sections (`top`, e.g.
-    `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test says `sleep:`."""
+    """A fleet file for tests: free ports, a private shared root (and environment store), then the given fleet-level
+    sections (`top`, e.g. `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test
+    says `sleep:`."""
     text = textwrap.dedent(
         f"""\
             name: {name}
@@ -121,6 +129,8 @@ def fleet_yaml(
               shared_root: {shared_root}
             """
     )
+    if environments is not None:
+        text += f"  environments: {environments}\n"
     if top:
         text += textwrap.dedent(top).rstrip("\n") + "\n"
     defaults = textwrap.dedent(defaults)
@@ -173,7 +183,13 @@ def processes_mentioning(text: str) -> list[str]:
 
 @contextlib.contextmanager
 def running_fleet(
-    tmp: Path, hubs_yaml: str, hub_names: list[str], password: str, defaults: str = "", top: str = ""
+    tmp: Path,
+    hubs_yaml: str,
+    hub_names: list[str],
+    password: str,
+    defaults: str = "",
+    top: str = "",
+    environments: Path | None = None,
 ) -> Iterator[RunningFleet]:
     """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
     need("root", "cgroups", "acl", "user_env", "proxy")
@@ -190,7 +206,7 @@ def running_fleet(
         hubs=hub_names,
         password=password,
     )
-    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults, top))
+    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults, top, environments))
     try:
         fleet.cli("up", str(fleet.file), "--detach")
         yield fleet

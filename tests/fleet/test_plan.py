@@ -219,3 +219,11 @@ def test_the_plan_is_json() -> None:
     }
     assert hubs["school"] == {"name": "school", "kind": "added", "needs_restart": False}
     assert hubs["college"] == {"name": "college", "kind": "unchanged", "needs_restart": False}
+
+
+def test_an_environments_packages_change_needs_no_hub_restart_its_title_does() -> None:
+    text = edit(BASE, "  college:\n", "  college:\n    environments:\n      lab: {packages: [six]}\n")
+    packages = edit(text, "packages: [six]", "packages: [six, attrs]")
+    assert kinds(plan(fleet(text), fleet(packages)))["college"] == "unchanged"  # `apply` builds a new version
+    titled = edit(text, "packages: [six]", "packages: [six], display_name: Lab")
+    assert hub_change(plan(fleet(text), fleet(titled)), "college").settings_changed == ["environments"]

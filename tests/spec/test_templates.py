@@ -45,7 +45,9 @@ def test_each_template_is_valid_and_described(name: str) -> None:
     assert template.description and "\n" not in template.description and len(template.description) <= 120
     assert set(template.hub) <= set(Hub.model_fields) - templates.FORBIDDEN_KEYS - {"auth", "backend", "plan"}
     # A hub that only names the template is valid, cross checks included, and gets the template's settings.
-    hub = hub_of(f"name: t\nhubs:\n  a:\n    template: {name}\n    auth: {{type: native}}\n")
+    # (The operator allows the r-stats template's Debian packages.)
+    allowed = "builds: {debian_packages: [r-base, r-cran-irkernel]}\n"
+    hub = hub_of(f"name: t\n{allowed}hubs:\n  a:\n    template: {name}\n    auth: {{type: native}}\n")
     assert hub.template == name
     dumped = hub.model_dump(mode="json")
     for key, value in template.hub.items():
@@ -73,11 +75,27 @@ def test_pangeo() -> None:
         ("medium", 2, 4 * G, False),
         ("large", 4, 8 * G, False),
     ]
+    assert {p.environment for p in hub.profiles} == {"pangeo"}
+    assert {"xarray", "zarr", "intake", "cartopy"} <= set(hub.environments["pangeo"].packages)
+
+
+def test_r_stats_needs_the_operators_debian_packages() -> None:
+    found = problems("name: t\nhubs:\n  a:\n    template: r-stats\n    auth: {type: native}\n")
+    assert [(p.line, p.message) for p in found] == [
+        (4, "the Debian package r-base is not allowed on this fleet (from template 'r-stats')"),
+        (4, "the Debian package r-cran-irkernel is not allowed on this fleet (from template 'r-stats')"),
+    ]
+    hub = hub_of(
+        "name: t\nbuilds: {debian_packages: ['r-*']}\nhubs:\n  a:\n    template: r-stats\n    auth: {type: native}\n"
+    )
+    assert hub.environments["r-stats"].kernels == ["r"]
+    assert {p.environment for p in hub.profiles} == {"r-stats"}
 
 
 def test_course() -> None:
     hub = hub_of("name: t\nhubs:\n  a:\n    template: course\n    auth: {type: native}\n")
     assert [(p.name, p.cpu, p.memory, p.default) for p in hub.profiles] == [("small", 1, 1 * G, True)]
+    assert hub.profiles[0].environment == "course" and "scikit-learn" in hub.environments["course"].packages
     assert hub.culling.enabled and hub.culling.timeout == 3600
     assert [(f.name, f.access) for f in hub.storage.shared] == [("course-materials", {EVERYONE: "read"})]
     assert hub.dask is None and hub.storage.scratch is None
@@ -164,7 +182,7 @@ def test_hub_data_is_a_fresh_copy() -> None:
 def test_an_unknown_template_points_at_the_hubs_template_line() -> None:
     (problem,) = problems("name: t\nhubs:\n  a:\n    auth: {type: native}\n    template: astro\n")
     assert (problem.line, problem.column, problem.path) == (5, 15, "hubs.a.template")
-    assert "'generic', 'course' or 'pangeo'" in problem.message
+    assert "'generic', 'course', 'pangeo' or 'r-stats'" in problem.message
 
 
 def _broken(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from hubfleet import envs
+from hubfleet.cli.env import build_environments
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus, HubStatus
@@ -93,10 +95,16 @@ def plan_command(
     desired = _load(file)
     state = FleetState(state_root(state_dir, desired))
     changes = plan(_applied_fleet(state), desired)
+    to_build = [key for key, _ in envs.outdated(desired)]
     if as_json:
-        print(json.dumps(changes.to_dict(), indent=2))
-    else:
-        _print_plan(changes)
+        print(json.dumps({**changes.to_dict(), "environments_to_build": to_build}, indent=2))
+        return
+    _print_plan(changes)
+    for key in to_build:
+        console.print(
+            f"[yellow]~[/] environment [bold]{escape(key)}[/]: built as a new version first; new servers start from "
+            "it, running ones keep theirs"
+        )
 
 
 def _check_ready_to_run(fleet: Fleet) -> None:
@@ -179,6 +187,7 @@ def up(
     if supervisor_pid(state) is not None:
         raise fail(f"a fleet is already running from {state.root}: use `hubfleet apply` or `hubfleet down`")
     _check_ready_to_run(fleet)
+    build_environments(fleet, dict(envs.outdated(fleet)))
     if detach:
         _up_detached(source, state, verbose)
         return
@@ -245,7 +254,10 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
 def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
     source = file.resolve()
-    state = FleetState(state_root(state_dir, _load(file)))
+    fleet = _load(file)
+    state = FleetState(state_root(state_dir, fleet))
+    # What changed is built first (servers keep running); a failed build stops here, before anything changed.
+    build_environments(fleet, dict(envs.outdated(fleet)))
     try:
         with console.status("Applying…"):
             response = ControlClient(state).apply(source, source.read_text(encoding="utf-8"))

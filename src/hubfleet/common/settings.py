@@ -171,6 +171,17 @@ class SlurmLink(BaseModel):
     """The slurm.conf Slurm commands and jobs use: `$SLURM_CONF` of the supervisor (None: Slurm's default)."""
 
 
+class EnvironmentChoice(BaseModel):
+    """An environment a hub's profiles may name, as the spawner offers it (its versions are in the store)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    """Its key in the environment store (`hubfleet.common.environments`): `name` or `hub/name`."""
+    title: str
+    description: str = ""
+
+
 class HubSettings(SettingsFile):
     """Everything one JupyterHub process needs to configure itself."""
 
@@ -184,6 +195,11 @@ class HubSettings(SettingsFile):
     ports: HubPorts
     state_dir: Path
     user_env: Path
+    """The environment of profiles that name none."""
+    environments_root: Path | None = None
+    """The environment store (None: the hub's profiles name no environment)."""
+    environments: dict[str, EnvironmentChoice] = {}
+    """Name (as profiles say it) → environment."""
     home_root: Path
     shared_root: Path
     isolation: Literal["unix-users", "same-user", "slurm"]

@@ -147,6 +147,9 @@ def diff_hub(old: Hub, new: Hub) -> HubChange:
         if key == "auth" and before["type"] == after["type"]:
             before = {k: v for k, v in before.items() if k not in AUTH_MEMBERSHIP}
             after = {k: v for k, v in after.items() if k not in AUTH_MEMBERSHIP}
+        if key == "environments":  # new versions reach new servers without a restart; only what the form shows
+            before = {name: (env["display_name"], env["description"]) for name, env in before.items()}
+            after = {name: (env["display_name"], env["description"]) for name, env in after.items()}
         if key == "courses":
             before = [{k: v for k, v in course.items() if k not in COURSE_MEMBER_LISTS} for course in before]
             after = [{k: v for k, v in course.items() if k not in COURSE_MEMBER_LISTS} for course in after]

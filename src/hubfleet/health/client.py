@@ -214,9 +214,10 @@ class HubUser:
         while await self.server() is not None:
             await asyncio.sleep(POLL_SECONDS)
 
-    async def start_kernel(self) -> str:
-        """Start a kernel on the user's server; its id."""
-        response = await self.client.post(self.url(f"{self.server_path}api/kernels"))
+    async def start_kernel(self, name: str | None = None) -> str:
+        """Start a kernel (the server's default one, or the kernelspec `name`) on the user's server; its id."""
+        body = {"name": name} if name else None
+        response = await self.client.post(self.url(f"{self.server_path}api/kernels"), json=body)
         return expect(response, self.base, 201).json()["id"]
 
     async def stop_kernel(self, kernel_id: str) -> None:

@@ -85,6 +85,8 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.Spawner.pre_spawn_hook = QuotaHook(state)  # refuses new servers while the hard quota says so
     c.HubfleetSpawnerMixin.hub_name = settings.hub
     c.HubfleetSpawnerMixin.env_prefix = str(settings.user_env)
+    c.HubfleetSpawnerMixin.environments = dict(settings.environments)
+    c.HubfleetSpawnerMixin.environments_root = str(settings.environments_root or "")
     c.HubfleetSpawnerMixin.home_root = str(settings.home_root)
     c.HubfleetSpawnerMixin.shared_root = str(settings.shared_root / settings.hub)
     c.HubfleetSpawnerMixin.profiles = list(settings.profiles)  # typed: validated once, when the settings were read

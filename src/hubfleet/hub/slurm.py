@@ -156,6 +156,9 @@ class SlurmSpawner(HubfleetSpawnerMixin, batchspawner.SlurmSpawner):
         profile = self._apply_profile()
         for name, value in job_resources(profile).items():
             setattr(self, name, value)
+        # From the profile's environment, chosen at this start (the traits' defaults would keep the first one's).
+        self.batchspawner_singleuser_cmd = str(Path(self.server_prefix) / "bin" / "batchspawner-singleuser")
+        self.req_prologue = self._default_prologue()
         await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
         node, port = await super().start()
         if not node:

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
-from traitlets import Instance, List, Unicode, default
+from traitlets import Dict, Instance, List, Unicode, default
 from traitlets.config import Configurable
 
+from hubfleet.common.environments import EnvStore
+from hubfleet.common.settings import EnvironmentChoice
 from hubfleet.edu.courses import course_folder_path, folder_access
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, course_groups, parse_group
@@ -43,6 +45,11 @@ SCRATCH_ENV = "SCRATCH_DIR"
 """Environment variable naming the user's scratch folder in their server."""
 
 READY_POLL_SECONDS = 0.1
+
+DASK_ENVIRONMENT_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__ENVIRONMENT"
+"""The Dask Gateway client's default `environment` option: `build-<id>` of the build the server runs from, so that
+the gateway starts the user's schedulers and workers from the same one (client and workers match). The prefix keeps
+dask's config from reading an id of digits as a number."""
 
 
 def _open_dir(path: Path | str, dir_fd: int | None = None) -> int:
@@ -136,7 +143,15 @@ class HubfleetSpawnerMixin(Configurable):
     (for the spawners that use real accounts) the user's Unix account with its hub groups."""
 
     hub_name = Unicode(config=True, help="the hub's name in the fleet")
-    env_prefix = Unicode(config=True, help="Python environment user servers run from")
+    env_prefix = Unicode(config=True, help="Python environment of profiles that name no environment")
+    environments = Dict(
+        value_trait=Instance(EnvironmentChoice),
+        config=True,
+        help="name → environment profiles may name (hubfleet.common.settings.EnvironmentChoice)",
+    )
+    environments_root = Unicode("", config=True, help="the environment store (hubfleet.common.environments)")
+    server_prefix = Unicode("", help="the environment the server starts from (chosen at each start)")
+    server_build = Unicode("", help="its build id ('' for `env_prefix`)")
     home_root = Unicode("/home", config=True, help="parent directory of users' home directories")
     shared_root = Unicode(config=True, help="directory holding this hub's shared folders")
     profiles = List(Instance(Profile), config=True, help="resource profiles (hubfleet.spec.models.Profile)")
@@ -212,9 +227,20 @@ class HubfleetSpawnerMixin(Configurable):
                 return profile
         raise RuntimeError(f"profile {wanted!r} does not exist or is not open to you")
 
+    def chosen_environment(self, profile: Profile, options: dict | None = None) -> str | None:
+        """The environment a start of `profile` uses: the user's choice among the profile's, else its first (None:
+        the profile names none, its servers run from `env_prefix`)."""
+        names = profile.environments
+        wanted = ((self.user_options if options is None else options) or {}).get("environment")
+        if wanted is None or not names:
+            return names[0] if names else None
+        if wanted not in names:
+            raise RuntimeError(f"environment {wanted!r} is not one of profile {profile.name!r}'s")
+        return wanted
+
     def _options_form(self, spawner: Any) -> str:
         allowed = self.allowed_profiles()
-        if len(allowed) < 2:
+        if len(allowed) < 2 and not any(len(p.environments) > 1 for p in allowed):
             return ""
         default = self.default_profile(allowed).name
         rows = []
@@ -224,14 +250,33 @@ class HubfleetSpawnerMixin(Configurable):
             description = html.escape(profile.description)
             rows.append(
                 f'<label class="list-group-item"><input type="radio" name="profile" value="{html.escape(profile.name)}"'
-                f"{checked}> <strong>{label}</strong> <small>{description}</small></label>"
+                f"{checked}> <strong>{label}</strong> <small>{description}</small>"
+                f"{self._environment_choice(profile)}</label>"
             )
         return '<div class="list-group">' + "".join(rows) + "</div>"
 
+    def _environment_choice(self, profile: Profile) -> str:
+        """The profile's environment under its name: a line for one, a choice (preselected first) for several."""
+        choices = [(name, self.environments.get(name)) for name in profile.environments]
+        titles = [(name, html.escape(choice.title if choice else name)) for name, choice in choices]
+        if len(titles) == 1:
+            return f'<div><small>Environment: <span class="hubfleet-environment">{titles[0][1]}</span></small></div>'
+        if not titles:
+            return ""
+        options = "".join(f'<option value="{html.escape(name)}">{title}</option>' for name, title in titles)
+        field = f"environment-{html.escape(profile.name)}"
+        return (
+            f'<div><label><small>Environment</small> <select name="{field}" class="form-select-sm">{options}'
+            "</select></label></div>"
+        )
+
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
-        """The chosen profile's name."""
+        """The chosen profile's name, and the environment chosen for it (when it offers several)."""
         choice = formdata.get("profile", [""])[0]
-        return {"profile": choice} if choice else {}
+        if not choice:
+            return {}
+        environment = formdata.get(f"environment-{choice}", [""])[0]
+        return {"profile": choice, "environment": environment} if environment else {"profile": choice}
 
     def visible_folders(self) -> list[SharedFolder]:
         """Shared folders this user may read (through any of their groups)."""
@@ -239,8 +284,8 @@ class HubfleetSpawnerMixin(Configurable):
         return [f for f in self.shared_folders if groups.intersection(f.access)]
 
     def _check_user_options(self, spawner: Any, user_options: dict) -> None:
-        """JupyterHub's apply_user_options hook: an unknown or forbidden profile is refused (HTTP 400)."""
-        self.chosen_profile(user_options)
+        """JupyterHub's apply_user_options hook: an unknown or forbidden profile or environment is refused (400)."""
+        self.chosen_environment(self.chosen_profile(user_options), user_options)
 
     async def wait_until_ready(self, ip: str, port: int) -> None:
         """Return as soon as the new server listens (JupyterHub's own check backs off to seconds between tries).
@@ -266,14 +311,36 @@ class HubfleetSpawnerMixin(Configurable):
         profile = self.chosen_profile()
         self.mem_limit = profile.memory
         self.cpu_limit = profile.cpu
-        self.cmd = [str(Path(self.env_prefix) / "bin" / "jupyterhub-singleuser")]
+        self.server_prefix, self.server_build = self._environment_of(profile)
+        self.cmd = [str(Path(self.server_prefix) / "bin" / "jupyterhub-singleuser")]
         self.log.info(
-            "Starting %s with profile %s (%s CPU, %s bytes)", self.user.name, profile.name, profile.cpu, profile.memory
+            "Starting %s with profile %s (%s CPU, %s bytes) from %s",
+            self.user.name,
+            profile.name,
+            profile.cpu,
+            profile.memory,
+            self.server_prefix,
         )
         return profile
 
+    def _environment_of(self, profile: Profile) -> tuple[str, str]:
+        """(prefix, build id) the server starts from: the active version of the chosen environment, read now (a
+        new version or a rollback reaches the next start; running servers keep theirs), else `env_prefix`."""
+        name = self.chosen_environment(profile)
+        if name is None:
+            return self.env_prefix, ""
+        choice = self.environments.get(name)
+        found = EnvStore(Path(self.environments_root)).active_prefix(choice.key) if choice is not None else None
+        if found is None:
+            raise RuntimeError(f"environment {name!r} is not built yet: ask the hub's operator (`hubfleet env build`)")
+        version, prefix = found
+        self.log.info("%s: environment %s v%s (build %s)", self.user.name, choice.key, version.number, version.build)
+        return str(prefix), version.build
+
     def _add_env(self, env: dict[str, str]) -> dict[str, str]:
-        env["PATH"] = f"{self.env_prefix}/bin:/usr/local/bin:/usr/bin:/bin"
+        env["PATH"] = f"{self.server_prefix or self.env_prefix}/bin:/usr/local/bin:/usr/bin:/bin"
+        if self.server_build:
+            env[DASK_ENVIRONMENT_ENV] = f"build-{self.server_build}"
         env["HUBFLEET_HUB"] = self.hub_name
         if self.scratch_dir is not None:
             env[SCRATCH_ENV] = str(self.scratch_dir)

@@ -20,8 +20,9 @@ from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
 from dask_gateway_server.backends.local import LocalBackend
 from dask_gateway_server.models import User
-from dask_gateway_server.options import Float, Integer, Options
+from dask_gateway_server.options import Float, Integer, Options, String
 
+from hubfleet.common.environments import EnvStore
 from hubfleet.research.settings import SERVICE_NAME, GatewaySettings
 from hubfleet.spec.models import Dask, DaskLimits
 from hubfleet.system import accounts, cgroups
@@ -38,14 +39,27 @@ def limits_for(dask: Dask, groups: list[str]) -> DaskLimits:
     return max(candidates, key=lambda limits: (limits.max_cores, limits.max_memory, limits.max_clusters))
 
 
-def cluster_options(dask: Dask) -> Callable[[User], Options]:
-    """The options users may set on new clusters (worker size), with the user's limits applied."""
+def environment_commands(store: EnvStore | None, option: str) -> dict[str, list[str]]:
+    """Scheduler and worker commands from the build an `environment` option (`build-<id>`) names: the environment
+    the user's server runs from (its spawner sets the client's default). Empty: the gateway's default environment."""
+    if not option:
+        return {}
+    build = option.removeprefix("build-")
+    if store is None or not store.complete(build):
+        raise ValueError(f"environment {option!r} does not exist on this hub's machine")
+    dask_cli = str(store.prefix(build) / "bin" / "dask")
+    return {"scheduler_cmd": [dask_cli, "scheduler"], "worker_cmd": [dask_cli, "worker"]}
+
+
+def cluster_options(dask: Dask, store: EnvStore | None = None) -> Callable[[User], Options]:
+    """The options users may set on new clusters (worker size, environment), with the user's limits applied."""
 
     def options_for(user: User) -> Options:
         limits = limits_for(dask, list(user.groups))
 
         def configure(options: Any, user: User) -> dict[str, Any]:
             return {
+                **environment_commands(store, options.environment),
                 "worker_cores": options.worker_cores,
                 "worker_threads": options.worker_cores,
                 "worker_memory": int(options.worker_memory * GIB),
@@ -66,6 +80,7 @@ def cluster_options(dask: Dask) -> Callable[[User], Options]:
                 max=dask.max_worker_memory / GIB,
                 label="Worker memory (GiB)",
             ),
+            String("environment", "", label="Environment build (set by your server)"),
             handler=configure,
         )
 
@@ -175,13 +190,8 @@ class HubfleetLocalBackend(HubUsersMixin, LocalBackend):
     def get_env(self, cluster: Any) -> dict[str, str]:
         env = super().get_env(cluster)
         entry = pwd.getpwnam(self.unix_name(cluster.username))
-        env.update(
-            {
-                "USER": entry.pw_name,
-                "HOME": entry.pw_dir,
-                "PATH": f"{self.settings.user_env}/bin:/usr/local/bin:/usr/bin:/bin",
-            }
-        )
+        bin_dir = Path(cluster.config.worker_cmd[0]).parent  # the cluster's environment (see cluster_options)
+        env.update({"USER": entry.pw_name, "HOME": entry.pw_dir, "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"})
         env.pop("VIRTUAL_ENV", None)
         return env
 
@@ -213,7 +223,8 @@ def configure(c: Any, settings: GatewaySettings) -> None:
     c.DBBackendBase.db_url = f"sqlite:///{settings.state_dir / 'dask-gateway.sqlite'}"
     c.DBBackendBase.db_encrypt_keys = [settings.secret("gateway_db_key")]
     c.LocalBackend.clusters_directory = str(settings.clusters_dir)
-    c.Backend.cluster_options = cluster_options(settings.dask)
+    store = EnvStore(settings.environments_root) if settings.environments_root else None
+    c.Backend.cluster_options = cluster_options(settings.dask, store)
     c.ClusterConfig.scheduler_cmd = [str(bin_dir / "dask"), "scheduler"]
     c.ClusterConfig.worker_cmd = [str(bin_dir / "dask"), "worker"]
     c.ClusterConfig.scheduler_cores = SCHEDULER_CORES

@@ -30,6 +30,8 @@ class GatewaySettings(SettingsFile):
     state_dir: Path
     clusters_dir: Path
     user_env: Path
+    environments_root: Path | None = None
+    """The environment store: a cluster's `environment` option (a build id) runs its processes from there."""
     home_root: Path
     dask: Dask
     backend: Literal["local", "slurm"] = "local"

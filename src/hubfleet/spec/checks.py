@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hubfleet.spec.edu import COURSES_FOLDER, course_groups
+from hubfleet.spec.environments import Builds, Environment, debian_allowed, default_python, python_interpreters
 from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
 
 Finding = tuple[tuple[str | int, ...], str, str]
@@ -29,8 +30,12 @@ def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
     needed = FRONT_DOOR_PORTS + sum(ports_needed(hub) for hub in fleet.hubs.values())
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
+    for name, env in fleet.environments.items():
+        yield from _check_environment(env, ("environments", name), base_dir, fleet.builds)
     for name, hub in fleet.hubs.items():
-        yield from _check_hub(hub, ("hubs", name), base_dir)
+        yield from _check_hub(hub, ("hubs", name), base_dir, set(fleet.environments))
+        for env_name, env in hub.environments.items():
+            yield from _check_environment(env, ("hubs", name, "environments", env_name), base_dir, fleet.builds)
     for hub in fleet.organisation.staff.hub_hours:
         if hub not in fleet.hubs:
             yield (
@@ -56,13 +61,28 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
         yield from _check_ports(
             door, ports, FRONT_DOOR_PORTS + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
         )
+    try:
+        builds = Builds.model_validate(data.get("builds", {}))
+    except ValidationError:
+        builds = None
+    environments = data.get("environments")
+    fleet_envs = set(environments) if isinstance(environments, dict) else set()
+    for name, env_data in environments.items() if isinstance(environments, dict) else ():
+        try:
+            env = Environment.model_validate(env_data)
+        except ValidationError:
+            continue
+        if builds is not None:
+            yield from _check_environment(env, ("environments", name), base_dir, builds)
     if isinstance(hubs, dict):
         for name, hub_data in hubs.items():
             try:
                 hub = Hub.model_validate(hub_data)
             except ValidationError:
                 continue
-            yield from _check_hub(hub, ("hubs", name), base_dir)
+            yield from _check_hub(hub, ("hubs", name), base_dir, fleet_envs)
+            for env_name, env in hub.environments.items() if builds is not None else ():
+                yield from _check_environment(env, ("hubs", name, "environments", env_name), base_dir, builds)
 
 
 HUB_PORTS = 1
@@ -95,7 +115,37 @@ def _check_ports(door: FrontDoor, ports: PortRange, needed: int) -> Iterator[Fin
         )
 
 
-def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Finding]:
+def _check_environment(
+    env: Environment, at: tuple[str | int, ...], base_dir: Path, builds: Builds
+) -> Iterator[Finding]:
+    """The Python version is on this machine, the files are readable, the Debian packages are allowed."""
+    pythons = python_interpreters()
+    if env.python is not None and env.python not in pythons:
+        available = ", ".join(sorted(pythons)) or "none"
+        yield (
+            (*at, "python"),
+            f"Python {env.python} is not on this machine (available: {available})",
+            f"install python{env.python} (e.g. with apt-get), or leave `python` out for {default_python() or '?'}",
+        )
+    for field in ("requirements_file", "lock_file"):
+        value = getattr(env, field)
+        if value is not None:
+            resolved = value if value.is_absolute() else base_dir / value
+            if not (resolved.is_file() and os.access(resolved, os.R_OK)):
+                yield (*at, field), f"cannot read {resolved}", "create the file or fix the path"
+    for index, path in enumerate(env.local_paths()):
+        if not path.exists():
+            yield (*at, "packages", index), f"{path} does not exist", "fix the path of the local package"
+    for index, package in enumerate(env.debian_packages):
+        if not debian_allowed(package, builds.debian_packages):
+            yield (
+                (*at, "debian_packages", index),
+                f"the Debian package {package} is not allowed on this fleet",
+                "the operator allows Debian packages in `builds.debian_packages` (names or patterns like r-cran-*)",
+            )
+
+
+def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[str]) -> Iterator[Finding]:
     groups = set(hub.groups)
     course_group_names = {group for course in hub.courses for group in course_groups(course.name).values()}
     for group in hub.groups:
@@ -140,6 +190,15 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path) -> Iterator[Findin
         for g_index, group in enumerate(profile.groups):
             if group not in groups | course_group_names:
                 yield _unknown_group((*at, "profiles", index, "groups", g_index), group, groups | course_group_names)
+        environments = fleet_envs | set(hub.environments)
+        for e_index, name in enumerate(profile.environments):
+            if name not in environments:
+                loc = (*at, "profiles", index, "environment")
+                yield (
+                    (*loc, e_index) if isinstance(profile.environment, list) else loc,
+                    f"profile '{profile.name}' names environment '{name}', which neither the hub nor the fleet has",
+                    f"environments here: {', '.join(sorted(environments)) or 'none'} (define it in `environments:`)",
+                )
     if defaults > 1:
         yield (*at, "profiles"), "more than one profile has default: true", "keep one default profile"
     if not hub.profiles:

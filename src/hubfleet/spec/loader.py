@@ -19,6 +19,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from hubfleet.spec import templates
+from hubfleet.spec.environments import Environment
 from hubfleet.spec.models import Fleet, HubName, Slug, Username
 
 _PATTERN_HINTS = {
@@ -463,10 +464,21 @@ def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
             value = getattr(auth, field, None)
             if value is not None and not value.is_absolute():
                 auth = auth.model_copy(update={field: base_dir / value})
-        hubs[name] = hub.model_copy(update={"auth": auth})
+        environments = {key: _anchored_environment(env, base_dir) for key, env in hub.environments.items()}
+        hubs[name] = hub.model_copy(update={"auth": auth, "environments": environments})
     updates["hubs"] = hubs
+    updates["environments"] = {key: _anchored_environment(env, base_dir) for key, env in fleet.environments.items()}
     github = fleet.organisation.github
     if github.token_file is not None and not github.token_file.is_absolute():
         github = github.model_copy(update={"token_file": base_dir / github.token_file})
         updates["organisation"] = fleet.organisation.model_copy(update={"github": github})
     return fleet.model_copy(update=updates)
+
+
+def _anchored_environment(env: Environment, base_dir: Path) -> Environment:
+    updates = {
+        field: base_dir / value
+        for field in ("requirements_file", "lock_file")
+        if (value := getattr(env, field)) is not None and not value.is_absolute()
+    }
+    return env.model_copy(update=updates) if updates else env

@@ -18,6 +18,7 @@ from pydantic import (
 
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
+from hubfleet.spec.environments import Builds, Environment, EnvironmentName
 from hubfleet.spec.organisation import Organisation
 from hubfleet.spec.units import ByteSize, OrNever, Seconds
 from hubfleet.spec.usage import Console, Usage
@@ -63,6 +64,11 @@ class Paths(SpecModel):
         Path("/opt/hubfleet/user-env"),
         description="Python environment user servers run from (must be readable by every user)",
     )
+    environments: Path = Field(
+        Path("/opt/hubfleet/envs"),
+        description="where hubfleet builds the `environments:` (versions, a shared package cache; readable by every "
+        "user)",
+    )
     home_root: Path = Field(Path("/home"), description="parent directory of users' home directories")
     shared_root: Path = Field(Path("/srv/hubfleet"), description="parent directory of hubs' shared folders")
 
@@ -102,6 +108,7 @@ class Template(StrEnum):
     generic = "generic"
     course = "course"
     pangeo = "pangeo"
+    r_stats = "r-stats"
 
 
 class Conversion(SpecModel):
@@ -251,6 +258,11 @@ class Profile(SpecModel):
     default: bool = Field(False, description="preselected, and used when a user makes no choice")
     partition: str | None = Field(None, description="Slurm partition the server's job runs in (Slurm hubs)")
     time_limit: Seconds | None = Field(None, description="Slurm time limit of the server's job (Slurm hubs)")
+    environment: EnvironmentName | list[EnvironmentName] | None = Field(
+        None,
+        description="the environment servers of this profile run in (a hub's or the fleet's `environments:`); a "
+        "list lets users choose, the first preselected (default: `paths.user_env`)",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -258,6 +270,24 @@ class Profile(SpecModel):
         if value < 64 * 1024**2:
             raise ValueError("a server needs at least 64M of memory")
         return value
+
+    @field_validator("environment")
+    @classmethod
+    def _choices(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("list at least one environment, or leave `environment` out")
+            doubled = sorted({name for name in value if value.count(name) > 1})
+            if doubled:
+                raise ValueError(f"environments listed twice: {', '.join(doubled)}")
+        return value
+
+    @property
+    def environments(self) -> list[str]:
+        """The environments users of this profile choose from, the preselected one first ([]: `paths.user_env`)."""
+        if self.environment is None:
+            return []
+        return [self.environment] if isinstance(self.environment, str) else list(self.environment)
 
 
 class SharedFolder(SpecModel):
@@ -386,6 +416,11 @@ class Hub(SpecModel):
     dask: Dask | None = Field(None, description="Dask Gateway for the hub's users")
     courses: list[Course] = Field(default_factory=list, description="courses taught on this hub")
     lti: LTI | None = Field(None, description="LTI 1.3: launches from learning management systems")
+    environments: dict[EnvironmentName, Environment] = Field(
+        default_factory=dict,
+        description="the hub's own environments (a template may bring some); one named like a fleet-level "
+        "environment replaces it on this hub",
+    )
 
     @field_validator("courses")
     @classmethod
@@ -431,6 +466,13 @@ class HubDefaults(SpecModel):
     lti: LTI | None = Field(None, description="default for each hub's `lti` (e.g. one campus LMS for every hub)")
 
 
+class EnvironmentRef(SpecModel):
+    """An environment as a hub's profiles see it: its key in the fleet (`name`, or `hub/name` for a hub's own)."""
+
+    key: str
+    spec: Environment
+
+
 class Fleet(SpecModel):
     """A fleet of hubs on one front door."""
 
@@ -444,11 +486,39 @@ class Fleet(SpecModel):
     defaults: HubDefaults = Field(default_factory=HubDefaults)
     usage: Usage = Field(default_factory=Usage, description="metering, cost model and budget alerts")
     console: Console = Field(default_factory=Console, description="the web console at the front door's `/`")
+    environments: dict[EnvironmentName, Environment] = Field(
+        default_factory=dict, description="environments every hub's profiles may name (built once, shared)"
+    )
+    builds: Builds = Field(default_factory=Builds, description="how environments are built")
     organisation: Organisation = Field(
         default_factory=Organisation,
         description="the organisation running the fleet: upstream contribution ledger and staff cost",
     )
     hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
+
+    def environments_of(self, hub: Hub) -> dict[str, EnvironmentRef]:
+        """Name → environment for the profiles of `hub`: the fleet's, with the hub's own over them."""
+        refs = {name: EnvironmentRef(key=name, spec=env) for name, env in self.environments.items()}
+        refs.update(
+            {name: EnvironmentRef(key=f"{hub.name}/{name}", spec=env) for name, env in hub.environments.items()}
+        )
+        return refs
+
+    def all_environments(self) -> dict[str, Environment]:
+        """Key → environment for every environment of the fleet: `name` (fleet-level) or `hub/name` (a hub's)."""
+        found = {name: env for name, env in self.environments.items()}
+        for hub in self.hubs.values():
+            found.update({f"{hub.name}/{name}": env for name, env in hub.environments.items()})
+        return found
+
+    def used_environments(self) -> dict[str, Environment]:
+        """Key → environment for every environment some profile names (the ones hubfleet builds on its own)."""
+        used: dict[str, Environment] = {}
+        for hub in self.hubs.values():
+            refs = self.environments_of(hub)
+            for profile in hub.profiles:
+                used.update({refs[name].key: refs[name].spec for name in profile.environments if name in refs})
+        return used
 
     def hub(self, name: str) -> Hub:
         """The hub called `name` (KeyError with the known names otherwise)."""

@@ -50,6 +50,7 @@ __all__ = [
     "ensure_folder",
     "ensure_group",
     "ensure_shared_folder",
+    "ensure_system_user",
     "ensure_user",
     "hub_group_prefix",
     "hub_groupname",
@@ -305,6 +306,31 @@ def ensure_user(name: str, home: Path, *, comment: str = "", groups: Collection[
         raise AccountsError(f"user {name} already exists with home {entry.pw_dir}, not {home}")
     _make_dir(home, entry.pw_uid, entry.pw_gid, 0o700)
     return Account(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=home)
+
+
+def ensure_system_user(name: str, home: Path) -> Account:
+    """Create system account ``name`` if missing: no login shell, a locked password, its own group, ``home`` named
+    but not created (the caller owns that folder). For services such as the environment builder. Idempotent."""
+    _check_unix_name(name)
+    home = _check_absolute(home)
+    with _accounts_lock():
+        entry = _passwd_entry(name)
+        if entry is None:
+            _run(
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                str(home),
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                "--comment",
+                "hubfleet builds",
+                name,
+            )
+            entry = pwd.getpwnam(name)
+    return Account(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=Path(entry.pw_dir))
 
 
 def ensure_group(name: str) -> int:

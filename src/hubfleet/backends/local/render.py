@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hubfleet.common.settings import (
     LOOPBACK,
+    EnvironmentChoice,
     ExchangeLink,
     GatewayLink,
     HubAddress,
@@ -86,6 +87,7 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, address: Hu
         state_dir=gateway_dir,
         clusters_dir=fleet.paths.shared_root / hub.name / ".dask-clusters",
         user_env=fleet.paths.user_env,
+        environments_root=fleet.paths.environments,
         home_root=fleet.paths.home_root,
         dask=hub.dask,
         backend=hub.backend,
@@ -180,6 +182,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         proxy=address.proxy,
         state_dir=state.root,
         user_env=fleet.paths.user_env,
+        **environment_settings(fleet, hub),
         home_root=fleet.paths.home_root,
         shared_root=fleet.paths.shared_root,
         isolation=isolation_mode(),  # type: ignore[arg-type]
@@ -201,6 +204,18 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         lti=hub.lti,
         secrets=secrets,
     )
+
+
+def environment_settings(fleet: Fleet, hub: Hub) -> dict:
+    """The environments the hub's profiles may name, and the store they are built in (hubfleet.envs)."""
+    refs = fleet.environments_of(hub)
+    if not refs:
+        return {}
+    choices = {
+        name: EnvironmentChoice(key=ref.key, title=ref.spec.display_name or name, description=ref.spec.description)
+        for name, ref in refs.items()
+    }
+    return {"environments_root": fleet.paths.environments, "environments": choices}
 
 
 def prepare_machine(fleet: Fleet, hub: Hub) -> None:
