@@ -22,10 +22,12 @@ from typing import Any
 import httpx
 
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.system import accounts
+from hubfleet.system import accounts, homes
 from tests.requirements import need
 
 USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
+HOME_ROOT = Path("/home")
+"""Where test fleets' homes are (the fleet file's default `paths.home_root`)."""
 
 
 def free_port() -> int:
@@ -193,6 +195,7 @@ def running_fleet(
         for name in hub_names:
             leftovers += processes_of_hub_users(name)
         for name in hub_names:
+            homes.release_homes(HOME_ROOT, f"{name}_")  # quota'd homes are mounts: gone before their accounts
             accounts.remove_hub_accounts(name)
         shutil.rmtree(shared_root, ignore_errors=True)
         assert not leftovers, f"processes left behind after down: {leftovers}"

@@ -27,6 +27,7 @@ from hubfleet.fleet.processes import kill_pid_file
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
+from hubfleet.usage.storage import quota_problems
 
 PROCESSES = ("idle-culler", "dask-gateway", "exchange", "hub", "proxy")
 """A hub's processes, in the order `down` stops them."""
@@ -91,11 +92,22 @@ def plan_command(
     """Show what `apply` would change on the running fleet."""
     desired = _load(file)
     state = FleetState(state_root(state_dir, desired))
-    changes = plan(_applied_fleet(state), desired)
+    current = _applied_fleet(state)
+    changes = plan(current, desired)
     if as_json:
         print(json.dumps(changes.to_dict(), indent=2))
     else:
         _print_plan(changes)
+        _refuse_lower_quotas(current, desired)
+
+
+def _refuse_lower_quotas(current: Fleet | None, desired: Fleet) -> None:
+    """Stop (exit 1) when a home quota would fall below what a home already holds."""
+    problems = quota_problems(current, desired)
+    for problem in problems:
+        errors.print(f"[red]✗[/] {escape(problem)}")
+    if problems:
+        raise fail("a home quota below a home's use cannot be applied; nothing was changed")
 
 
 def _check_ready_to_run(fleet: Fleet) -> None:
@@ -105,7 +117,7 @@ def _check_ready_to_run(fleet: Fleet) -> None:
     if os.geteuid() != 0:
         errors.print(
             "[bold yellow]WARNING: not running as root — every user's server runs as YOUR user, with no isolation "
-            "between users and no cgroup limits. Run as root for real Unix users and limits.[/]"
+            "between users, no cgroup limits and no home quotas. Run as root for real Unix users and limits.[/]"
         )
     elif cgroups.detect() is None:
         errors.print("[bold yellow]WARNING: no writable cgroup hierarchy: memory and CPU limits are not enforced.[/]")
@@ -234,7 +246,9 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
 def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
     source = file.resolve()
-    state = FleetState(state_root(state_dir, _load(file)))
+    desired = _load(file)
+    state = FleetState(state_root(state_dir, desired))
+    _refuse_lower_quotas(_applied_fleet(state), desired)
     try:
         with console.status("Applying…"):
             response = ControlClient(state).apply(source, source.read_text(encoding="utf-8"))

@@ -53,6 +53,7 @@ __all__ = [
     "hub_homes",
     "image_path",
     "release_home",
+    "release_homes",
     "set_quota",
     "unmount_home",
 ]
@@ -362,17 +363,25 @@ def _mount_home(home: Path, account: Account, quota: int) -> None:
     _fit(image_path(home), home, quota)
 
 
-def ensure_home(account: Account, quota: int) -> HomeUse:
+def ensure_home(account: Account, quota: int | None) -> HomeUse:
     """Make the account's home a mounted image offering `quota` bytes, moving an existing home into it.
+
+    With `quota` None, a home that has an image is mounted at its last size (a quota removed from the fleet file
+    must not hide the files in it) and a plain home is left alone.
 
     Idempotent and safe to call concurrently; resumes an interrupted move. A mounted home whose quota was raised
     grows online; a lower quota is applied when the home can be unmounted (nothing uses it) and holds less than
     the quota (until then the home keeps its larger size: compare the returned size with the quota).
     """
-    if quota < MIN_QUOTA:
+    if quota is not None and quota < MIN_QUOTA:
         raise QuotaError(f"a home quota must be at least {_human(MIN_QUOTA)}")
     home = account.home
     with _locked(home):
+        if quota is None:
+            _finish_interrupted(home)
+            if not image_path(home).exists():
+                return home_use(home)
+            quota = home_use(home).size or MIN_QUOTA
         mounted = _mounted_image(home) is not None
         size, used = _statvfs_use(home) if mounted else (0, 0)
         if mounted and size > quota + _slack(quota) and used <= quota:
@@ -415,14 +424,18 @@ def _walk_size(path: Path) -> int:
     return total
 
 
-def hub_homes(home_root: Path, prefix: str) -> list[HomeUse]:
-    """Every home under `home_root` whose folder name starts with `prefix` (a hub's Unix accounts: ``<hub>_``)."""
+def _home_names(home_root: Path, prefix: str) -> list[str]:
     names = set()
     with contextlib.suppress(FileNotFoundError):
         names.update(p.name for p in home_root.iterdir() if p.name.startswith(prefix) and p.is_dir())
     with contextlib.suppress(FileNotFoundError):
         names.update(p.name[: -len(".img")] for p in (home_root / IMAGES_DIR).glob(f"{prefix}*.img"))
-    return [home_use(home_root / name) for name in sorted(names)]
+    return sorted(names)
+
+
+def hub_homes(home_root: Path, prefix: str) -> list[HomeUse]:
+    """Every home under `home_root` whose folder name starts with `prefix` (a hub's Unix accounts: ``<hub>_``)."""
+    return [home_use(home_root / name) for name in _home_names(home_root, prefix)]
 
 
 def set_quota(home: Path, quota: int) -> HomeUse | None:
@@ -446,6 +459,18 @@ def unmount_home(home: Path) -> bool:
             return False
         _unmount(home)
         return True
+
+
+def release_homes(home_root: Path, prefix: str) -> list[str]:
+    """:func:`release_home` for every home under `home_root` whose name starts with `prefix` (a hub's ``<hub>_``)
+    and that has an image; the accounts whose homes were released."""
+    released = []
+    for name in _home_names(home_root, prefix):
+        home = home_root / name
+        if image_path(home).exists() or str(home) in _mounts():
+            release_home(home)
+            released.append(name)
+    return released
 
 
 def release_home(home: Path) -> None:
