@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import assignment, check, course, fleet, template, usage
+from hubfleet.cli import assignment, backup, check, course, fleet, template, usage
 
 app = typer.Typer(
     name="hubfleet",
@@ -19,6 +19,7 @@ template.register(app)
 course.register(app)
 usage.register(app)
 assignment.register(app)
+backup.register(app)
 
 
 def main() -> None:

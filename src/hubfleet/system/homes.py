@@ -49,9 +49,11 @@ __all__ = [
     "HomeUse",
     "QuotaError",
     "ensure_home",
+    "home_names",
     "home_use",
     "hub_homes",
     "image_path",
+    "readable",
     "release_home",
     "release_homes",
     "set_quota",
@@ -431,6 +433,28 @@ def _home_names(home_root: Path, prefix: str) -> list[str]:
     with contextlib.suppress(FileNotFoundError):
         names.update(p.name[: -len(".img")] for p in (home_root / IMAGES_DIR).glob(f"{prefix}*.img"))
     return sorted(names)
+
+
+def home_names(home_root: Path, prefix: str) -> list[str]:
+    """The names of the homes under `home_root` that start with `prefix` (folders, or images not mounted)."""
+    return _home_names(home_root, prefix)
+
+
+@contextlib.contextmanager
+def readable(home: Path) -> Iterator[Path]:
+    """A path where the home's files can be read now: the home itself (mounted or a plain folder), else its image
+    mounted read-only for the time being (a hub that sleeps, a machine just rebooted)."""
+    with _locked(home):
+        if not image_path(home).exists() or _mounted_image(home) is not None:
+            yield home
+            return
+        point = _staging(home).with_name(f"{home.name}.read")
+        point.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _run("mount", "-t", "xfs", "-o", f"{MOUNT_OPTIONS},ro", str(image_path(home)), str(point))
+        try:
+            yield point
+        finally:
+            _run("umount", "--lazy", str(point))
 
 
 def hub_homes(home_root: Path, prefix: str) -> list[HomeUse]:
