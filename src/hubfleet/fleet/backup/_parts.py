@@ -96,6 +96,8 @@ def restore_accounts(meta: dict, hubs: set[str]) -> IdMap:
         hub = name[3:] if name.startswith("hf-") else name.split("_", 1)[0]
         if hub in hubs:
             gids[gid] = accounts.ensure_group(name, gid)
+    for hub in hubs:
+        accounts.ensure_group(accounts.hub_groupname(hub))
     for name, record in meta.get("accounts", {}).items():
         if record["hub"] not in hubs:
             continue
