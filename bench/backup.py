@@ -1,9 +1,10 @@
 """Fleet backup and restore of N users x 50 MB homes, against `cp -a` of the same folders (the baseline).
 
 Builds a stopped fleet's state (a fleet file, its state directory, a SQLite fleet database) and N real Unix users
-of one hub with homes of `--mb` MB each (files of 1 MB, 10 small ones), then measures: a first (full) backup, a
-second backup after one 1 MB file changed in every other home (1 % of 50 MB homes) (incremental), a restore into a new state directory onto a machine
-without the accounts and homes, and `cp -a` of the homes as the baseline. Writes bench/results/backup.json.
+of one hub with homes of $BENCH_HOME_MB (50) MB each (files of 1 MB, 10 small ones), then measures: a first (full)
+backup, a second (incremental) backup after one 1 MB file changed in every other home (1 % of 50 MB homes), a
+restore into a new state directory onto a machine without the accounts and homes, and `cp -a` of the homes as the
+baseline. Writes bench/results/backup.json.
 
     .venv/bin/python bench/backup.py [--users 100]
 """
@@ -126,7 +127,11 @@ def main() -> int:
         started,
         {"users": args.users, "home_mb": mb},
         "hubfleet backup/restore of a hub's homes and fleet state, against cp -a of the same homes",
-        ["full backup", "incremental backup after 1 MB changed in every other home", "restore onto a machine without the accounts"],
+        [
+            "full backup",
+            "incremental backup after 1 MB changed in every other home",
+            "restore onto a machine without the accounts",
+        ],
         common.machine_info(),
         results,
     )
