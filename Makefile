@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/lti.py
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/upstream.py
 
 clean:
 	rm -rf $(VENV) .hubfleet

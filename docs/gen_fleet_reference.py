@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hubfleet.spec import SpecError, json_schema, models, parse
+from hubfleet.spec import SpecError, json_schema, models, organisation, parse
 from hubfleet.spec.units import format_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,11 @@ SECTIONS = (
     "Metering",
     "RateCard",
     "Console",
+    "Organisation",
+    "Engineer",
+    "KeyProject",
+    "GitHubSync",
+    "StaffCost",
     "HubDefaults",
     "Hub",
     "Community",
@@ -264,7 +269,7 @@ def default_text(model: str, key: str, prop: dict[str, Any], required: bool) -> 
         if value == "":
             return '`""`'
         return _value_text(value)
-    cls = getattr(models, model)
+    cls = getattr(models, model, None) or getattr(organisation, model)
     factory = cls.model_fields[key].default_factory
     if factory is None:
         return "none"

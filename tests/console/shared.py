@@ -8,6 +8,9 @@ import json
 from dataclasses import dataclass
 
 from hubfleet.db import open_database
+from hubfleet.spec import load
+from hubfleet.upstream.reports import add_noncode
+from hubfleet.upstream.tables import Item
 from hubfleet.usage import ledger
 from tests.helpers import RunningFleet, unique_hub
 
@@ -42,6 +45,11 @@ HUBS = f"""\
 CONSOLE = f"""\
 console:
   operators: ["{A}:{OPERATOR}"]
+organisation:
+  name: Console Org
+  engineers: [{{name: Ada Lovelace, github: ada}}, {{name: Bob Ross, github: bob, fte: 0.5}}]
+  projects: [{{name: jupyterhub, tier: 1, orgs: [jupyterhub]}}, {{name: dask, repos: [dask/distributed]}}]
+  staff: {{hourly_rate: 50, hours_per_hub: 2}}
 """
 
 
@@ -101,3 +109,46 @@ def record_usage(url: str) -> None:
             for user, _ in users:
                 ledger.record_activity(session, hub, user, dt.datetime.combine(TODAY, dt.time(2, 0), dt.UTC), 1)
                 ledger.record_home_bytes(session, hub, user, TODAY, 3 * GIB)
+
+
+def record_contributions(url: str, fleet_file: str) -> None:
+    """Upstream work this month as a sync would store it (pull requests, reviews, a comment elsewhere), and a talk."""
+    organisation = load(fleet_file).organisation
+    sessions = open_database(url)
+    when = dt.datetime.combine(TODAY, dt.time(1, 0))
+    rows = [
+        ("pull_request", "ada", "jupyterhub/jupyterhub"),
+        ("pull_request", "ada", "dask/distributed"),
+        ("review", "ada", "jupyterhub/binderhub"),
+        ("pull_request", "bob", "jupyterhub/jupyterhub"),
+        ("comment", "bob", "acme/internal"),  # not a key project: counts against bob's upstream share
+    ]
+    with sessions.begin() as session:
+        for number, (kind, login, repo) in enumerate(rows, start=1):
+            session.add(
+                Item(
+                    kind=kind,
+                    github_id=f"console-{number}",
+                    login=login,
+                    repo=repo,
+                    number=number,
+                    title=f"item {number}",
+                    url=f"https://github.com/{repo}/pull/{number}",
+                    created_at=when,
+                    merged_at=when if kind == "pull_request" else None,
+                    state="MERGED",
+                    additions=5,
+                    deletions=1,
+                    comments=0,
+                )
+            )
+        add_noncode(
+            session,
+            organisation,
+            engineer="bob",
+            project="dask",
+            kind="talk",
+            day=TODAY,
+            hours=2,
+            title="Dask for beginners",
+        )

@@ -4,6 +4,7 @@ hub's page. Screenshots go to tests/artifacts/console/."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,48 @@ def test_an_operator_sees_every_hub_with_the_figures_of_hubfleet_cost(
     page.goto(f"{fleet.url}/console/pilots")
     assert page.locator(f'table.pilots tr[data-hub="{B}"]').count() == 1
     page.screenshot(path=ARTIFACTS / "pilots.png", full_page=True)
+    page.context.close()
+
+
+def test_an_operator_sees_the_economics_and_the_upstream_ledger_as_the_cli_reports_them(
+    browser: playwright_api.Browser, console_fleet: ConsoleFleet
+) -> None:
+    fleet = console_fleet.fleet
+    page = log_in(browser, fleet.url, A, OPERATOR)
+    before = console_fleet.cost_json()
+    page.locator("nav a", has_text="Economics").click()
+    page.wait_for_url("**/console/economics")
+    shown = {
+        hub: float(page.locator(f'table.economics tr[data-hub="{hub}"]').get_attribute("data-metered") or 0)
+        for hub in (A, B)
+    }
+    fees = {
+        hub: float(page.locator(f'table.economics tr[data-hub="{hub}"]').get_attribute("data-fee") or 0)
+        for hub in (A, B)
+    }
+    after = console_fleet.cost_json()
+    for hub in (A, B):
+        # The collector keeps metering: the page equals `hubfleet cost` just before or just after.
+        assert min(report_hub(r, hub)["total"] for r in (before, after)) <= shown[hub]
+        assert shown[hub] <= max(report_hub(r, hub)["total"] for r in (before, after))
+        assert fees[hub] == (report_hub(before, hub)["plan_fee"] or 0)
+    assert fees[A] == 40
+    assert page.locator('table.tiers tr[data-tier="pilot"]').count() == 1
+    assert page.locator(f'table.pilot-fees tr[data-hub="{B}"]').count() == 1
+    assert page.locator("#cost-by-hub svg.chart").count() == 1
+    page.screenshot(path=ARTIFACTS / "economics.png", full_page=True)
+
+    report = json.loads(fleet.cli("contributions", "report", "--json").stdout)
+    page.locator("nav a", has_text="Upstream").click()
+    page.wait_for_url("**/console/contributions")
+    for row in report["rows"]:
+        line = page.locator(f'table.engineers tr[data-engineer="{row["key"]}"]')
+        assert int(line.get_attribute("data-prs") or -1) == row["prs_opened"]
+        assert int(line.get_attribute("data-reviews") or -1) == row["reviews"]
+    assert [r["prs_opened"] for r in report["rows"]] == [2, 1]
+    assert "67%" in page.locator('tr[data-engineer="bob"] td.share').inner_text(), "a PR and a talk of 3 items"
+    assert page.locator('#activity-by-project svg [data-name="jupyterhub"]').count() == 1
+    page.screenshot(path=ARTIFACTS / "contributions.png", full_page=True)
     page.context.close()
 
 

@@ -61,7 +61,9 @@ def test_anonymous_visitors_see_the_hubs_and_how_to_log_in(console_fleet: Consol
     assert httpx.get(console_fleet.fleet.url + "/_hubfleet/health").json()["healthy"] is True
 
 
-@pytest.mark.parametrize("path", ["/console/", f"/console/hubs/{A}", "/console/pilots"])
+@pytest.mark.parametrize(
+    "path", ["/console/", f"/console/hubs/{A}", "/console/pilots", "/console/economics", "/console/contributions"]
+)
 def test_anonymous_requests_to_console_pages_redirect_to_login(console_fleet: ConsoleFleet, path: str) -> None:
     response = httpx.get(console_fleet.fleet.url + path)
     assert response.status_code == 302
@@ -104,6 +106,8 @@ def test_a_hub_admin_sees_only_their_hub(hub_admin: httpx.Client) -> None:
     assert other.status_code == 403
     assert f"not of hub {A}" in other.text
     assert hub_admin.get("/console/pilots").status_code == 403
+    assert hub_admin.get("/console/economics").status_code == 403
+    assert hub_admin.get("/console/contributions").status_code == 403
 
 
 def test_a_user_who_is_neither_operator_nor_admin_gets_a_clear_403(console_fleet: ConsoleFleet) -> None:

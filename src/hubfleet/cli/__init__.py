@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import assignment, backup, check, course, fleet, template, usage
+from hubfleet.cli import assignment, backup, check, contributions, course, economics, fleet, template, usage
 
 app = typer.Typer(
     name="hubfleet",
@@ -19,6 +19,8 @@ template.register(app)
 course.register(app)
 usage.register(app)
 assignment.register(app)
+economics.register(app)
+contributions.register(app)
 backup.register(app)
 
 

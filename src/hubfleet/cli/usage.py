@@ -7,135 +7,28 @@ directory's fleet.sqlite).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
-import json
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from sqlalchemy.orm import Session
 
-from hubfleet import db
-from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
-from hubfleet.common.state import FleetState, database_url
-from hubfleet.spec import Fleet, SpecError, load, parse
-from hubfleet.usage.cost import BillError
+from hubfleet.cli.output import STATE_DIR_OPTION, fail
+from hubfleet.cli.reports import (
+    CSV_OPTION,
+    FILE_OPTION,
+    JSON_OPTION,
+    MONTH_OPTION,
+    PLOT_OPTION,
+    emit,
+    load_fleet,
+    parse_date,
+    parse_month,
+    run_report,
+    write_plot,
+)
 from hubfleet.usage.reports import cost_report, monthly_active_users, pilot_statuses, usage_report
 from hubfleet.usage.storage import storage_report
-
-FILE_OPTION: Any = typer.Option(None, "--file", "-f", help="fleet file (default: the fleet last applied)")
-CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output")
-JSON_OPTION: Any = typer.Option(False, "--json", help="JSON on standard output")
-PLOT_OPTION: Any = typer.Option(None, "--plot", help="also write a plot: FILE.png or FILE.html")
-MONTH_OPTION: Any = typer.Option(None, "--month", help="YYYY-MM (default: this month)")
-
-
-def _fleet(file: Path | None, state_dir: Path | None) -> tuple[Fleet, Path]:
-    if file is not None:
-        try:
-            fleet = load(file)
-        except SpecError as exc:
-            print_problems(exc)
-            raise typer.Exit(1) from None
-        return fleet, state_root(state_dir, fleet)
-    root = state_root(state_dir)
-    applied = FleetState(root).applied()
-    if applied is None:
-        raise fail(f"no fleet has run from {root}: give --file or --state-dir")
-    try:
-        return parse(applied[1], applied[0]), root
-    except SpecError as exc:
-        print_problems(exc)
-        raise typer.Exit(1) from None
-
-
-def _report(file: Path | None, state_dir: Path | None, make: Callable[[Session, Fleet], Any]) -> tuple[Fleet, Any]:
-    fleet, root = _fleet(file, state_dir)
-    url = database_url(fleet, root)
-    if url == db.default_url(root) and not (root / db.DATABASE_FILE).exists():
-        raise fail(f"no fleet database in {root} yet: the collector writes it once the fleet runs")
-    sessions = db.open_database(url)
-    try:
-        with sessions() as session:
-            return fleet, make(session, fleet)
-    except BillError as exc:
-        raise fail(str(exc)) from None
-
-
-def _month(text: str | None) -> dt.date:
-    if text is None:
-        return dt.datetime.now(dt.UTC).date().replace(day=1)
-    try:
-        return dt.datetime.strptime(text, "%Y-%m").date()
-    except ValueError:
-        raise fail(f"--month wants YYYY-MM, not {text!r}") from None
-
-
-def _date(text: str | None, option: str, default: dt.date | None = None) -> dt.date | None:
-    if text is None:
-        return default
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{option} wants a date YYYY-MM-DD, not {text!r}") from None
-
-
-def _emit(
-    rows: Sequence[dict[str, Any]],
-    columns: Sequence[tuple[str, str]],
-    title: str,
-    as_csv: bool,
-    as_json: bool,
-    document: Any = None,
-) -> None:
-    """Rows as CSV, JSON (`document` if given) or a rich table; `columns` is (key, heading)."""
-    if as_json:
-        print(json.dumps(document if document is not None else list(rows), indent=2, default=str))
-    elif as_csv:
-        writer = csv.DictWriter(sys.stdout, [key for key, _ in columns], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        table = Table(title=title)
-        for key, heading in columns:
-            numeric = bool(rows) and isinstance(rows[0].get(key), int | float) and not isinstance(rows[0][key], bool)
-            table.add_column(heading, justify="right" if numeric else "left")
-        for row in rows:
-            table.add_row(*(escape(_cell(row.get(key), key in MONEY)) for key, _ in columns))
-        console.print(table)
-
-
-MONEY = {"cost", "users", "idle", "fee", "total", "budget", "plan_fee"}
-"""Columns shown as money (two decimals)."""
-
-
-def _cell(value: Any, money: bool = False) -> str:
-    if money and isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}" if value else "0"
-    return "" if value is None else str(value)
-
-
-def _plot(path: Path | None, figure: Callable[[Any], Any], title: str, rows: Sequence[dict], columns: Sequence) -> None:
-    """Write the plot `figure(plots module)` to `path` (.png or .html, the table under it), if a path is given."""
-    if path is None:
-        return
-    from hubfleet.usage import plots  # matplotlib: loaded only when a plot is asked for
-
-    if path.suffix.lower() not in plots.PLOT_SUFFIXES:
-        raise fail(f"--plot writes .png or .html files, not {path.name}")
-    table = plots.html_table([h for _, h in columns], [[_cell(r.get(k), k in MONEY) for k, _ in columns] for r in rows])
-    plots.save(figure(plots), path, title, table)
-    errors.print(f"plot written to {escape(str(path))}")
 
 
 def usage(
@@ -156,9 +49,9 @@ def usage(
         return
     if by not in ("user", "group", "day"):
         raise fail("--by is one of user, group, day")
-    first = _date(since, "--since", dt.datetime.now(dt.UTC).date().replace(day=1))
-    last = _date(until, "--until")
-    fleet, rows = _report(
+    first = parse_date(since, "--since", dt.datetime.now(dt.UTC).date().replace(day=1))
+    last = parse_date(until, "--until")
+    fleet, rows = run_report(
         file,
         state_dir,
         lambda session, fleet: usage_report(session, fleet, hub=hub, by=by, since=first, until=last),  # type: ignore[arg-type]
@@ -181,13 +74,13 @@ def usage(
         ("cost", f"cost {currency}"),
     ]
     title = f"Usage by {by} from {first} to {last or 'today'}" + (f", hub {hub}" if hub else "")
-    _emit(records, columns, title, as_csv, as_json)
-    _plot(plot, lambda plots: plots.usage_figure(rows, by), title, records, columns)
+    emit(records, columns, title, as_csv, as_json)
+    write_plot(plot, lambda plots: plots.usage_figure(rows, by), title, records, columns)
 
 
 def _storage(hub: str | None, file: Path | None, state_dir: Path | None, as_csv: bool, as_json: bool) -> None:
     """`usage --storage`: every home's use and quota, read from this machine (not from the ledger)."""
-    fleet, _ = _fleet(file, state_dir)
+    fleet, _ = load_fleet(file, state_dir)
     if hub is not None and hub not in fleet.hubs:
         raise fail(f"no hub {hub!r} in fleet {fleet.name!r}")
     rows = storage_report(fleet, hub)
@@ -212,7 +105,7 @@ def _storage(hub: str | None, file: Path | None, state_dir: Path | None, as_csv:
         ("state", "home"),
     ]
     title = "Home use against quota, now" + (f", hub {hub}" if hub else "")
-    _emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(row) for row in rows])
+    emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(row) for row in rows])
 
 
 def cost(
@@ -225,8 +118,8 @@ def cost(
     plot: Path | None = PLOT_OPTION,
 ) -> None:
     """Each hub's cost for a month: users, idle capacity and fees, against its budget (`--hub` for its lines)."""
-    first = _month(month)
-    _, report = _report(file, state_dir, lambda session, fleet: cost_report(session, fleet, month=first))
+    first = parse_month(month)
+    _, report = run_report(file, state_dir, lambda session, fleet: cost_report(session, fleet, month=first))
     source = "bill shared by usage" if report.source == "bill" else "rate card"
     if hub is not None:
         try:
@@ -243,8 +136,8 @@ def cost(
             ("cost", f"cost {report.currency}"),
         ]
         title = f"Hub {hub}, {first:%B %Y} ({source}): total {hub_cost.total:.2f} {report.currency}"
-        _emit(records, columns, title, as_csv, as_json, dataclasses.asdict(hub_cost))
-        _plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
+        emit(records, columns, title, as_csv, as_json, dataclasses.asdict(hub_cost))
+        write_plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
         return
     records = []
     for hub_cost in report.hubs:
@@ -277,8 +170,8 @@ def cost(
         ("top_user", "top user"),
     ]
     title = f"Cost, {first:%B %Y} ({source}): {report.total:.2f} {report.currency}"
-    _emit(records, columns, title, as_csv, as_json, dataclasses.asdict(report))
-    _plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
+    emit(records, columns, title, as_csv, as_json, dataclasses.asdict(report))
+    write_plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
 
 
 def mau(
@@ -290,13 +183,13 @@ def mau(
     plot: Path | None = PLOT_OPTION,
 ) -> None:
     """Monthly active users of each hub."""
-    first = _month(month)
-    _, counts = _report(file, state_dir, lambda session, fleet: monthly_active_users(session, fleet, month=first))
+    first = parse_month(month)
+    _, counts = run_report(file, state_dir, lambda session, fleet: monthly_active_users(session, fleet, month=first))
     records = [{"hub": hub, "active_users": count} for hub, count in counts.items()]
     columns = [("hub", "hub"), ("active_users", "active users")]
     title = f"Monthly active users, {first:%B %Y}"
-    _emit(records, columns, title, as_csv, as_json, counts)
-    _plot(plot, lambda plots: plots.counts_figure(counts, title), title, records, columns)
+    emit(records, columns, title, as_csv, as_json, counts)
+    write_plot(plot, lambda plots: plots.counts_figure(counts, title), title, records, columns)
 
 
 def pilots(
@@ -308,8 +201,8 @@ def pilots(
     plot: Path | None = PLOT_OPTION,
 ) -> None:
     """Pilot hubs: ready to convert, expiring (14 days), idle, budget used."""
-    day = _date(today, "--today", dt.datetime.now(dt.UTC).date())
-    _, statuses = _report(file, state_dir, lambda session, fleet: pilot_statuses(session, fleet, today=day))
+    day = parse_date(today, "--today", dt.datetime.now(dt.UTC).date())
+    _, statuses = run_report(file, state_dir, lambda session, fleet: pilot_statuses(session, fleet, today=day))
     records = [
         {
             **dataclasses.asdict(status),
@@ -330,8 +223,8 @@ def pilots(
         ("budget_used", "budget used"),
     ]
     title = f"Pilots on {day}"
-    _emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(s) for s in statuses])
-    _plot(plot, lambda plots: plots.pilots_figure(statuses), title, records, columns)
+    emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(s) for s in statuses])
+    write_plot(plot, lambda plots: plots.pilots_figure(statuses), title, records, columns)
 
 
 def register(app: typer.Typer) -> None:

@@ -99,6 +99,8 @@ class Console:
             (rf"{urls.PREFIX}", handlers.OverviewPage, given),
             (rf"{urls.PREFIX}hubs/([^/]+)", handlers.HubPage, given),
             (rf"{urls.PREFIX}pilots", handlers.PilotsPage, given),
+            (rf"{urls.PREFIX}economics", handlers.EconomicsPage, given),
+            (rf"{urls.PREFIX}contributions", handlers.ContributionsPage, given),
         ]
 
 

@@ -11,6 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.common.status import HubStatus
 from hubfleet.spec.models import Fleet, PaidPlan, PilotPlan
+from hubfleet.upstream.reports import ContributionReport, contribution_report
+from hubfleet.usage.economics import Economics
+from hubfleet.usage.economics import economics as model_of
 from hubfleet.usage.reports import (
     HubCost,
     PilotStatus,
@@ -165,6 +168,30 @@ def hub_detail(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, hu
     return HubDetail(
         month=first, cost=cost, days=days, by_day=usage["day"], by_user=usage["user"], by_group=usage["group"]
     )
+
+
+def economics(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date) -> Economics:
+    """The sustainability model for `month` (as `hubfleet economics`)."""
+    with sessions() as session:
+        return model_of(session, fleet, month=month)
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """The contribution ledger's page: the last twelve months by engineer and by key project."""
+
+    by_engineer: ContributionReport
+    by_project: ContributionReport
+
+
+def contributions(sessions: sessionmaker[Session], fleet: Fleet, until: dt.date) -> Contributions:
+    """Upstream work in the year up to `until` (as `hubfleet contributions report`)."""
+    since = until - dt.timedelta(days=365)
+    with sessions() as session:
+        return Contributions(
+            by_engineer=contribution_report(session, fleet.organisation, by="engineer", since=since, until=until),
+            by_project=contribution_report(session, fleet.organisation, by="project", since=since, until=until),
+        )
 
 
 def pilots(sessions: sessionmaker[Session], fleet: Fleet, today: dt.date) -> list[PilotStatus]:

@@ -200,3 +200,37 @@ class PilotsPage(ConsoleHandler):
         today = dt.datetime.now(dt.UTC).date()
         statuses = await self.report(data.pilots, today)
         self.render("pilots.html", pilots=statuses, today=today)
+
+
+class EconomicsPage(ConsoleHandler):
+    """`/console/economics`: the sustainability model per hub, plan tier and pilot (operators only)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        if not self.viewer.operator:
+            raise PageError(403, "The economics of the fleet are for its operators.")
+        month = self.month_argument()
+        model = await self.report(data.economics, month)
+        figure = charts.bars(
+            [(hub.hub, hub.cost) for hub in model.hubs],
+            label="Cost per hub (metered and staff)",
+            fmt=lambda amount: money(amount, model.currency),
+        )
+        self.render("economics.html", model=model, month=month, figure=figure, shift_month=data.shift_month)
+
+
+class ContributionsPage(ConsoleHandler):
+    """`/console/contributions`: the organisation's upstream work in the last twelve months (operators only)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        if not self.viewer.operator:
+            raise PageError(403, "The contribution ledger is for the fleet's operators.")
+        today = dt.datetime.now(dt.UTC).date()
+        ledger = await self.report(data.contributions, today)
+        figure = charts.bars(
+            [(row.label, float(row.counts.activity)) for row in ledger.by_project.rows],
+            label="Upstream activity by key project",
+            fmt="{:.0f} items".format,
+        )
+        self.render("contributions.html", ledger=ledger, figure=figure)

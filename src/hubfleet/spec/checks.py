@@ -31,6 +31,13 @@ def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
     for name, hub in fleet.hubs.items():
         yield from _check_hub(hub, ("hubs", name), base_dir)
+    for hub in fleet.organisation.staff.hub_hours:
+        if hub not in fleet.hubs:
+            yield (
+                ("organisation", "staff", "hub_hours", hub),
+                f"there is no hub '{hub}' in this fleet",
+                f"hubs: {', '.join(fleet.hubs)}",
+            )
 
 
 def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:

@@ -465,4 +465,8 @@ def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
                 auth = auth.model_copy(update={field: base_dir / value})
         hubs[name] = hub.model_copy(update={"auth": auth})
     updates["hubs"] = hubs
+    github = fleet.organisation.github
+    if github.token_file is not None and not github.token_file.is_absolute():
+        github = github.model_copy(update={"token_file": base_dir / github.token_file})
+        updates["organisation"] = fleet.organisation.model_copy(update={"github": github})
     return fleet.model_copy(update=updates)

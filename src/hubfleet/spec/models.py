@@ -18,6 +18,7 @@ from pydantic import (
 
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
+from hubfleet.spec.organisation import Organisation
 from hubfleet.spec.units import ByteSize, Seconds
 from hubfleet.spec.usage import Console, Usage
 
@@ -117,6 +118,11 @@ class PaidPlan(SpecModel):
     monthly_fee: float = Field(0, ge=0, description="fixed monthly fee (currency units)")
     monthly_budget: float | None = Field(None, ge=0, description="monthly budget (currency units)")
     hard_quota: bool = Field(False, description="refuse new servers once this month's budget is spent")
+    tier: Slug | None = Field(
+        None,
+        description="the plan tier it belongs to (e.g. `institution`, `small-college`; default `paid`), "
+        "grouping hubs in `hubfleet economics`",
+    )
 
 
 Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
@@ -410,6 +416,10 @@ class Fleet(SpecModel):
     defaults: HubDefaults = Field(default_factory=HubDefaults)
     usage: Usage = Field(default_factory=Usage, description="metering, cost model and budget alerts")
     console: Console = Field(default_factory=Console, description="the web console at the front door's `/`")
+    organisation: Organisation = Field(
+        default_factory=Organisation,
+        description="the organisation running the fleet: upstream contribution ledger and staff cost",
+    )
     hubs: dict[str, Hub] = Field(description="hub name → hub", min_length=1)
 
     def hub(self, name: str) -> Hub:

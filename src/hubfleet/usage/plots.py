@@ -11,6 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from hubfleet.usage.economics import Economics
 from hubfleet.usage.reports import CostReport, PilotStatus, UsageRow
 
 PLOT_SUFFIXES = (".png", ".html")
@@ -116,3 +117,25 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def economics_figure(model: Economics) -> Figure:
+    """Per hub: the fee beside the cost (metered and staff, stacked); the margin written above."""
+    figure = Figure(figsize=(9, 4.8), layout="constrained")
+    axes = figure.subplots()
+    positions = list(range(len(model.hubs)))
+    fees = [hub.fee for hub in model.hubs]
+    metered = [hub.metered_cost for hub in model.hubs]
+    staff = [hub.staff_cost for hub in model.hubs]
+    axes.bar([p - 0.2 for p in positions], fees, 0.4, label="fee", color="#55a868")
+    axes.bar([p + 0.2 for p in positions], metered, 0.4, label="metered cost", color="#4c72b0")
+    axes.bar([p + 0.2 for p in positions], staff, 0.4, bottom=metered, label="staff cost", color="#dd8452")
+    for index, hub in enumerate(model.hubs):
+        top = max(hub.fee, hub.cost)
+        axes.annotate(f"{hub.margin:+,.0f}", (index, top), ha="center", va="bottom", fontsize=9)
+    axes.set_xticks(positions, [f"{hub.hub}\n({hub.tier})" for hub in model.hubs], fontsize=8)
+    axes.margins(y=0.12)
+    axes.set_ylabel(model.currency)
+    axes.set_title(f"Fee and cost per hub, {model.month:%B %Y} (margin above)")
+    axes.legend()
+    return figure

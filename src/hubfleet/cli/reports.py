@@ -1,0 +1,148 @@
+"""What every report command shares: the fleet and its database, month and date options, output as a rich table,
+CSV or JSON, and plots (`hubfleet usage|cost|mau|pilots|economics|contributions`)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from hubfleet import db
+from hubfleet.cli.output import console, errors, fail, print_problems, state_root
+from hubfleet.common.state import FleetState, database_url
+from hubfleet.spec import Fleet, SpecError, load, parse
+from hubfleet.usage.cost import BillError
+
+FILE_OPTION: Any = typer.Option(None, "--file", "-f", help="fleet file (default: the fleet last applied)")
+CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output")
+JSON_OPTION: Any = typer.Option(False, "--json", help="JSON on standard output")
+PLOT_OPTION: Any = typer.Option(None, "--plot", help="also write a plot: FILE.png or FILE.html")
+MONTH_OPTION: Any = typer.Option(None, "--month", help="YYYY-MM (default: this month)")
+
+
+def load_fleet(file: Path | None, state_dir: Path | None) -> tuple[Fleet, Path]:
+    if file is not None:
+        try:
+            fleet = load(file)
+        except SpecError as exc:
+            print_problems(exc)
+            raise typer.Exit(1) from None
+        return fleet, state_root(state_dir, fleet)
+    root = state_root(state_dir)
+    applied = FleetState(root).applied()
+    if applied is None:
+        raise fail(f"no fleet has run from {root}: give --file or --state-dir")
+    try:
+        return parse(applied[1], applied[0]), root
+    except SpecError as exc:
+        print_problems(exc)
+        raise typer.Exit(1) from None
+
+
+def run_report(file: Path | None, state_dir: Path | None, make: Callable[[Session, Fleet], Any]) -> tuple[Fleet, Any]:
+    fleet, root = load_fleet(file, state_dir)
+    url = database_url(fleet, root)
+    if url == db.default_url(root) and not (root / db.DATABASE_FILE).exists():
+        raise fail(f"no fleet database in {root} yet: the collector writes it once the fleet runs")
+    sessions = db.open_database(url)
+    try:
+        with sessions() as session:
+            return fleet, make(session, fleet)
+    except BillError as exc:
+        raise fail(str(exc)) from None
+
+
+def parse_month(text: str | None) -> dt.date:
+    if text is None:
+        return dt.datetime.now(dt.UTC).date().replace(day=1)
+    try:
+        return dt.datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise fail(f"--month wants YYYY-MM, not {text!r}") from None
+
+
+def parse_date(text: str | None, option: str, default: dt.date | None = None) -> dt.date | None:
+    if text is None:
+        return default
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{option} wants a date YYYY-MM-DD, not {text!r}") from None
+
+
+def emit(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    title: str,
+    as_csv: bool,
+    as_json: bool,
+    document: Any = None,
+) -> None:
+    """Rows as CSV, JSON (`document` if given) or a rich table; `columns` is (key, heading)."""
+    if as_json:
+        print(json.dumps(document if document is not None else list(rows), indent=2, default=str))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, [key for key, _ in columns], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(title=title)
+        for key, heading in columns:
+            numeric = bool(rows) and isinstance(rows[0].get(key), int | float) and not isinstance(rows[0][key], bool)
+            table.add_column(heading, justify="right" if numeric else "left")
+        for row in rows:
+            table.add_row(*(escape(cell(row.get(key), key in MONEY)) for key, _ in columns))
+        console.print(table)
+
+
+MONEY = {
+    "cost",
+    "users",
+    "idle",
+    "fee",
+    "total",
+    "budget",
+    "plan_fee",
+    "fees",
+    "metered_cost",
+    "staff_cost",
+    "margin",
+    "per_user",
+    "break_even_fee",
+    "break_even_per_user",
+}
+"""Columns shown as money (two decimals)."""
+
+
+def cell(value: Any, money: bool = False) -> str:
+    if money and isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}" if value else "0"
+    return "" if value is None else str(value)
+
+
+def write_plot(
+    path: Path | None, figure: Callable[[Any], Any], title: str, rows: Sequence[dict], columns: Sequence
+) -> None:
+    """Write the plot `figure(plots module)` to `path` (.png or .html, the table under it), if a path is given."""
+    if path is None:
+        return
+    from hubfleet.usage import plots  # matplotlib: loaded only when a plot is asked for
+
+    if path.suffix.lower() not in plots.PLOT_SUFFIXES:
+        raise fail(f"--plot writes .png or .html files, not {path.name}")
+    table = plots.html_table([h for _, h in columns], [[cell(r.get(k), k in MONEY) for k, _ in columns] for r in rows])
+    plots.save(figure(plots), path, title, table)
+    errors.print(f"plot written to {escape(str(path))}")
