@@ -16,6 +16,7 @@ from hubfleet.edu.courses import group_properties, members_by_role, staff_role
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE as EXCHANGE_ACCESS
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.student import URL_ENV as EXCHANGE_URL_ENV
+from hubfleet.hub.home_export import EXPORT_PATH
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.spec.edu import COURSE_ROLES, group_name
 from hubfleet.system import accounts
@@ -66,7 +67,11 @@ def configure(c: Any, settings: HubSettings) -> None:
     # User servers outlive a hub restart; `hubfleet down` stops them through the API.
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
-    c.JupyterHub.template_vars = {"announcement_login": f"Welcome to {settings.title}"}
+    c.JupyterHub.template_vars = {
+        "announcement_login": f"Welcome to {settings.title}",
+        "announcement_home": f'Your files: <a href="{settings.base_url}hub{EXPORT_PATH}">download your home folder '
+        "as a zip</a>",
+    }
 
     # The proxy is started and kept alive by the fleet supervisor, not by the hub.
     c.JupyterHub.proxy_class = "configurable-http-proxy"

@@ -340,6 +340,21 @@ class HubfleetSpawnerMixin(Configurable):
                 use.size,
             )
 
+    def home_for_export(self) -> tuple[Path, int | None, int | None]:
+        """This user's home as it is now, for a download of their files: (folder, uid, gid). A home kept in a quota
+        image that is not mounted (a machine just rebooted) is mounted first, as its next server start would.
+        FileNotFoundError when the user has no home on this machine yet."""
+        try:
+            entry = pwd.getpwnam(self.unix_name)
+        except KeyError:
+            raise FileNotFoundError(f"{self.unix_name} has no Unix account yet") from None
+        home = Path(self.home_root) / self.unix_name
+        if homes.image_path(home).exists():
+            homes.ensure_home(accounts.Account(self.unix_name, entry.pw_uid, entry.pw_gid, home), None)
+        if not home.is_dir() or home.is_symlink():
+            raise FileNotFoundError(f"{home} is not a folder")
+        return home, entry.pw_uid, entry.pw_gid
+
     def _prepare_course_folders(self, account: accounts.Account) -> None:
         """The folder of each of the user's courses that has one (made here too for courses created at run time,
         with its ACL: students read, staff write), linked as `~/courses/<course>`; links to other courses go."""
@@ -461,6 +476,13 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
         ip, port = await super().start()
         await self.wait_until_ready(ip, port)
         return ip, port
+
+    def home_for_export(self) -> tuple[Path, int | None, int | None]:
+        """The user's working directory; no uid to become (every server runs as the hub's own user)."""
+        home = Path(self.home_dir)
+        if not home.is_dir() or home.is_symlink():
+            raise FileNotFoundError(f"{home} is not a folder")
+        return home, None, None
 
     def _prepare_folders(self) -> None:
         """The working directory, and the scratch folder with its link (no accounts, no ownership: one user)."""

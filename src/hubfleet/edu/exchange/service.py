@@ -20,6 +20,7 @@ REST API (under the service prefix, JSON; files travel as ``{"files": {path: bas
     GET  api/courses/C/assignments/A/grades[.csv]       the gradebook (staff)
     PUT  api/courses/C/assignments/A/grades/STUDENT     manual score of a cell (staff)
     POST api/courses/C/assignments/A/passback           queue and deliver the scores to the LMS (staff)
+    GET  api/courses/C/export                           the course's grades and submissions as a zip (staff)
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ import tornado.web
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado.httpserver import HTTPServer
 
+from hubfleet.common.zipstream import send_zip, stream_zip
 from hubfleet.db import open_database
 from hubfleet.edu.courses import STAFF_ROLES
-from hubfleet.edu.exchange import passback, workflow
+from hubfleet.edu.exchange import export, passback, workflow
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE, SERVICE_NAME, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
 from hubfleet.spec.edu import parse_group
@@ -399,6 +401,21 @@ class PassbackHandler(ApiHandler):
         self.send_json(report.__dict__)
 
 
+class CourseExportHandler(ApiHandler):
+    async def get(self, course: str) -> None:
+        """The course's grades and submissions as a zip (`hubfleet.edu.exchange.export`), streamed."""
+        self.course(course, staff=True)
+        planned = await self.service.run(export.plan, self.exchange, course)
+        loop = asyncio.get_running_loop()
+        chunks = stream_zip(
+            lambda archive: export.write(self.exchange, planned, archive),
+            max_bytes=export.MAX_BYTES,
+            max_entries=export.MAX_ENTRIES,
+            run=lambda produce: loop.run_in_executor(self.service.executor, produce),
+        )
+        await send_zip(self, f"{self.service.settings.hub}-{course}-records.zip", chunks, log)
+
+
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
     """Finishes a browser's OAuth login with the hub (sets the service's cookie)."""
 
@@ -446,6 +463,7 @@ def make_app(service: Service, hub_auth: HubOAuth, cookie_secret: bytes) -> torn
         (rf"{assignment}/grades(\.csv)?", GradesHandler, arguments),
         (rf"{assignment}/grades/([^/]+)", OverrideHandler, arguments),
         (rf"{assignment}/passback", PassbackHandler, arguments),
+        (rf"{prefix}/api/courses/([^/]+)/export", CourseExportHandler, arguments),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]
