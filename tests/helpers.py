@@ -201,6 +201,14 @@ def running_fleet(
         assert not leftovers, f"processes left behind after down: {leftovers}"
 
 
+def wipe_hub(fleet: RunningFleet, hub: str) -> None:
+    """What a dead machine leaves of a hub: nothing (no homes, accounts or shared folders); its state directory
+    is left to the test."""
+    homes.release_homes(HOME_ROOT, f"{hub}_")
+    accounts.remove_hub_accounts(hub)
+    shutil.rmtree(fleet.shared_root / hub, ignore_errors=True)
+
+
 def unique_hub(prefix: str) -> str:
     """A hub name unlikely to exist on this machine (hub names scope Unix accounts)."""
     return f"{prefix}{secrets.token_hex(2)}"

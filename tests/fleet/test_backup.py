@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import httpx
 import pytest
 
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.system import accounts, homes
-from tests.helpers import HOME_ROOT, RunningFleet, hubfleet, running_fleet, unique_hub
+from hubfleet.system import accounts
+from tests.helpers import HOME_ROOT, RunningFleet, hubfleet, running_fleet, unique_hub, wipe_hub
 
 pytestmark = pytest.mark.needs("root", "xfs")
 
@@ -64,13 +63,6 @@ def logged_in_as(fleet: RunningFleet, hub: str, cookies: httpx.Cookies) -> str |
     return response.json().get("name") if response.status_code == 200 else None
 
 
-def wipe_machine(fleet: RunningFleet, hub: str) -> None:
-    """What a dead machine leaves: no homes, accounts or shared folders of the hub."""
-    homes.release_homes(HOME_ROOT, f"{hub}_")
-    accounts.remove_hub_accounts(hub)
-    shutil.rmtree(fleet.shared_root / hub)
-
-
 def test_backup_during_activity_then_restore_on_a_fresh_state_directory(tmp_path: Path) -> None:
     hub = unique_hub("nlb")
     with running_fleet(tmp_path, hubs_yaml(hub), [hub], PASSWORD) as fleet:
@@ -89,7 +81,7 @@ def test_backup_during_activity_then_restore_on_a_fresh_state_directory(tmp_path
         before_home, before_shared = sums(home), sums(fleet.shared_root / hub / "data")
         usage_before = fleet.cli("usage", "--json").stdout
         fleet.cli("down")
-        wipe_machine(fleet, hub)
+        wipe_hub(fleet, hub)
 
         restored = tmp_path / "restored-state"
         hubfleet("restore", str(backups), "--state-dir", str(restored))

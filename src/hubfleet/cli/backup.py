@@ -33,6 +33,7 @@ from hubfleet.fleet.backup import (
 )
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid
 from hubfleet.spec import Fleet, SpecError, parse
+from hubfleet.spec.units import human_size
 
 BACKUP_TO: Any = typer.Option(None, "--to", help="backup folder (default: <state dir>-backups beside it)")
 KEEP: Any = typer.Option(7, "--keep", min=1, help="snapshots to keep (unchanged files are shared)")
@@ -75,14 +76,6 @@ def _progress() -> Progress:
     )
 
 
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
 def _applied(state: FleetState) -> Fleet:
     applied = state.applied()
     if applied is None:
@@ -112,9 +105,9 @@ def backup(
     except (SnapshotError, OSError) as exc:
         raise fail(f"backup failed, earlier backups are untouched: {exc}") from None
     console.print(
-        f"[green]✓[/] snapshot {escape(str(report.snapshot))}: {_human(report.bytes_total)} in "
+        f"[green]✓[/] snapshot {escape(str(report.snapshot))}: {human_size(report.bytes_total)} in "
         f"{report.files_copied + report.files_linked} files ({report.files_linked} unchanged, linked), "
-        f"{_human(report.bytes_new)} new, {report.seconds:.1f} s"
+        f"{human_size(report.bytes_new)} new, {report.seconds:.1f} s"
     )
 
 
@@ -187,8 +180,8 @@ def archive(
     except (SnapshotError, OSError) as exc:
         raise fail(f"archive failed: {exc}") from None
     console.print(
-        f"[green]✓[/] {escape(str(report.path))}: {report.files} files, {_human(report.bytes_in)} → "
-        f"{_human(report.bytes)}, sha256 {report.sha256[:16]}…, {report.seconds:.1f} s"
+        f"[green]✓[/] {escape(str(report.path))}: {report.files} files, {human_size(report.bytes_in)} → "
+        f"{human_size(report.bytes)}, sha256 {report.sha256[:16]}…, {report.seconds:.1f} s"
     )
 
 

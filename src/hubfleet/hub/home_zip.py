@@ -24,18 +24,11 @@ import traceback
 from dataclasses import dataclass, field
 
 from hubfleet.common.zipstream import ZipLimitError, ZipStream, member_name
+from hubfleet.spec.units import human_size
 from hubfleet.system.trees import TreeEntry, walk
 
 SKIPPED_NOTE = "NOT-INCLUDED.txt"
 """Written beside the home's folder in the archive when something could not be included."""
-
-
-def _size(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError
 
 
 @dataclass
@@ -122,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     found = count(args.home)
     if found.bytes > args.max_bytes or found.entries + 2 > args.max_entries:
         message = (
-            f"Your home holds {_size(found.bytes)} in {found.files} files ({found.entries} files, folders and "
-            f"links): one download may hold at most {_size(args.max_bytes)} and {args.max_entries} entries. "
+            f"Your home holds {human_size(found.bytes)} in {found.files} files ({found.entries} files, folders and "
+            f"links): one download may hold at most {human_size(args.max_bytes)} and {args.max_entries} entries. "
             "Delete or compress what you no longer need (in a terminal: du -sh ~/* | sort -h), or ask the hub's "
             "operators for an archive of your home."
         )

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubfleet.spec.units import human_size
 from hubfleet.system.accounts import Account
 
 __all__ = [
@@ -256,17 +257,9 @@ def _make_image(image: Path, quota: int, account: Account) -> None:
     _run("mkfs.xfs", "-q", "-f", "-L", account.name[-12:], str(image))
 
 
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(count) < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
 def _too_full(user: str, used: int, quota: int) -> QuotaError:
     return QuotaError(
-        f"the home of {user} holds {_human(used)}, more than the quota of {_human(quota)}: "
+        f"the home of {user} holds {human_size(used)}, more than the quota of {human_size(quota)}: "
         "free space in it, or keep its quota at least that large"
     )
 
@@ -376,7 +369,7 @@ def ensure_home(account: Account, quota: int | None) -> HomeUse:
     the quota (until then the home keeps its larger size: compare the returned size with the quota).
     """
     if quota is not None and quota < MIN_QUOTA:
-        raise QuotaError(f"a home quota must be at least {_human(MIN_QUOTA)}")
+        raise QuotaError(f"a home quota must be at least {human_size(MIN_QUOTA)}")
     home = account.home
     with _locked(home):
         if quota is None:
