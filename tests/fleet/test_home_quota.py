@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -57,6 +58,14 @@ async def save_too_large(fleet_url: str, hub: str) -> httpx.Response:
         )
 
 
+async def console_page(fleet_url: str, hub: str, path: str) -> httpx.Response:
+    """`path` of the console, as Alice (an operator) sees it after logging in with the hub."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        await HubUser.login(client, f"{fleet_url}/hubs/{hub}/", PasswordLogin("alice", PASSWORD))
+        await client.get(f"{fleet_url}/console/login/{hub}", params={"next": path}, follow_redirects=True)
+        return await client.get(f"{fleet_url}{path}")
+
+
 def server_started(fleet_url: str, hub: str, token: str) -> str:
     response = httpx.get(
         f"{fleet_url}/hubs/{hub}/hub/api/users/alice", headers={"Authorization": f"token {token}"}, timeout=30
@@ -69,7 +78,8 @@ def test_home_quota_is_enforced_shown_grown_by_apply_and_never_lowered_below_use
     # Alice has a home from before the quota: it moves into its image at her first start.
     alice = accounts.ensure_user(accounts.unix_username(hub, "alice"), HOME_ROOT / accounts.unix_username(hub, "alice"))
     (alice.home / "thesis.txt").write_text("chapter one")
-    with running_fleet(tmp_path, hubs_yaml(hub, "300M"), [hub], PASSWORD) as fleet:
+    operators = f'console: {{operators: ["{hub}:alice"]}}'
+    with running_fleet(tmp_path, hubs_yaml(hub, "300M"), [hub], PASSWORD, top=operators) as fleet:
         alice_login, bob_login = PasswordLogin("alice", PASSWORD), PasswordLogin("bob", PASSWORD)
         size = int(fleet.run_code(hub, alice_login, HOME_SIZE))
         assert abs(size - 300 * MIB) <= 2 * MIB, size
@@ -86,6 +96,12 @@ def test_home_quota_is_enforced_shown_grown_by_apply_and_never_lowered_below_use
         by_user = {row["user"]: row for row in usage}
         assert by_user["alice"]["used"] > 290 * MIB and by_user["alice"]["quota"] == 300 * MIB
         assert by_user["bob"]["mounted"] and 50 * MIB < by_user["bob"]["used"] < 100 * MIB
+        # The console's hub page shows the same, fullest first.
+        page = asyncio.run(console_page(fleet.url, hub, f"/console/hubs/{hub}"))
+        assert page.status_code == 200, page.text
+        shown = re.findall(r'<tr data-user="(\w+)" data-used="(\d+)" data-size="(\d+)"', page.text)
+        assert [user for user, _, _ in shown] == ["alice", "bob"]
+        assert int(shown[0][1]) > 290 * MIB and abs(int(shown[0][2]) - 300 * MIB) <= 2 * MIB
 
         # Lowering below Alice's use is refused, and nothing changes.
         fleet.write(fleet.file.read_text().replace("home_quota: 300M", "home_quota: 256M"))
