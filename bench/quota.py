@@ -1,19 +1,33 @@
-"""Home quotas: what the loop-mounted XFS image costs on file writes, against a plain folder on the same disk.
+"""Home quotas: what the loop-mounted XFS image costs on file I/O, against a plain folder on the same disk.
 
-Each run writes `--size` MiB in 1 MiB blocks and fsyncs (one large file), then 2,000 small files of 4 KiB (a
-checkout, a conda environment): once into a plain folder (the baseline), once into a home with a quota image. The
-two alternate run by run. Writes bench/results/quota.json.
+Baseline ("plain"): a folder on the disk the images live on. Measured ("quota"): a home with a quota image, made
+by `hubfleet.system.homes.ensure_home` as the spawner makes it. Every measurement starts with the page cache
+dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and counts only what is on the disk when it ends, so neither
+system is flattered by memory: a loop device without direct I/O keeps a second copy of the data in the page cache
+of its image file, and buffered writes that are not synced measure memory, not disks. The two systems alternate
+run by run (plain first in even runs, quota first in odd ones).
 
-    .venv/bin/python bench/quota.py [--runs 5] [--size 256]
+Workloads, each `--runs` times per system:
+
+* `direct_write`: `--size` MiB in 1 MiB O_DIRECT writes, then fsync (bypasses the page cache in the home);
+* `synced_write`: `--size` MiB in 1 MiB buffered writes, then fsync (what a program saving a large file does);
+* `small_files`: 500 files of 4 KiB, each written and fsync'd (what JupyterLab's atomic saves do);
+* `cold_read`: the `direct_write` file read back after the caches were dropped.
+
+Throughput ratios quota/plain (1.0 = no cost; 0.8 = 20 % slower) and the overhead in percent are printed and
+written to bench/results/quota.json.
+
+    .venv/bin/python bench/quota.py [--runs 5]          # BENCH_QUOTA_MIB=256: size of the large file
 """
 
 from __future__ import annotations
 
+import mmap
 import os
-import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import common
@@ -21,32 +35,91 @@ import common
 from hubfleet.system import accounts, homes
 
 MIB = 1024**2
+SMALL_FILES = 500
+SMALL_SIZE = 4096
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+WORKLOADS = ("direct_write", "synced_write", "small_files", "cold_read")
+UNITS = {"direct_write": "MiB/s", "synced_write": "MiB/s", "small_files": "files/s", "cold_read": "MiB/s"}
 
 
-def write_big(folder: Path, size: int) -> float:
+def drop_caches() -> None:
+    """Write every dirty page out and forget the page cache (both the home's and its image file's)."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+def _aligned_block() -> mmap.mmap:
+    block = mmap.mmap(-1, MIB)  # page-aligned, as O_DIRECT needs
+    block.write(os.urandom(MIB))
+    return block
+
+
+def direct_write(folder: Path, size: int) -> float:
+    block = _aligned_block()
+    started = time.perf_counter()
+    fd = os.open(folder / "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+    try:
+        for _ in range(size):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size / (time.perf_counter() - started)
+
+
+def synced_write(folder: Path, size: int) -> float:
     block = os.urandom(MIB)
     started = time.perf_counter()
-    with open(folder / "big", "wb") as out:
+    with open(folder / "synced", "wb") as out:
         for _ in range(size):
             out.write(block)
         out.flush()
         os.fsync(out.fileno())
     seconds = time.perf_counter() - started
-    (folder / "big").unlink()
+    (folder / "synced").unlink()
     return size / seconds
 
 
-def write_small(folder: Path, count: int = 2000) -> float:
-    data = os.urandom(4096)
+def small_files(folder: Path, size: int) -> float:
     target = folder / "small"
     target.mkdir()
+    data = os.urandom(SMALL_SIZE)
     started = time.perf_counter()
-    for index in range(count):
-        (target / f"f{index}").write_bytes(data)
-    os.sync()
+    for index in range(SMALL_FILES):
+        fd = os.open(target / f"f{index}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    directory = os.open(target, os.O_RDONLY)
+    os.fsync(directory)
+    os.close(directory)
     seconds = time.perf_counter() - started
-    shutil.rmtree(target)
-    return count / seconds
+    for index in range(SMALL_FILES):
+        (target / f"f{index}").unlink()
+    target.rmdir()
+    return SMALL_FILES / seconds
+
+
+def cold_read(folder: Path, size: int) -> float:
+    started = time.perf_counter()
+    with open(folder / "big", "rb", buffering=0) as source:
+        read = 0
+        while chunk := source.read(MIB):
+            read += len(chunk)
+    seconds = time.perf_counter() - started
+    (folder / "big").unlink()
+    return read / MIB / seconds
+
+
+MEASURE: dict[str, Callable[[Path, int], float]] = {
+    "direct_write": direct_write,
+    "synced_write": synced_write,
+    "small_files": small_files,
+    "cold_read": cold_read,
+}
 
 
 def main() -> int:
@@ -57,52 +130,59 @@ def main() -> int:
     started = common.prepare(lambda: None)
     if started is None:
         return 1
+    if os.geteuid() != 0:
+        common.log("error: run as root (quota images are mounted, and the page cache is dropped between runs)")
+        return 1
 
     def body(workdir: Path) -> dict:
         os.chmod(workdir, 0o755)
         plain = workdir / "plain"
         plain.mkdir()
         account = accounts.ensure_user("nlbench_quota", workdir / "nlbench_quota")
+        results: dict[str, list[float]] = {f"{system}_{w}": [] for w in WORKLOADS for system in ("plain", "quota")}
         try:
-            homes.ensure_home(account, 2 * size * MIB)
-            results: dict[str, list[float]] = {
-                "plain_mib_s": [],
-                "quota_mib_s": [],
-                "plain_files_s": [],
-                "quota_files_s": [],
-            }
+            homes.ensure_home(account, max(2 * size * MIB, homes.MIN_QUOTA))
             for run in range(args.runs):
                 order = [("plain", plain), ("quota", account.home)]
-                for name, folder in order if run % 2 == 0 else reversed(order):
-                    results[f"{name}_mib_s"].append(write_big(folder, size))
-                    results[f"{name}_files_s"].append(write_small(folder))
-                common.log(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()))
+                for system, folder in order if run % 2 == 0 else reversed(order):
+                    for workload in WORKLOADS:
+                        drop_caches()
+                        results[f"{system}_{workload}"].append(MEASURE[workload](folder, size))
+                common.log(f"run {run + 1}: " + ", ".join(f"{key} {values[-1]:.0f}" for key, values in results.items()))
         finally:
             homes.release_home(account.home)
             accounts.remove_user(account.name)
-        medians = {key: statistics.median(values) for key, values in results.items()}
-        return {
-            **{key: common.summary(values) for key, values in results.items()},
-            "write_ratio_quota_to_plain": medians["quota_mib_s"] / medians["plain_mib_s"],
-            "small_files_ratio_quota_to_plain": medians["quota_files_s"] / medians["plain_files_s"],
-        }
+        figures: dict[str, object] = {key: common.summary(values) for key, values in results.items()}
+        for workload in WORKLOADS:
+            ratio = statistics.median(results[f"quota_{workload}"]) / statistics.median(results[f"plain_{workload}"])
+            figures[f"{workload}_ratio_quota_to_plain"] = round(ratio, 3)
+            figures[f"{workload}_overhead_percent"] = round((1 / ratio - 1) * 100, 1)
+        return figures
 
     status, results = common.run_in_workdir(
         "nlbench-quota-", body, (OSError, homes.QuotaError), args.keep_workdir, "homes"
     )
     if results is None:
         return status
-    common.log(
-        f"quota/plain: large writes {results['write_ratio_quota_to_plain']:.2f}x, "
-        f"small files {results['small_files_ratio_quota_to_plain']:.2f}x"
-    )
+    header = f"{'workload':<14}{'plain':>10}{'quota':>10}  {'unit':<8}{'quota/plain':>11}"
+    common.log_table_header("A home with a quota image against a plain folder (medians)", header)
+    for workload in WORKLOADS:
+        plain, quota = (results[f"{system}_{workload}"]["median"] for system in ("plain", "quota"))
+        ratio = results[f"{workload}_ratio_quota_to_plain"]
+        common.log(f"{workload:<14}{plain:>10.0f}{quota:>10.0f}  {UNITS[workload]:<8}{ratio:>10.2f}x")
     common.write_results(
         args.out,
         "quota",
         started,
-        {"runs": args.runs, "size_mib": size},
-        "write throughput into a home with a quota image (loop-mounted XFS) against a plain folder on the same disk",
-        ["large file: size MiB in 1 MiB writes, fsync", "2,000 files of 4 KiB, then sync", "alternating order"],
+        {"runs": args.runs, "size_mib": size, "small_files": SMALL_FILES, "small_file_bytes": SMALL_SIZE},
+        "file I/O in a home with a quota image (loop-mounted XFS, as the spawner makes it) against a plain folder on "
+        "the same disk; throughput, higher is better; ratio = quota / plain",
+        [
+            "page cache dropped (sync; drop_caches) before every measurement; every write is fsync'd",
+            f"direct_write: size MiB in 1 MiB O_DIRECT writes, fsync; synced_write: the same buffered, fsync; "
+            f"small_files: {SMALL_FILES} x {SMALL_SIZE} B, each fsync'd; cold_read: the direct_write file, cold",
+            "systems alternate run by run; medians",
+        ],
         common.machine_info(),
         results,
     )

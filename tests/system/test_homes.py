@@ -90,6 +90,9 @@ def test_an_existing_home_moves_in_with_owners_modes_and_links(home_root: Path) 
     use = homes.ensure_home(user, 512 * MIB)
     assert use.mounted and os.path.ismount(user.home)
     assert tree_sums(user.home) == before
+    # The loop device reads and writes the image with direct I/O (one copy of the data in memory, not two).
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(user.home)], capture_output=True, text=True)
+    assert Path(f"/sys/block/{Path(device.stdout.strip()).name}/loop/dio").read_text().strip() == "1"
     info = os.stat(user.home / "notes" / "thesis.tex")
     assert (info.st_uid, info.st_mode & 0o777) == (user.uid, 0o640)
     assert os.readlink(user.home / "link") == "/etc/hostname"
