@@ -1,11 +1,12 @@
 """Home quotas: what the loop-mounted XFS image costs on file I/O, against a plain folder on the same disk.
 
 Baseline ("plain"): a folder on the disk the images live on. Measured ("quota"): a home with a quota image, made
-by `hubfleet.system.homes.ensure_home` as the spawner makes it. Every measurement starts with the page cache
+by `hubfleet.system.homes.ensure_home` as the spawner makes it; and ("quota_buffered") the same with direct I/O
+turned off on its loop device, as homes were mounted before. Every measurement starts with the page cache
 dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and counts only what is on the disk when it ends, so neither
 system is flattered by memory: a loop device without direct I/O keeps a second copy of the data in the page cache
 of its image file, and buffered writes that are not synced measure memory, not disks. The two systems alternate
-run by run (plain first in even runs, quota first in odd ones).
+run by run (each run starts with the next one).
 
 Workloads, each `--runs` times per system:
 
@@ -14,7 +15,7 @@ Workloads, each `--runs` times per system:
 * `small_files`: 500 files of 4 KiB, each written and fsync'd (what JupyterLab's atomic saves do);
 * `cold_read`: the `direct_write` file read back after the caches were dropped.
 
-Throughput ratios quota/plain (1.0 = no cost; 0.8 = 20 % slower) and the overhead in percent are printed and
+Throughput ratios against plain (1.0 = no cost; 0.8 = 20 % slower) and the overheads in percent are printed and
 written to bench/results/quota.json.
 
     .venv/bin/python bench/quota.py [--runs 5]          # BENCH_QUOTA_MIB=256: size of the large file
@@ -25,6 +26,7 @@ from __future__ import annotations
 import mmap
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +42,9 @@ SMALL_SIZE = 4096
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 WORKLOADS = ("direct_write", "synced_write", "small_files", "cold_read")
+SYSTEMS = ("plain", "quota", "quota_buffered")
+"""A plain folder; a home as hubfleet makes it (direct I/O on its loop device); the same with a buffered loop device
+(how homes were mounted before direct I/O: kept for the comparison)."""
 UNITS = {"direct_write": "MiB/s", "synced_write": "MiB/s", "small_files": "files/s", "cold_read": "MiB/s"}
 
 
@@ -47,6 +52,12 @@ def drop_caches() -> None:
     """Write every dirty page out and forget the page cache (both the home's and its image file's)."""
     os.sync()
     DROP_CACHES.write_text("3\n")
+
+
+def buffered(home: Path) -> None:
+    """Turn direct I/O off on the loop device under `home`."""
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(home)], capture_output=True, text=True, check=True)
+    subprocess.run(["losetup", "--direct-io=off", device.stdout.strip()], check=True)
 
 
 def _aligned_block() -> mmap.mmap:
@@ -138,25 +149,32 @@ def main() -> int:
         os.chmod(workdir, 0o755)
         plain = workdir / "plain"
         plain.mkdir()
-        account = accounts.ensure_user("nlbench_quota", workdir / "nlbench_quota")
-        results: dict[str, list[float]] = {f"{system}_{w}": [] for w in WORKLOADS for system in ("plain", "quota")}
+        made = [accounts.ensure_user(name, workdir / name) for name in ("nlbench_quota", "nlbench_qbuf")]
+        results: dict[str, list[float]] = {f"{system}_{w}": [] for w in WORKLOADS for system in SYSTEMS}
         try:
-            homes.ensure_home(account, max(2 * size * MIB, homes.MIN_QUOTA))
+            for account in made:
+                homes.ensure_home(account, max(3 * size * MIB, homes.MIN_QUOTA))
+            buffered(made[1].home)
+            folders = dict(zip(SYSTEMS, [plain, made[0].home, made[1].home], strict=True))
             for run in range(args.runs):
-                order = [("plain", plain), ("quota", account.home)]
-                for system, folder in order if run % 2 == 0 else reversed(order):
+                shift = run % len(SYSTEMS)
+                for system in SYSTEMS[shift:] + SYSTEMS[:shift]:
                     for workload in WORKLOADS:
                         drop_caches()
-                        results[f"{system}_{workload}"].append(MEASURE[workload](folder, size))
+                        results[f"{system}_{workload}"].append(MEASURE[workload](folders[system], size))
                 common.log(f"run {run + 1}: " + ", ".join(f"{key} {values[-1]:.0f}" for key, values in results.items()))
         finally:
-            homes.release_home(account.home)
-            accounts.remove_user(account.name)
+            for account in made:
+                homes.release_home(account.home)
+                accounts.remove_user(account.name)
         figures: dict[str, object] = {key: common.summary(values) for key, values in results.items()}
-        for workload in WORKLOADS:
-            ratio = statistics.median(results[f"quota_{workload}"]) / statistics.median(results[f"plain_{workload}"])
-            figures[f"{workload}_ratio_quota_to_plain"] = round(ratio, 3)
-            figures[f"{workload}_overhead_percent"] = round((1 / ratio - 1) * 100, 1)
+        for system in SYSTEMS[1:]:
+            for workload in WORKLOADS:
+                ratio = statistics.median(results[f"{system}_{workload}"]) / statistics.median(
+                    results[f"plain_{workload}"]
+                )
+                figures[f"{workload}_ratio_{system}_to_plain"] = round(ratio, 3)
+                figures[f"{workload}_overhead_percent_{system}"] = round((1 / ratio - 1) * 100, 1)
         return figures
 
     status, results = common.run_in_workdir(
@@ -164,19 +182,21 @@ def main() -> int:
     )
     if results is None:
         return status
-    header = f"{'workload':<14}{'plain':>10}{'quota':>10}  {'unit':<8}{'quota/plain':>11}"
-    common.log_table_header("A home with a quota image against a plain folder (medians)", header)
+    header = f"{'workload':<14}{'unit':<8}" + "".join(f"{system:>15}" for system in SYSTEMS)
+    common.log_table_header("Medians; in brackets: against plain (1.00 = no cost, 0.80 = 20 % slower)", header)
     for workload in WORKLOADS:
-        plain, quota = (results[f"{system}_{workload}"]["median"] for system in ("plain", "quota"))
-        ratio = results[f"{workload}_ratio_quota_to_plain"]
-        common.log(f"{workload:<14}{plain:>10.0f}{quota:>10.0f}  {UNITS[workload]:<8}{ratio:>10.2f}x")
+        cells = [f"{results[f'plain_{workload}']['median']:>15.0f}"]
+        for system in SYSTEMS[1:]:
+            ratio = results[f"{workload}_ratio_{system}_to_plain"]
+            cells.append(f"{results[f'{system}_{workload}']['median']:>8.0f} ({ratio:.2f})")
+        common.log(f"{workload:<14}{UNITS[workload]:<8}" + "".join(cells))
     common.write_results(
         args.out,
         "quota",
         started,
         {"runs": args.runs, "size_mib": size, "small_files": SMALL_FILES, "small_file_bytes": SMALL_SIZE},
-        "file I/O in a home with a quota image (loop-mounted XFS, as the spawner makes it) against a plain folder on "
-        "the same disk; throughput, higher is better; ratio = quota / plain",
+        "file I/O in a home with a quota image (loop-mounted XFS, as the spawner makes it; and with a buffered loop "
+        "device, as before) against a plain folder on the same disk; throughput, higher is better; ratio = X / plain",
         [
             "page cache dropped (sync; drop_caches) before every measurement; every write is fsync'd",
             f"direct_write: size MiB in 1 MiB O_DIRECT writes, fsync; synced_write: the same buffered, fsync; "
