@@ -109,7 +109,7 @@ def fleet_yaml(
     name: str, port: int, ports: tuple[int, int], shared_root: Path, hubs: str, defaults: str = "", top: str = ""
 ) -> str:
     """A fleet file for tests: free ports, a private shared root, then the given fleet-level sections (`top`, e.g.
-    `usage:`), `defaults:` and hubs (each YAML, unindented)."""
+    `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test says `sleep:`."""
     text = textwrap.dedent(
         f"""\
             name: {name}
@@ -122,8 +122,11 @@ def fleet_yaml(
     )
     if top:
         text += textwrap.dedent(top).rstrip("\n") + "\n"
-    if defaults:
-        text += "defaults:\n" + textwrap.indent(textwrap.dedent(defaults), "  ").rstrip("\n") + "\n"
+    defaults = textwrap.dedent(defaults)
+    if "sleep:" not in defaults and "sleep:" not in hubs:
+        # Test fleets stay awake unless the test is about sleep: their tests look at running processes.
+        defaults = "sleep: {after: never}\n" + defaults
+    text += "defaults:\n" + textwrap.indent(defaults, "  ").rstrip("\n") + "\n"
     return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 

@@ -29,7 +29,7 @@ from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
 from hubfleet.usage.storage import quota_problems
 
-PROCESSES = ("idle-culler", "dask-gateway", "exchange", "hub", "proxy")
+PROCESSES = ("dask-gateway", "exchange", "hub")
 """A hub's processes, in the order `down` stops them."""
 
 FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)

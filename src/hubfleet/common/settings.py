@@ -67,14 +67,24 @@ class HubPorts(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     hub: int
-    proxy: int
-    proxy_api: int
-    spare: int
     gateway: int | None = None
     gateway_tcp: int | None = None
     gateway_api: int | None = None
     exchange: int | None = None
     """The assignment exchange service (hubs with courses or LTI)."""
+
+
+class FrontDoorPorts(BaseModel):
+    """Loopback ports of the front door's internal parts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    landing: int
+    """The front door's own app: the console, health, metrics, and requests for sleeping hubs."""
+    proxy_api: int
+    """The REST API of the front door's configurable-http-proxy (the fleet's only client of it)."""
+    routes: int
+    """The hubs' route API (`hubfleet.fleet.routes`)."""
 
 
 LOOPBACK = "127.0.0.1"
@@ -86,6 +96,17 @@ def loopback_url(port: int, path: str = "", scheme: str = "http") -> str:
     return f"{scheme}://{LOOPBACK}:{port}{path}"
 
 
+class ProxyLink(BaseModel):
+    """The fleet's one proxy (the front door's configurable-http-proxy), as every hub reaches it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    """The proxy's public side on this machine (what users reach as the front door)."""
+    api_url: str
+    """The fleet's route API (`hubfleet.fleet.routes`): the proxy's routes, limited to the hub's own."""
+
+
 class HubAddress(BaseModel):
     """Where one hub's processes are reached on this machine: the one place internal URLs are made."""
 
@@ -94,6 +115,7 @@ class HubAddress(BaseModel):
     base_url: str
     """The hub's URL prefix behind the front door (`/hubs/<name>/`)."""
     ports: HubPorts
+    proxy: ProxyLink
 
     @property
     def hub_url(self) -> str:
@@ -105,19 +127,9 @@ class HubAddress(BaseModel):
         """The hub's REST API, reached directly (not through a proxy)."""
         return loopback_url(self.ports.hub, f"{self.base_url}hub/api")
 
-    @property
-    def proxy_url(self) -> str:
-        """The hub's proxy: its public face, which the front door forwards `<base_url>` to."""
-        return loopback_url(self.ports.proxy)
-
-    @property
-    def proxy_api_url(self) -> str:
-        """The REST API of the hub's proxy (routes)."""
-        return loopback_url(self.ports.proxy_api)
-
     def through_proxy(self, path: str) -> str:
-        """`path` below the hub's prefix, through the hub's proxy (as users' servers reach it)."""
-        return loopback_url(self.ports.proxy, f"{self.base_url}{path}")
+        """`path` below the hub's prefix, through the fleet's proxy (as users' servers reach it)."""
+        return f"{self.proxy.url}{self.base_url}{path}"
 
     def service_path(self, name: str) -> str:
         """The URL path of the hub's service `name` (no trailing slash)."""
@@ -193,6 +205,7 @@ class HubSettings(SettingsFile):
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None
     exchange: ExchangeLink | None = None
+    proxy: ProxyLink
     database_url: str
     """The fleet database (SQLAlchemy URL): LTI identities, courses' records, the exchange, usage."""
     console_redirect_uri: str | None = None
@@ -203,7 +216,7 @@ class HubSettings(SettingsFile):
     @property
     def address(self) -> HubAddress:
         """Where the hub's processes are reached on this machine."""
-        return HubAddress(base_url=self.base_url, ports=self.ports)
+        return HubAddress(base_url=self.base_url, ports=self.ports, proxy=self.proxy)
 
     def named_users(self) -> set[str]:
         """Everyone the fleet file names for this hub (plus the health-check user): they may log in, and no LMS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hubfleet import db
 from hubfleet.common.files import private_dir, write_private
-from hubfleet.common.settings import HubPorts
+from hubfleet.common.settings import FrontDoorPorts, HubPorts
 from hubfleet.spec.models import Fleet
 
 DEFAULT_STATE_DIR = ".hubfleet"
@@ -141,9 +141,24 @@ class FleetState:
         data = json.loads(self.applied_file.read_text(encoding="utf-8"))
         return Path(data["path"]), data["text"]
 
+    @property
+    def frontdoor_ports_file(self) -> Path:
+        return self.frontdoor_dir / "ports.json"
+
+    def frontdoor_ports(self) -> FrontDoorPorts | None:
+        """The front door's internal ports, if it was given some."""
+        try:
+            return FrontDoorPorts.model_validate_json(self.frontdoor_ports_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def keep_frontdoor_ports(self, ports: FrontDoorPorts) -> None:
+        write_private(self.frontdoor_ports_file, ports.model_dump_json())
+
     def all_ports(self) -> set[int]:
-        """Every port given to some hub of this state directory."""
-        taken: set[int] = set()
+        """Every port given to the front door or some hub of this state directory."""
+        door = self.frontdoor_ports()
+        taken: set[int] = set(door.model_dump().values()) if door else set()
         for name in self.hub_names():
             ports = self.hub(name).ports()
             if ports:

@@ -19,6 +19,10 @@ class HubStatus(BaseModel):
     users: int | None = None
     running_servers: int | None = None
     detail: str = ""
+    last_wake: float | None = None
+    """When the hub last woke from sleep (Unix time; None: never since the fleet started)."""
+    wakes: int = 0
+    """How often it woke since the fleet started."""
 
 
 class FleetStatus(BaseModel):

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import ClassVar
 
-from hubfleet.common.settings import HubSettings
+from hubfleet.common.settings import HubSettings, ProxyLink
 from hubfleet.common.state import FleetState, HubState
 from hubfleet.common.status import HubStatus
 from hubfleet.fleet.plan import HubChange
-from hubfleet.fleet.standby import StandbyPool
+from hubfleet.fleet.routes import RouteTable
 from hubfleet.spec.models import Fleet, Hub
+from hubfleet.system.forkserver import ForkServer
 
 BACKENDS_GROUP = "hubfleet.backends"
 """The entry-point group of backends: name (as the fleet file's `backend:` says it) → `module:Class`."""
@@ -23,16 +24,28 @@ BACKENDS_GROUP = "hubfleet.backends"
 
 @dataclass(frozen=True)
 class RunningHub:
-    """A hub a backend runs, as the rest of the fleet reaches it (front door, metering)."""
+    """A hub a backend runs, as the rest of the fleet reaches it (metering, the console)."""
 
     name: str
     backend: str
     settings: HubSettings
     """The settings the hub process was given: its addresses, state directory and the fleet's service token."""
-    route_target: str
-    """Where the front door sends the hub's prefix."""
     servers_here: bool
     """Whether users' servers run on this machine (their cgroups can be read here)."""
+    awake: bool
+    """Whether its processes run (False: it sleeps, and answers nothing until woken)."""
+
+
+@dataclass(frozen=True)
+class HubHost:
+    """What the fleet gives backends that run hub processes on this machine."""
+
+    forkserver: ForkServer
+    """Hub processes are forked from it (a start skips JupyterHub's imports, hubs share those pages)."""
+    routes: RouteTable
+    """The fleet's one proxy: a hub is up once its own route is there; a sleeping hub's routes are dropped."""
+    proxy: ProxyLink
+    """The fleet's proxy as hubs reach it (its public side on this machine, the route API)."""
 
 
 class Backend(ABC):
@@ -40,12 +53,10 @@ class Backend(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, fleet: Fleet, state: FleetState, standby: StandbyPool):
+    def __init__(self, fleet: Fleet, state: FleetState, host: HubHost):
         self.fleet = fleet
         self.state = state
-        self.standby = standby
-        """A warm interpreter the fleet keeps ready to replace a hub process that died (for backends that run hub
-        processes on this machine)."""
+        self.host = host
 
     def use_fleet(self, fleet: Fleet) -> None:
         """The fleet spec that hubs brought up or changed from now on belong to."""
@@ -60,8 +71,24 @@ class Backend(ABC):
         return [hub.name for hub in self.running_hubs()]
 
     @abstractmethod
-    async def up(self, hub: Hub) -> None:
-        """Start `hub` and return once it answers."""
+    async def up(self, hub: Hub, *, awake: bool = True) -> None:
+        """Bring `hub` up: started and answering (`awake`), or ready to be woken (its processes not started)."""
+
+    @abstractmethod
+    def is_awake(self, name: str) -> bool:
+        """Whether hub `name`'s processes run."""
+
+    @abstractmethod
+    async def wake(self, name: str) -> None:
+        """Start the sleeping hub `name`'s processes and return once it answers."""
+
+    @abstractmethod
+    async def sleep(self, name: str) -> None:
+        """Stop hub `name`'s processes, keeping its state (it has no running server)."""
+
+    @abstractmethod
+    async def busy(self, name: str) -> str | None:
+        """Why hub `name` must not sleep now (servers, its users' processes, grading), or None."""
 
     @abstractmethod
     async def apply(self, hub: Hub, change: HubChange) -> None:

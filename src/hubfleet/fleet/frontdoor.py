@@ -1,32 +1,35 @@
-"""The front door: one configurable-http-proxy on the fleet's public port, routing /hubs/<name>/ to each hub's
-own proxy, and everything else to the fleet's own web app: the fleet console (`/`, `/console/`, see
-`hubfleet.console`) and `/_hubfleet/health`."""
+"""The front door: the fleet's one configurable-http-proxy on its public port, routing every hub's paths (each hub
+adds its own, through the route API of `hubfleet.fleet.routes`), and the fleet's own app behind it for everything
+else: the console (`/`, `/console/`), `/_hubfleet/health`, `/_hubfleet/metrics`, and requests for hubs that sleep
+(`hubfleet.fleet.wake`)."""
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 from collections.abc import Callable
 
-import httpx
 from tornado import web
 from tornado.httpserver import HTTPServer
 
 from hubfleet.common.files import write_private
-from hubfleet.common.settings import LOOPBACK, loopback_url
+from hubfleet.common.settings import LOOPBACK, FrontDoorPorts, ProxyLink, loopback_url
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import HubStatus
 from hubfleet.console.app import Console
 from hubfleet.fleet.ports import allocate_ports
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
+from hubfleet.fleet.routes import RouteTable, route_api
+from hubfleet.fleet.wake import Door, wake_handlers
 from hubfleet.spec.models import Fleet
 from hubfleet.usage.metrics import CollectorRegistry, MetricsHandler
 
-ROUTE_MARK = "hubfleet"
-"""Key set on the route data of routes the fleet owns (others are left alone)."""
-
-
 Statuses = Callable[[], dict[str, HubStatus]]
 """The supervisor's last status of each hub, by name."""
+
+HUB_ROUTE_TOKEN = "proxy_token"
+"""The secret a hub's JupyterHub presents to the route API (in the hub's secrets folder)."""
 
 
 class HealthHandler(web.RequestHandler):
@@ -53,26 +56,26 @@ class NotFoundHandler(web.RequestHandler):
 class FrontDoor:
     """The fleet's public entry point."""
 
-    def __init__(self, fleet: Fleet, state: FleetState, statuses: Statuses):
+    def __init__(self, fleet: Fleet, state: FleetState, statuses: Statuses, door: Door):
         self.fleet = fleet
         self.state = state
         self.statuses = statuses
-        ports_file = state.frontdoor_dir / "ports.json"
-        if ports_file.exists():
-            self.landing_port, self.api_port = json.loads(ports_file.read_text())
-        else:
-            self.landing_port, self.api_port = allocate_ports(2, fleet.internal_ports, state.all_ports())
-            write_private(ports_file, json.dumps([self.landing_port, self.api_port]))
+        self.door = door
+        ports = state.frontdoor_ports()
+        if ports is None:
+            landing, proxy_api, routes = allocate_ports(3, fleet.internal_ports, state.all_ports())
+            ports = FrontDoorPorts(landing=landing, proxy_api=proxy_api, routes=routes)
+            state.keep_frontdoor_ports(ports)
+        self.ports = ports
         self.token_file = state.frontdoor_dir / "proxy_token"
-        self._server: HTTPServer | None = None
+        self.routes = RouteTable(loopback_url(ports.proxy_api), self._token)
+        self._hub_tokens: dict[str, str] = {}
+        self._servers: list[HTTPServer] = []
         self.metrics: CollectorRegistry | None = None  # the usage collector's gauges, set by the supervisor
-        self._routes: dict[str, str] = {}
         self.proxy = self._proxy_process()
 
     def _token(self) -> str:
         if not self.token_file.exists():
-            import secrets
-
             write_private(self.token_file, secrets.token_hex(32))
         return self.token_file.read_text().strip()
 
@@ -84,11 +87,11 @@ class FrontDoor:
             f"--ip={door.host}",
             f"--port={door.port}",
             f"--api-ip={LOOPBACK}",
-            f"--api-port={self.api_port}",
-            f"--default-target={loopback_url(self.landing_port)}",
+            f"--api-port={self.ports.proxy_api}",
+            f"--default-target={loopback_url(self.ports.landing)}",
             "--log-level=warn",
         ]
-        api = self.routes_api
+        api = loopback_url(self.ports.proxy_api, "/api/routes")
         process = ManagedProcess(
             "front-door",
             argv,
@@ -100,8 +103,7 @@ class FrontDoor:
         )
 
         async def restarted(_: ManagedProcess) -> None:
-            routes, self._routes = self._routes, {}
-            await self.set_routes(routes)
+            await self.routes.replay()  # a new proxy starts with no routes: every hub's come back at once
 
         process.on_restart = restarted
         return process
@@ -111,42 +113,49 @@ class FrontDoor:
         return self.fleet.front_door.url
 
     @property
-    def routes_api(self) -> str:
-        """The REST API of the front door's proxy (its routes)."""
-        return loopback_url(self.api_port, "/api/routes")
+    def proxy_link(self) -> ProxyLink:
+        """The fleet's proxy as hubs reach it: its public side on this machine, and the route API."""
+        return ProxyLink(url=self.fleet.front_door.local_url, api_url=loopback_url(self.ports.routes))
+
+    def hub_of_token(self, token: str) -> str | None:
+        """The hub whose route token `token` is (None: no hub's)."""
+        for _ in range(2):
+            for hub, known in self._hub_tokens.items():
+                if hmac.compare_digest(known, token):
+                    return hub
+            if set(self._hub_tokens) >= set(self.fleet.hubs):
+                return None
+            self._load_hub_tokens()
+        return None
+
+    def _load_hub_tokens(self) -> None:
+        tokens = {}
+        for name in self.fleet.hubs:
+            path = self.state.hub(name).secrets_dir / HUB_ROUTE_TOKEN
+            if path.is_file():
+                tokens[name] = path.read_text(encoding="utf-8").strip()
+        self._hub_tokens = tokens
 
     async def start(self) -> None:
         console = Console(lambda: self.fleet, self.state, self.statuses)
         app = web.Application(
             [
                 *console.handlers(),
+                *wake_handlers(self.door),
                 (r"/_hubfleet/health", HealthHandler, {"fleet": lambda: self.fleet, "statuses": self.statuses}),
                 (r"/_hubfleet/metrics", MetricsHandler, {"registry": lambda: self.metrics, "state": self.state}),
                 (r".*", NotFoundHandler),
             ],
             **console.settings(),
         )
-        self._server = app.listen(self.landing_port, address=LOOPBACK, xheaders=True)
+        self._servers = [
+            app.listen(self.ports.landing, address=LOOPBACK, xheaders=True),
+            route_api(self.routes, self.hub_of_token).listen(self.ports.routes, address=LOOPBACK),
+        ]
         await self.proxy.start()
-
-    async def set_routes(self, routes: dict[str, str]) -> None:
-        """Make the proxy route exactly `routes` (prefix → target) among the routes the fleet owns."""
-        token = self._token()
-        api = self.routes_api
-        headers = {"Authorization": f"token {token}"}
-        async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
-            current = (await client.get(api)).raise_for_status().json()
-            for prefix, target in routes.items():
-                if current.get(prefix, {}).get("target") != target:
-                    body = {"target": target, ROUTE_MARK: True}
-                    (await client.post(f"{api}{prefix}", json=body)).raise_for_status()
-            for prefix, data in current.items():
-                if data.get(ROUTE_MARK) and prefix not in routes:
-                    (await client.delete(f"{api}{prefix}")).raise_for_status()
-        self._routes = dict(routes)
 
     async def stop(self) -> None:
         await self.proxy.stop()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        for server in self._servers:
+            server.stop()
+        self._servers = []

@@ -35,8 +35,8 @@ def hub_ports(state: FleetState, hub: HubState, port_range: PortRange, *, gatewa
     """The hub's ports: the ones it had before (so running servers keep reaching it), plus any now needed."""
     ports = hub.ports()
     if ports is None:
-        hub_port, proxy, proxy_api, spare = allocate_ports(4, port_range, state.all_ports())
-        ports = HubPorts(hub=hub_port, proxy=proxy, proxy_api=proxy_api, spare=spare)
+        (hub_port,) = allocate_ports(1, port_range, state.all_ports())
+        ports = HubPorts(hub=hub_port)
         hub.keep_ports(ports)
     if gateway and ports.gateway is None:
         http, tcp, api = allocate_ports(3, port_range, state.all_ports())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from hubfleet.fleet.standby import StandbyPool
+from hubfleet.system.forkserver import ForkedProcess, ForkServer
 
 log = logging.getLogger("hubfleet.processes")
 
@@ -65,7 +65,7 @@ class ManagedProcess:
         env: dict[str, str] | None = None,
         ready: Probe | None = None,
         pid_file: Path | None = None,
-        standby: StandbyPool | None = None,
+        forkserver: ForkServer | None = None,
     ):
         self.name = name
         self.argv = list(argv)
@@ -74,10 +74,11 @@ class ManagedProcess:
         self.env = env
         self.ready_probe = ready
         self.pid_file = pid_file
-        self.standby = standby
+        self.forkserver = forkserver
+        """Where the process is forked from when it can be (else it is started the plain way)."""
         self.restarts = 0
         self.started_at: float | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: asyncio.subprocess.Process | ForkedProcess | None = None
         self._watch: asyncio.Task | None = None
         self._stopping = False
         self.on_restart: Callable[[ManagedProcess], Awaitable[None]] | None = None
@@ -98,12 +99,12 @@ class ManagedProcess:
         await self.wait_ready(timeout)
         self._watch = asyncio.create_task(self._keep_alive(), name=f"watch {self.name}")
 
-    async def _spawn(self, *, restart: bool = False) -> None:
+    async def _spawn(self) -> None:
         env = {**os.environ, **(self.env or {})}
-        if restart and self.standby is not None:
-            warm = await self.standby.take(self.argv, cwd=self.cwd, env=self.env or {}, log_path=self.log_path)
-            if warm is not None:
-                self._started(warm)
+        if self.forkserver is not None:
+            forked = await self.forkserver.spawn(self.argv, cwd=self.cwd, env=env, log_path=self.log_path)
+            if forked is not None:
+                self._started(forked)
                 return
         with open(self.log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
@@ -117,7 +118,7 @@ class ManagedProcess:
             )
         self._started(process)
 
-    def _started(self, process: asyncio.subprocess.Process) -> None:
+    def _started(self, process: asyncio.subprocess.Process | ForkedProcess) -> None:
         self._process = process
         self.started_at = time.time()
         if self.pid_file is not None:
@@ -156,7 +157,7 @@ class ManagedProcess:
                 return
             self.restarts += 1
             try:
-                await self._spawn(restart=True)
+                await self._spawn()
                 await self.wait_ready(60.0)
                 if self.on_restart is not None:
                     await self.on_restart(self)
@@ -178,15 +179,21 @@ class ManagedProcess:
             self.pid_file.unlink(missing_ok=True)
 
 
-async def terminate(process: asyncio.subprocess.Process, timeout: float) -> None:
+def _signal_session(process: asyncio.subprocess.Process | ForkedProcess, number: int) -> None:
+    if isinstance(process, ForkedProcess):
+        process.signal_group(number)  # only while that very process (its pidfd) is alive
+    elif process.returncode is None:  # our own child, not yet reaped: its pid is still its own
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, number)
+
+
+async def terminate(process: asyncio.subprocess.Process | ForkedProcess, timeout: float) -> None:
     """SIGTERM the process's session, SIGKILL it if it is still there after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+    _signal_session(process, signal.SIGTERM)
     try:
         await asyncio.wait_for(process.wait(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _signal_session(process, signal.SIGKILL)
         await process.wait()
 
 

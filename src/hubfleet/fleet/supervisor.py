@@ -20,13 +20,15 @@ from hubfleet.common.state import FleetState, database_url
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet import backend as backend_port
 from hubfleet.fleet import control
-from hubfleet.fleet.backend import Backend
+from hubfleet.fleet.backend import Backend, HubHost, RunningHub
+from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.scratch import ScratchSweeper
-from hubfleet.fleet.standby import StandbyPool
+from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
 from hubfleet.spec import Fleet, parse
 from hubfleet.spec.models import Hub
+from hubfleet.system.forkserver import ForkServer
 from hubfleet.usage.collector import Collector, HubTarget
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -40,20 +42,28 @@ class Supervisor:
         self.source = source
         self.text = text
         self.state = state.create()
-        # A warm interpreter that replaces any hub process that dies, so that a hub is back within seconds.
-        self.standby = StandbyPool(self.state.root, self.state.root / "standby.log")
+        # The one proxy of the fleet, the fleet's own app behind it, and the route API hubs talk to.
+        self.front_door = FrontDoor(fleet, self.state, lambda: self._statuses, self)
+        # Hubs wake on the first request for them, and sleep when nobody uses them.
+        self.keeper = SleepKeeper(
+            lambda: self.fleet, self.running_on, self.front_door.routes, on_change=self._hubs_changed
+        )
+        # A warm interpreter with JupyterHub imported: hub processes are forked from it (fast wakes, shared pages).
+        self.forkserver = ForkServer(
+            "hubfleet.hub.zygote", self.state.root / "zygote.sock", self.state.root / "zygote.log"
+        )
+        host = HubHost(self.forkserver, self.front_door.routes, self.front_door.proxy_link)
         # Each hub runs on the backend its spec names (every installed backend, found by name).
         self.backends: dict[str, Backend] = {
-            name: backend_class(fleet, self.state, self.standby)
-            for name, backend_class in backend_port.registered().items()
+            name: backend_class(fleet, self.state, host) for name, backend_class in backend_port.registered().items()
         }
-        self.front_door = FrontDoor(fleet, self.state, lambda: self._statuses)
+        self.culler = Culler(lambda: self.fleet, self.running_hubs)
         self.failed: dict[str, str] = {}
         self._statuses: dict[str, HubStatus] = {}
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._control: HTTPServer | None = None
-        self._refresh: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []
         # Cleans up the per-user scratch folders of hubs with `storage.scratch`, in a thread, every few minutes.
         self.scratch = ScratchSweeper(lambda: self.fleet)
         self._sweeping: asyncio.Task | None = None
@@ -72,13 +82,21 @@ class Supervisor:
         try:
             self._control = control.serve(self, self.state)
             await self.front_door.start()
+            if any(not hub.sleep.enabled for hub in self.fleet.hubs.values()):
+                await self.forkserver.wait_ready(60)
+            else:
+                self.forkserver.start()
             await asyncio.gather(*(self._up(hub) for hub in self.fleet.hubs.values()))
-            await self._sync_routes()
             self.state.record_applied(self.source, self.text)
             self.ready = True
-            self._refresh = asyncio.create_task(
-                every(5, self.refresh_status, log=log, what="refreshing the hubs' status", stop=self._stop)
-            )
+            self._loops = [
+                asyncio.create_task(every(seconds, work, log=log, what=what, stop=self._stop))
+                for seconds, work, what in (
+                    (5, self.refresh_status, "refreshing the hubs' status"),
+                    (SWEEP_EVERY, self.keeper.sweep, "putting idle hubs to sleep"),
+                    (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
+                )
+            ]
             self._sweeping = asyncio.create_task(self.scratch.run())
             self._metering = asyncio.create_task(self.collector.run())
             if on_ready is not None:
@@ -100,8 +118,13 @@ class Supervisor:
         """The backend `hub`'s spec asks for."""
         return self.backends[hub.backend]
 
+    def running_hubs(self) -> list[RunningHub]:
+        """Every hub some backend runs, awake or asleep."""
+        return [hub for backend in self.backends.values() for hub in backend.running_hubs()]
+
     def usage_targets(self) -> list[HubTarget]:
-        """Every running hub, as the usage collector reaches it (servers that run elsewhere are not read)."""
+        """Every awake hub, as the usage collector reaches it (a sleeping hub has no server and is not woken; servers
+        that run elsewhere are not read)."""
         return [
             HubTarget(
                 name=hub.name,
@@ -111,8 +134,8 @@ class Supervisor:
                 home_root=hub.settings.home_root,
                 local_servers=hub.servers_here,
             )
-            for backend in self.backends.values()
-            for hub in backend.running_hubs()
+            for hub in self.running_hubs()
+            if hub.awake
         ]
 
     def running_on(self, name: str) -> Backend | None:
@@ -120,25 +143,42 @@ class Supervisor:
         return next((b for b in self.backends.values() if name in b.hub_names()), None)
 
     async def _up(self, hub: Hub) -> None:
+        """Bring `hub` up: asleep if it may sleep (the first request wakes it), else started."""
+        awake = not hub.sleep.enabled
         try:
-            await self.backend_for(hub).up(hub)
+            await self.backend_for(hub).up(hub, awake=awake)
+            self.keeper.started(hub.name, awake)
             self.failed.pop(hub.name, None)
         except Exception as exc:
             log.error("hub %s failed to start: %s", hub.name, exc)
             self.failed[hub.name] = str(exc)
 
-    async def _sync_routes(self) -> None:
-        routes = {
-            f"/hubs/{hub.name}": hub.route_target
-            for backend in self.backends.values()
-            for hub in backend.running_hubs()
-        }
-        await self.front_door.set_routes(routes)
+    async def _hubs_changed(self) -> None:
+        await self.refresh_status()
+
+    # --- what the front door asks (hubfleet.fleet.wake.Door) ---------------------------------------------------------
+
+    def hub_names(self) -> list[str]:
+        return list(self.fleet.hubs)
+
+    def awake(self, hub: str) -> bool:
+        return self.keeper.awake(hub)
+
+    async def wake(self, hub: str) -> None:
+        if hub in self.failed or self.running_on(hub) is None:
+            raise RuntimeError(self.failed.get(hub, "it is not running"))
+        await self.keeper.wake(hub)
+
+    def wake_timeout(self) -> float:
+        return float(self.fleet.front_door.wake_timeout)
+
+    def proxy_url(self) -> str:
+        return self.fleet.front_door.local_url
 
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for loop in self._loops:
+            loop.cancel()
         self.scratch.stop()
         if self._sweeping is not None:
             self._sweeping.cancel()
@@ -152,7 +192,7 @@ class Supervisor:
                 log.error("stopping hub %s: %s", name, result)
         for backend in self.backends.values():
             await backend.close()
-        await self.standby.close()
+        await self.forkserver.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()
@@ -181,6 +221,7 @@ class Supervisor:
                     if running is not None:
                         await running.down(change.name)
                     self.failed.pop(change.name, None)
+                    self.keeper.forget(change.name)
                 elif change.kind == "changed" and running is not self.backend_for(desired.hubs[change.name]):
                     # A new backend (or a hub that never came up): down where it ran, up where it now belongs.
                     if running is not None:
@@ -192,7 +233,6 @@ class Supervisor:
                     except Exception as exc:
                         log.error("applying changes to hub %s failed: %s", change.name, exc)
                         self.failed[change.name] = f"apply failed: {exc}"
-            await self._sync_routes()
             self.state.record_applied(source, text)
         await self.refresh_status()
         return changes
@@ -216,9 +256,11 @@ class Supervisor:
             if backend is None:
                 continue
             try:
-                statuses[name] = await backend.status(name)
+                status = await backend.status(name)
             except KeyError:
                 continue
+            record = self.keeper.record(name)
+            statuses[name] = status.model_copy(update={"last_wake": record.last_wake, "wakes": record.wakes})
         self._statuses = statuses
         return statuses
 

@@ -58,7 +58,7 @@ def configure(c: Any, settings: HubSettings) -> None:
     state = settings.state_dir
     c.JupyterHub.public_url = settings.public_url
     address = settings.address
-    c.JupyterHub.bind_url = address.through_proxy("")  # also sets base_url
+    c.JupyterHub.bind_url = address.through_proxy("")  # the fleet's proxy, below the hub's prefix (sets base_url)
     c.JupyterHub.hub_bind_url = address.hub_url
     c.JupyterHub.hub_connect_url = address.hub_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
@@ -73,10 +73,10 @@ def configure(c: Any, settings: HubSettings) -> None:
         "as a zip</a>",
     }
 
-    # The proxy is started and kept alive by the fleet supervisor, not by the hub.
-    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    # One proxy for the whole fleet, kept alive by the supervisor; the hub sees and changes only its own routes.
+    c.JupyterHub.proxy_class = "hubfleet.hub.proxy.FleetProxy"
     c.ConfigurableHTTPProxy.should_start = False
-    c.ConfigurableHTTPProxy.api_url = address.proxy_api_url
+    c.ConfigurableHTTPProxy.api_url = settings.proxy.api_url
     c.ConfigurableHTTPProxy.auth_token = settings.secret("proxy_token")
 
     _configure_auth(c, settings)

@@ -27,7 +27,7 @@ SCRATCH_FOLDER = "scratch"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    needed = sum(ports_needed(hub) for hub in fleet.hubs.values())
+    needed = FRONT_DOOR_PORTS + sum(ports_needed(hub) for hub in fleet.hubs.values())
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
     for name, hub in fleet.hubs.items():
         yield from _check_hub(hub, ("hubs", name), base_dir)
@@ -53,7 +53,9 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
     except ValidationError:
         pass
     else:
-        yield from _check_ports(door, ports, HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        yield from _check_ports(
+            door, ports, FRONT_DOOR_PORTS + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+        )
     if isinstance(hubs, dict):
         for name, hub_data in hubs.items():
             try:
@@ -63,8 +65,11 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
             yield from _check_hub(hub, ("hubs", name), base_dir)
 
 
-HUB_PORTS = 4
-"""Internal ports of every hub: its hub API, its proxy, the proxy's API, one spare."""
+HUB_PORTS = 1
+"""Internal ports of every hub: its hub API (every hub routes through the front door's one proxy)."""
+
+FRONT_DOOR_PORTS = 3
+"""Internal ports of the front door: its own app, its proxy's API, the hubs' route API."""
 
 
 def ports_needed(hub: Hub) -> int:

@@ -19,7 +19,7 @@ from pydantic import (
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.organisation import Organisation
-from hubfleet.spec.units import ByteSize, Seconds
+from hubfleet.spec.units import ByteSize, OrNever, Seconds
 from hubfleet.spec.usage import Console, Usage
 
 
@@ -31,13 +31,28 @@ class FrontDoor(SpecModel):
     public_url: AnyHttpUrl | None = Field(
         None, description="URL users type, if it differs from http://host:port (e.g. behind TLS termination)"
     )
+    wake_timeout: Seconds = Field(
+        60, description="how long a request for a sleeping hub is held while the hub wakes (then 503, Retry-After)"
+    )
+
+    @field_validator("wake_timeout")
+    @classmethod
+    def _wake_timeout(cls, value: int) -> int:
+        if not 1 <= value <= 600:
+            raise ValueError("must be between 1s and 10m")
+        return value
 
     @property
     def url(self) -> str:
         """The public base URL, without a trailing slash."""
         if self.public_url is not None:
             return str(self.public_url).rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return self.local_url
+
+    @property
+    def local_url(self) -> str:
+        """The front door as this machine reaches it (its own address, loopback when it listens on all)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         return f"http://{host}:{self.port}"
 
 
@@ -57,7 +72,11 @@ class PortRange(SpecModel):
 
     start: int = Field(18100, ge=1024, le=65535, description="first port of the range")
     end: int = Field(
-        18999, ge=1024, le=65535, description="last port of the range (each hub takes 4 ports, the front door 2)"
+        18999,
+        ge=1024,
+        le=65535,
+        description="last port of the range (a hub takes 1, 3 more with Dask, 1 more with courses or LTI; "
+        "the front door takes 3)",
     )
 
     @field_validator("end")
@@ -332,6 +351,29 @@ class Culling(SpecModel):
         return value
 
 
+class Sleep(SpecModel):
+    """Scale to zero: a hub nobody uses stops its processes (its state stays on disk, it costs no memory) and the
+    first request for it — a page, an API call, an LTI launch, an OAuth callback — wakes it in seconds."""
+
+    after: OrNever = Field(
+        1800,
+        description="put the hub to sleep after this long with no request and no running server (`never`: always "
+        "up); a hub that may sleep also starts asleep",
+    )
+
+    @field_validator("after")
+    @classmethod
+    def _long_enough(cls, value: int | None) -> int | None:
+        if value is not None and value < 10:
+            raise ValueError("must be at least 10s (or never)")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the hub may sleep."""
+        return self.after is not None
+
+
 DEFAULT_PROFILE = Profile(name="default", display_name="Default", cpu=1.0, memory=2 * 1024**3, default=True)
 
 
@@ -356,6 +398,7 @@ class Hub(SpecModel):
     )
     storage: Storage = Field(default_factory=Storage)
     culling: Culling = Field(default_factory=Culling)
+    sleep: Sleep = Field(default_factory=Sleep, description="scale to zero while nobody uses the hub")
     dask: Dask | None = Field(None, description="Dask Gateway for the hub's users")
     courses: list[Course] = Field(default_factory=list, description="courses taught on this hub")
     lti: LTI | None = Field(None, description="LTI 1.3: launches from learning management systems")
@@ -399,6 +442,7 @@ class HubDefaults(SpecModel):
     profiles: list[Profile] | None = Field(None, description="default for each hub's `profiles`")
     storage: Storage | None = Field(None, description="default for each hub's `storage` (merged key by key)")
     culling: Culling | None = Field(None, description="default for each hub's `culling` (merged key by key)")
+    sleep: Sleep | None = Field(None, description="default for each hub's `sleep` (e.g. `after: 20m` for every hub)")
     dask: Dask | None = Field(None, description="default for each hub's `dask` (merged key by key)")
     lti: LTI | None = Field(None, description="default for each hub's `lti` (e.g. one campus LMS for every hub)")
 

@@ -96,3 +96,27 @@ Seconds = Annotated[
     ),
 ]
 """A duration in seconds, written in the fleet file as "30m", "1h" or a plain integer."""
+
+NEVER = "never"
+
+
+def _never_to_none(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() == NEVER else value
+
+
+OrNever = Annotated[
+    Seconds | None,
+    BeforeValidator(_never_to_none),
+    PlainSerializer(lambda value: NEVER if value is None else value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?[smhdwSMHDW])+$"},
+                {"const": NEVER},
+            ],
+            "description": "seconds, a duration such as 30m or 1h, or `never`",
+        }
+    ),
+]
+"""A duration that may be `never` (None in the model)."""

@@ -1,5 +1,6 @@
-"""The one-machine backend: each hub is a real JupyterHub process with its own proxy, idle culler and (for
-research hubs) Dask Gateway."""
+"""The one-machine backend: each hub is a real JupyterHub process (forked from the fleet's warm fork server) and, for
+hubs that need them, its Dask Gateway and assignment exchange. Every hub routes through the front door's one proxy;
+the fleet culls idle servers itself. A hub that sleeps runs nothing at all: its state stays on disk."""
 
 from __future__ import annotations
 
@@ -22,16 +23,15 @@ from hubfleet.backends.local.render import (
     wants_exchange,
 )
 from hubfleet.common.hubapi import HubAPI
-from hubfleet.common.settings import LOOPBACK, SETTINGS_ENV, HubAddress, HubPorts, HubSettings
+from hubfleet.common.settings import SETTINGS_ENV, HubAddress, HubPorts, HubSettings
 from hubfleet.common.state import FleetState, HubState
 from hubfleet.common.status import HubStatus
 from hubfleet.edu.exchange.settings import SETTINGS_ENV as EXCHANGE_SETTINGS_ENV
 from hubfleet.edu.exchange.settings import SETTINGS_FILE as EXCHANGE_SETTINGS_FILE
-from hubfleet.fleet.backend import Backend, RunningHub
+from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.plan import HubChange
 from hubfleet.fleet.ports import allocate_ports, hub_ports
-from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
-from hubfleet.fleet.standby import StandbyPool
+from hubfleet.fleet.processes import ManagedProcess, http_ok
 from hubfleet.research.settings import SETTINGS_ENV as GATEWAY_SETTINGS_ENV
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import cgroups
@@ -60,7 +60,7 @@ def _with_exchange_port(fleet_state: FleetState, state: HubState, fleet: Fleet, 
 
 
 class LocalHub:
-    """One hub on this machine: its proxy, its JupyterHub and its companions (idle culler, Dask Gateway)."""
+    """One hub on this machine: its JupyterHub and its companions (Dask Gateway, assignment exchange)."""
 
     backend = "local"
     """The backend's name, as `hubfleet status` shows it."""
@@ -68,19 +68,18 @@ class LocalHub:
     servers_here = True
     """Whether users' servers run on this machine."""
 
-    def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState, standby: StandbyPool):
+    def __init__(self, fleet: Fleet, hub: Hub, state: HubState, fleet_state: FleetState, host: HubHost):
         self.fleet = fleet
         self.fleet_state = fleet_state
-        self.standby = standby
+        self.host = host
         self.spec = hub
         self.state = state.create()
-        self.ports = hub_ports(fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
-        self.ports = _with_exchange_port(fleet_state, self.state, fleet, hub, self.ports)
+        self.ports = self._ports()
         self.settings = self._write_settings()
-        self.proxy = self._proxy_process()
         self.hub = self._hub_process()
         self.companions: list[ManagedProcess] = []
-        self.started = False
+        self.awake = False
+        self.prepared = False
 
     @property
     def name(self) -> str:
@@ -89,11 +88,11 @@ class LocalHub:
     @property
     def address(self) -> HubAddress:
         """Where the hub's processes are reached on this machine."""
-        return hub_address(self.spec, self.ports)
+        return hub_address(self.spec, self.ports, self.host.proxy)
 
     def running(self) -> RunningHub:
         """The hub as the rest of the fleet reaches it."""
-        return RunningHub(self.name, self.backend, self.settings, self.address.proxy_url, self.servers_here)
+        return RunningHub(self.name, self.backend, self.settings, self.servers_here, self.awake)
 
     @property
     def api_url(self) -> str:
@@ -103,85 +102,39 @@ class LocalHub:
     def api(self) -> HubAPI:
         return HubAPI(self.api_url, self.settings.secret("service_token"))
 
+    def _ports(self) -> HubPorts:
+        ports = hub_ports(self.fleet_state, self.state, self.fleet.internal_ports, gateway=_wants_gateway(self.spec))
+        return _with_exchange_port(self.fleet_state, self.state, self.fleet, self.spec, ports)
+
     def render_settings(self) -> HubSettings:
         """The hub process's settings for the current spec (backends built on this one change them)."""
-        return render_settings(self.fleet, self.spec, self.state, self.ports)
+        return render_settings(self.fleet, self.spec, self.state, self.address)
 
     def _write_settings(self) -> HubSettings:
         settings = self.render_settings()
         settings.write(self.state.settings_file)
         return settings
 
-    def _proxy_process(self) -> ManagedProcess:
-        token = self.settings.secret("proxy_token")
-        address = self.address
-        api = f"{address.proxy_api_url}/api/routes"
-        error_target = f"{address.hub_url}{address.base_url}hub/error"
-        argv = [
-            find_proxy_command(),
-            f"--ip={LOOPBACK}",
-            f"--port={self.ports.proxy}",
-            f"--api-ip={LOOPBACK}",
-            f"--api-port={self.ports.proxy_api}",
-            f"--error-target={error_target}",
-            "--log-level=warn",
-        ]
-        process = ManagedProcess(
-            f"{self.name}/proxy",
-            argv,
-            cwd=self.state.root,
-            log_path=self.state.log("proxy"),
-            env={"CONFIGPROXY_AUTH_TOKEN": token},
-            ready=lambda: http_ok(api, {"Authorization": f"token {token}"}),
-            pid_file=self.state.root / "proxy.pid",
-        )
-        process.on_restart = self._proxy_restarted
-        return process
-
-    async def _proxy_restarted(self, _: ManagedProcess) -> None:
-        # A new proxy has no routes: a hub restart makes JupyterHub add them all again.
-        await self.hub.stop()
-        await self.hub.start()
+    async def _ready(self) -> bool:
+        """Up: its API answers and its own route is on the fleet's proxy (it adds it itself at start)."""
+        return self.host.routes.has_route(self.name) and await http_ok(f"{self.api_url}/")
 
     def _hub_process(self) -> ManagedProcess:
-        argv = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG_FILE)]
-        ready_url = self.address.through_proxy("hub/api/")
         return ManagedProcess(
             f"{self.name}/hub",
-            argv,
+            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG_FILE)],
             cwd=self.state.root,
             log_path=self.state.log("hub"),
             env={SETTINGS_ENV: str(self.state.settings_file)},
-            ready=lambda: http_ok(ready_url),
+            ready=self._ready,
             pid_file=self.state.root / "hub.pid",
-            standby=self.standby,
-        )
-
-    def _culler_process(self) -> ManagedProcess | None:
-        culling = self.spec.culling
-        if not culling.enabled:
-            return None
-        argv = [
-            sys.executable,
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={culling.timeout}",
-            f"--cull-every={culling.every}",
-            f"--max-age={culling.max_age}",
-        ]
-        return ManagedProcess(
-            f"{self.name}/idle-culler",
-            argv,
-            cwd=self.state.root,
-            log_path=self.state.log("idle-culler"),
-            env={"JUPYTERHUB_API_URL": self.api_url, "JUPYTERHUB_API_TOKEN": self.settings.secret("culler_token")},
-            pid_file=self.state.root / "idle-culler.pid",
+            forkserver=self.host.forkserver,
         )
 
     def _gateway_process(self) -> ManagedProcess | None:
         if not _wants_gateway(self.spec):
             return None
-        settings = render_gateway_settings(self.fleet, self.spec, self.state, self.ports)
+        settings = render_gateway_settings(self.fleet, self.spec, self.state, self.address)
         settings_file = settings.state_dir / "settings.json"
         settings.write(settings_file)
         health = f"http://{settings.proxy_address}{settings.prefix}/api/health"
@@ -198,7 +151,7 @@ class LocalHub:
     def _exchange_process(self) -> ManagedProcess | None:
         if not wants_exchange(self.spec):
             return None
-        settings = render_exchange_settings(self.fleet, self.spec, self.state, self.ports)
+        settings = render_exchange_settings(self.fleet, self.spec, self.state, self.address)
         settings_file = self.state.root / EXCHANGE_SETTINGS_FILE
         settings.write(settings_file)
         health = f"http://{settings.address}{settings.prefix}api/health"
@@ -212,35 +165,67 @@ class LocalHub:
             pid_file=self.state.root / "exchange.pid",
         )
 
+    async def prepare(self) -> None:
+        """Groups, folders and their access on this machine (once per spec: again after a change)."""
+        if not self.prepared:
+            await asyncio.get_running_loop().run_in_executor(None, prepare_machine, self.fleet, self.spec)
+            self.prepared = True
+
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, prepare_machine, self.fleet, self.spec)
-        await self.proxy.start()
+        """Start the hub's processes and return once it answers (the hub wakes)."""
+        await self.prepare()
         await self.hub.start(timeout=90)
         await self._start_companions()
-        self.started = True
+        self.awake = True
 
     async def _start_companions(self) -> None:
-        wanted = (self._culler_process(), self._gateway_process(), self._exchange_process())
+        wanted = (self._gateway_process(), self._exchange_process())
         self.companions = [p for p in wanted if p is not None]
         await asyncio.gather(*(process.start() for process in self.companions))
 
-    async def _stop_companions(self) -> None:
+    async def _stop_processes(self) -> None:
         await asyncio.gather(*(process.stop() for process in self.companions))
+        await self.hub.stop()
+        await self.host.routes.drop_hub(self.name)
+        self.awake = False
+
+    async def sleep(self) -> None:
+        """Stop the hub's processes; its state stays (it has no running server, so nothing is lost)."""
+        await self._stop_processes()
+
+    async def busy(self) -> str | None:
+        """Why the hub must not sleep now: servers running or starting, or processes of its users (Dask)."""
+        try:
+            async with self.api() as api:
+                active = await api.count_users(state="active")
+        except httpx.HTTPError as exc:
+            return f"its API does not answer ({type(exc).__name__})"
+        if active:
+            return f"{active} user(s) with a server running or starting"
+        driver = cgroups.detect()
+        group = driver.open(f"hubfleet/{self.name}") if driver else None
+        if group is not None and group.pids():
+            return "processes of its users run (e.g. a Dask cluster)"
+        return None
 
     async def reconfigure(self, fleet: Fleet, hub: Hub, change: HubChange) -> None:
-        """Apply a new spec: restart the hub process if its settings changed, then user/group changes live."""
+        """Apply a new spec: restart the hub process if its settings changed, then user/group changes live.
+
+        A sleeping hub only gets its new settings (it starts with them when it wakes); live changes wake it."""
         self.fleet, self.spec = fleet, hub
         if change.needs_restart:
-            self.ports = hub_ports(self.fleet_state, self.state, fleet.internal_ports, gateway=_wants_gateway(hub))
-            self.ports = _with_exchange_port(self.fleet_state, self.state, fleet, hub, self.ports)
+            self.ports = self._ports()
+            self.prepared = False
         self.settings = self._write_settings()
-        if change.needs_restart:
-            await asyncio.get_running_loop().run_in_executor(None, prepare_machine, fleet, hub)
-            await self._stop_companions()
+        if change.needs_restart and self.awake:
+            await self.prepare()
+            await asyncio.gather(*(process.stop() for process in self.companions))
             await self.hub.stop()
             await self.hub.start(timeout=90)
             await self._start_companions()
         if change.live:
+            if not self.awake:
+                await self.start()
             await self._apply_live(change)
 
     async def _apply_live(self, change: HubChange) -> None:
@@ -264,16 +249,14 @@ class LocalHub:
                 await api.delete_user(name)
 
     async def stop(self, stop_servers: bool = True) -> None:
-        """Stop user servers (optionally), then the culler, the hub and the proxy; remove leftover cgroups."""
+        """Stop user servers (optionally), then the companions and the hub; remove leftover cgroups."""
         if stop_servers and self.hub.running:
             try:
                 async with self.api() as api:
                     await api.stop_all_servers()
             except httpx.HTTPError as exc:
                 log.warning("could not stop the servers of %s through its API: %s", self.name, exc)
-        await self._stop_companions()
-        for process in (self.hub, self.proxy):
-            await process.stop()
+        await self._stop_processes()
         if stop_servers:
             await asyncio.get_running_loop().run_in_executor(None, self._remove_cgroups)
 
@@ -284,29 +267,28 @@ class LocalHub:
             group.remove()
 
     async def status(self) -> HubStatus:
-        processes = [self.proxy, self.hub, *self.companions]
-        healthy = all(p.running for p in processes)
+        processes = [self.hub, *self.companions]
         users = running = None
-        detail = ""
-        if self.hub.running:
+        if not self.awake:
+            state, healthy, detail = "asleep", True, ""
+        elif not all(p.running for p in processes):
+            state, healthy, detail = "degraded", False, "hub process not running"
+        else:
+            state, healthy, detail = "running", True, ""
             try:
                 async with self.api() as api:
                     users = await api.count_users()
                     running = await api.count_users(state="ready")
             except httpx.HTTPError as exc:
-                healthy, detail = False, f"hub API: {exc}"
-        else:
-            healthy, detail = False, "hub process not running"
-        if not self.started:
-            healthy, detail = False, "starting"
+                state, healthy, detail = "degraded", False, f"hub API: {exc}"
         return HubStatus(
             name=self.name,
             title=self.spec.title,
             url=self.settings.public_url,
             backend=self.backend,
-            state="running" if healthy else ("starting" if not self.started else "degraded"),
+            state=state,
             healthy=healthy,
-            pids={p.name.split("/")[-1]: p.pid for p in processes},
+            pids={p.name.split("/")[-1]: p.pid for p in processes if p.pid},
             restarts={p.name.split("/")[-1]: p.restarts for p in processes},
             users=users,
             running_servers=running,
@@ -321,23 +303,37 @@ class LocalBackend(Backend):
 
     hub_class: type[LocalHub] = LocalHub
 
-    def __init__(self, fleet: Fleet, state: FleetState, standby: StandbyPool):
-        super().__init__(fleet, state, standby)
+    def __init__(self, fleet: Fleet, state: FleetState, host: HubHost):
+        super().__init__(fleet, state, host)
         self.hubs: dict[str, LocalHub] = {}
 
     def running_hubs(self) -> list[RunningHub]:
         return [hub.running() for hub in self.hubs.values()]
 
-    async def up(self, hub: Hub) -> None:
-        local = self.hub_class(self.fleet, hub, self.state.hub(hub.name), self.state, self.standby)
+    async def up(self, hub: Hub, *, awake: bool = True) -> None:
+        local = self.hub_class(self.fleet, hub, self.state.hub(hub.name), self.state, self.host)
         self.hubs[hub.name] = local
         try:
-            await local.start()
+            await local.prepare()
+            if awake:
+                await local.start()
         except Exception:
             with contextlib.suppress(Exception):
                 await local.stop()
             raise
-        self.standby.fill()
+
+    def is_awake(self, name: str) -> bool:
+        local = self.hubs.get(name)
+        return local is not None and local.awake
+
+    async def wake(self, name: str) -> None:
+        await self.hubs[name].start()
+
+    async def sleep(self, name: str) -> None:
+        await self.hubs[name].sleep()
+
+    async def busy(self, name: str) -> str | None:
+        return await self.hubs[name].busy()
 
     async def apply(self, hub: Hub, change: HubChange) -> None:
         await self.hubs[hub.name].reconfigure(self.fleet, hub, change)

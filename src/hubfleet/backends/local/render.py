@@ -15,6 +15,7 @@ from hubfleet.common.settings import (
     HubAddress,
     HubPorts,
     HubSettings,
+    ProxyLink,
     loopback_url,
 )
 from hubfleet.common.state import HubState, database_url
@@ -49,16 +50,16 @@ def scratch_root(fleet: Fleet, hub: Hub) -> Path | None:
     return fleet.paths.shared_root / hub.name / SCRATCH_FOLDER
 
 
-def hub_address(hub: Hub, ports: HubPorts) -> HubAddress:
+def hub_address(hub: Hub, ports: HubPorts, proxy: ProxyLink) -> HubAddress:
     """Where the hub's processes are reached on this machine."""
-    return HubAddress(base_url=base_url(hub), ports=ports)
+    return HubAddress(base_url=base_url(hub), ports=ports, proxy=proxy)
 
 
-def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
+def gateway_link(fleet: Fleet, hub: Hub, address: HubAddress) -> GatewayLink | None:
     """Where the hub's Dask Gateway listens, if the hub has one."""
+    ports = address.ports
     if hub.dask is None or not hub.dask.enabled or ports.gateway is None or ports.gateway_tcp is None:
         return None
-    address = hub_address(hub, ports)
     path = address.service_path(GATEWAY_SERVICE)
     return GatewayLink(
         url=loopback_url(ports.gateway),
@@ -68,12 +69,12 @@ def gateway_link(fleet: Fleet, hub: Hub, ports: HubPorts) -> GatewayLink | None:
     )
 
 
-def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> GatewaySettings:
+def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> GatewaySettings:
     """The Dask Gateway process's settings (the hub must have `dask:` enabled)."""
+    ports = address.ports
     assert hub.dask is not None and ports.gateway_api is not None
     gateway_dir = state.root / "dask-gateway"
     gateway_dir.mkdir(mode=0o700, exist_ok=True)
-    address = hub_address(hub, ports)
     prefix = address.service_path(GATEWAY_SERVICE)
     return GatewaySettings(
         hub=hub.name,
@@ -102,25 +103,25 @@ def wants_exchange(hub: Hub) -> bool:
     return bool(hub.courses) or hub.lti is not None
 
 
-def exchange_link(hub: Hub, ports: HubPorts) -> ExchangeLink | None:
+def exchange_link(hub: Hub, address: HubAddress) -> ExchangeLink | None:
     """Where the hub's assignment exchange listens, if the hub has one."""
-    if not wants_exchange(hub) or ports.exchange is None:
+    if not wants_exchange(hub) or address.ports.exchange is None:
         return None
     return ExchangeLink(
-        url=loopback_url(ports.exchange),
-        address=hub_address(hub, ports).through_proxy(f"services/{EXCHANGE_SERVICE}/"),
+        url=loopback_url(address.ports.exchange),
+        address=address.through_proxy(f"services/{EXCHANGE_SERVICE}/"),
     )
 
 
-def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> ExchangeSettings:
+def render_exchange_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> ExchangeSettings:
     """The exchange service process's settings (the hub must want an exchange)."""
+    ports = address.ports
     assert ports.exchange is not None
     tool_key_file = None
     if hub.lti is not None:
         from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the hub makes the key; passback signs with it
 
         tool_key_file = state.root / TOOL_KEY_FILE
-    address = hub_address(hub, ports)
     return ExchangeSettings(
         hub=hub.name,
         address=f"{LOOPBACK}:{ports.exchange}",
@@ -142,7 +143,7 @@ def fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) -> HubSettings:
+def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress) -> HubSettings:
     """The hub process's settings; secrets go to files in the hub's state directory."""
     secrets = {
         "proxy_token": state.secret("proxy_token"),
@@ -150,10 +151,10 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         "culler_token": state.secret("culler_token"),
         "console_oauth_secret": state.secret("console_oauth_secret"),
     }
-    gateway = gateway_link(fleet, hub, ports)
+    gateway = gateway_link(fleet, hub, address)
     if gateway is not None:
         secrets["gateway_token"] = state.secret("gateway_token")
-    exchange = exchange_link(hub, ports)
+    exchange = exchange_link(hub, address)
     if exchange is not None:
         secrets["exchange_token"] = state.secret("exchange_token")
     if hub.lti is not None:  # LTI launch data is kept in JupyterHub's (encrypted) auth_state
@@ -176,7 +177,8 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, ports: HubPorts) ->
         title=hub.title,
         base_url=prefix,
         public_url=fleet.front_door.url + prefix,
-        ports=ports,
+        ports=address.ports,
+        proxy=address.proxy,
         state_dir=state.root,
         user_env=fleet.paths.user_env,
         home_root=fleet.paths.home_root,

@@ -64,6 +64,17 @@ class SlurmHub(LocalHub):
                     f"not have (partitions: {', '.join(sorted(known)) or 'none'})"
                 )
 
+    async def busy(self) -> str | None:
+        """As a local hub, and while any Slurm job of the hub's users (a server or a Dask cluster) is queued."""
+        reason = await super().busy()
+        if reason is not None:
+            return reason
+        try:
+            queued = await jobs.hub_jobs(self.name, self.conf)
+        except jobs.SlurmError as exc:
+            return f"Slurm does not answer ({exc})"
+        return f"{len(queued)} Slurm job(s) of its users" if queued else None
+
     async def stop(self, stop_servers: bool = True) -> None:
         """Stop as a local hub does (servers through the API first); then cancel any job of the hub's users left."""
         await super().stop(stop_servers=stop_servers)

@@ -1,0 +1,174 @@
+"""Scale to zero: which hubs are awake, waking them on demand, and putting idle ones to sleep.
+
+A hub sleeps — its JupyterHub and companions stop, its state stays on disk, its routes leave the proxy — after
+`sleep.after` with no request through the proxy and nothing that keeps it awake: a running or starting server,
+a Dask cluster or any process of its users, a course meeting (from a little before its start to its end), a grading
+run or a passback under way. The first request for it wakes it (`hubfleet.fleet.wake`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from hubfleet.fleet.backend import Backend
+from hubfleet.fleet.routes import RouteTable
+from hubfleet.spec.models import Fleet, Hub
+
+log = logging.getLogger("hubfleet.sleep")
+
+MEETING_LEAD = dt.timedelta(minutes=15)
+"""A hub stays awake from this long before a course meeting until it ends."""
+
+SWEEP_EVERY = 10.0
+"""Seconds between two looks at which hubs may sleep."""
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass
+class Wakefulness:
+    """One hub's record of sleep and wake (shown by `hubfleet status` and the console)."""
+
+    awake_since: float | None = None
+    """When the hub last woke (or started awake); None while it sleeps."""
+    last_wake: float | None = None
+    wakes: int = 0
+    asleep_since: float | None = None
+
+
+def in_meeting(hub: Hub, now: dt.datetime) -> str | None:
+    """The course whose meeting (with its lead time) is on at local time `now`, if any."""
+    for course in hub.courses:
+        for meeting in course.schedule:
+            day = WEEKDAYS.index(meeting.day)
+            for offset in (0, 1):  # a meeting's lead may start on the day before
+                date = now.date() - dt.timedelta(days=offset)
+                if date.weekday() != day:
+                    continue
+                start = dt.datetime.combine(date, meeting.start) - MEETING_LEAD
+                end = dt.datetime.combine(date, meeting.end)
+                if start <= now.replace(tzinfo=None) < end:
+                    return course.name
+    return None
+
+
+def _timestamp(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class SleepKeeper:
+    """Wakes hubs (each wake starts a hub once, whoever asks) and puts idle ones to sleep."""
+
+    def __init__(
+        self,
+        fleet: Callable[[], Fleet],
+        backend_of: Callable[[str], Backend | None],
+        routes: RouteTable,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ):
+        self.fleet = fleet
+        self.backend_of = backend_of
+        self.routes = routes
+        self.on_change = on_change
+        self.hubs: dict[str, Wakefulness] = {}
+        self._waking: dict[str, asyncio.Task] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def record(self, name: str) -> Wakefulness:
+        return self.hubs.setdefault(name, Wakefulness())
+
+    def started(self, name: str, awake: bool) -> None:
+        """Hub `name` was brought up, awake or asleep."""
+        record = self.record(name)
+        now = time.time()
+        record.awake_since, record.asleep_since = (now, None) if awake else (None, now)
+
+    def forget(self, name: str) -> None:
+        self.hubs.pop(name, None)
+
+    def awake(self, name: str) -> bool:
+        """Whether hub `name` runs and is routed."""
+        backend = self.backend_of(name)
+        return backend is not None and backend.is_awake(name) and self.routes.has_route(name)
+
+    async def wake(self, name: str) -> None:
+        """Wake hub `name` and return once it answers (at once when it is awake); one start for many callers."""
+        if self.awake(name):
+            return
+        task = self._waking.get(name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._wake(name))
+            self._waking[name] = task
+        await asyncio.shield(task)
+
+    async def _wake(self, name: str) -> None:
+        backend = self.backend_of(name)
+        if backend is None:
+            raise KeyError(f"hub {name} is not running on any backend")
+        async with self._lock(name):
+            if self.awake(name):
+                return
+            started = time.monotonic()
+            await backend.wake(name)
+            record = self.record(name)
+            record.awake_since = record.last_wake = time.time()
+            record.asleep_since = None
+            record.wakes += 1
+        log.info("hub %s woke in %.2f s", name, time.monotonic() - started)
+        if self.on_change is not None:
+            await self.on_change()
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def sleep(self, name: str, why: str) -> None:
+        """Put hub `name` to sleep now."""
+        backend = self.backend_of(name)
+        if backend is None:
+            return
+        async with self._lock(name):
+            if not backend.is_awake(name):
+                return
+            await backend.sleep(name)
+            record = self.record(name)
+            record.awake_since, record.asleep_since = None, time.time()
+        log.info("hub %s is asleep (%s)", name, why)
+        if self.on_change is not None:
+            await self.on_change()
+
+    async def keeps_awake(self, hub: Hub, backend: Backend) -> str | None:
+        """Why `hub` must stay awake now (None: it may sleep)."""
+        after = hub.sleep.after
+        if after is None:
+            return "sleep: never"
+        now = time.time()
+        record = self.record(hub.name)
+        if record.awake_since is not None and now - record.awake_since < after:
+            return "woke recently"
+        last = _timestamp(await self.routes.last_activity(hub.name))
+        if last is not None and now - last < after:
+            return "used recently"
+        course = in_meeting(hub, dt.datetime.now())
+        if course is not None:
+            return f"course {course} meets"
+        return await backend.busy(hub.name)
+
+    async def sweep(self) -> None:
+        """Put every awake hub that may sleep to sleep."""
+        for name, hub in self.fleet().hubs.items():
+            backend = self.backend_of(name)
+            if backend is None or not backend.is_awake(name) or hub.sleep.after is None:
+                continue
+            why = await self.keeps_awake(hub, backend)
+            if why is None:
+                await self.sleep(name, f"idle for {hub.sleep.after} s")

@@ -1,0 +1,29 @@
+"""The hubs' fork server (`python -m hubfleet.hub.zygote SOCKET`): JupyterHub imported once, a hub forked per start.
+
+A hub that wakes, restarts or starts is forked from here (see `hubfleet.system.forkserver`): the start skips the
+seconds JupyterHub's imports take, and the hubs share those pages of memory with this process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hubfleet.system.forkserver import serve
+
+
+def _preload() -> None:
+    import jupyterhub.app
+    import jupyterhub.proxy  # noqa: F401
+
+    import hubfleet.hub.authenticators
+    import hubfleet.hub.config
+    import hubfleet.hub.proxy
+    import hubfleet.hub.spawner  # noqa: F401
+
+
+def main() -> None:
+    serve(sys.argv[1], preload=_preload)
+
+
+if __name__ == "__main__":
+    main()
