@@ -234,7 +234,7 @@ def export_command(
     partial = target.with_name(f".{target.name}.partial")
     try:
         with open(partial, "wb") as out:
-            archive = ZipStream(out, max_bytes=max_bytes + 2**20, max_entries=export.MAX_ENTRIES)
+            archive = ZipStream(out, max_bytes=planned.bound, max_entries=export.MAX_ENTRIES)
             export.write(exchange, planned, archive)
             archive.close()
         partial.replace(target)

@@ -63,6 +63,11 @@ class CourseExport:
     def submission_count(self) -> int:
         return sum(len(subs) for subs in self.submissions.values())
 
+    @property
+    def bound(self) -> int:
+        """What the archive's content may come to: the submissions, and room for the grades and the index."""
+        return self.submitted_bytes + 16 * 1024**2 + 4096 * self.submission_count
+
 
 def plan(exchange: Exchange, course: str, *, max_bytes: int = MAX_BYTES) -> CourseExport:
     """The course's assignments and submissions; TooLarge when they hold more than `max_bytes`."""

@@ -409,7 +409,7 @@ class CourseExportHandler(ApiHandler):
         loop = asyncio.get_running_loop()
         chunks = stream_zip(
             lambda archive: export.write(self.exchange, planned, archive),
-            max_bytes=export.MAX_BYTES,
+            max_bytes=planned.bound,
             max_entries=export.MAX_ENTRIES,
             run=lambda produce: loop.run_in_executor(self.service.executor, produce),
         )
