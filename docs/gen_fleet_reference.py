@@ -51,6 +51,7 @@ SECTIONS = (
     "Storage",
     "SharedFolder",
     "Culling",
+    "Sleep",
     "Scratch",
     "Dask",
     "DaskLimits",

@@ -21,7 +21,10 @@ from typing import Any
 
 import httpx
 
+from hubfleet.backends.local.render import hub_address
+from hubfleet.common.settings import HubAddress, HubPorts, ProxyLink
 from hubfleet.health.client import HubUser, PasswordLogin
+from hubfleet.spec.models import Hub
 from hubfleet.system import accounts, homes
 from tests.requirements import need
 
@@ -240,3 +243,12 @@ async def await_until(condition: Callable[[], Awaitable[Any]], timeout: float, w
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}")
         await asyncio.sleep(every)
+
+
+TEST_PROXY = ProxyLink(url="http://127.0.0.1:8000", api_url="http://127.0.0.1:2")
+"""The fleet proxy's address in settings rendered without a running fleet."""
+
+
+def address_of(hub: Hub, ports: HubPorts | None = None) -> HubAddress:
+    """Where `hub`'s processes would be reached (`ports` default: the hub on port 1), for rendering settings."""
+    return hub_address(hub, ports or HubPorts(hub=1), TEST_PROXY)

@@ -14,7 +14,7 @@ import tornado.web
 from traitlets.config import Config
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.common.settings import HubPorts, HubSettings
+from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import FleetState
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.hub.authenticators.lti import (
@@ -26,6 +26,7 @@ from hubfleet.hub.authenticators.lti import (
 )
 from hubfleet.hub.config import configure
 from hubfleet.spec import parse
+from tests.helpers import address_of
 
 FLEET = """\
 name: cfg
@@ -52,10 +53,9 @@ hubs:
 def configs(tmp_path: Path) -> dict[str, tuple[HubSettings, Config]]:
     fleet = parse(FLEET, tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create()
-    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
     out = {}
     for name, hub in fleet.hubs.items():
-        settings = render_settings(fleet, hub, state.hub(name).create(), ports)
+        settings = render_settings(fleet, hub, state.hub(name).create(), address_of(hub))
         settings.write(state.hub(name).settings_file)
         settings = HubSettings.read(state.hub(name).settings_file)
         c = Config()

@@ -31,18 +31,30 @@ hubs:
 class Recorder(Backend):
     """A backend that only remembers which hubs it runs and what it was asked."""
 
-    def __init__(self, fleet, state, standby):
-        super().__init__(fleet, state, standby)
+    def __init__(self, fleet, state, host):
+        super().__init__(fleet, state, host)
         self.running: list[str] = []
         self.calls: list[tuple[str, str]] = []
         self.closed = False
 
     def running_hubs(self) -> list[RunningHub]:
-        return [RunningHub(name, self.name, None, f"{self.name}:{name}", True) for name in self.running]  # type: ignore[arg-type]
+        return [RunningHub(name, self.name, None, True, True) for name in self.running]  # type: ignore[arg-type]
 
-    async def up(self, hub: Hub) -> None:
+    async def up(self, hub: Hub, *, awake: bool = True) -> None:
         self.calls.append(("up", hub.name))
         self.running.append(hub.name)
+
+    def is_awake(self, name: str) -> bool:
+        return name in self.running
+
+    async def wake(self, name: str) -> None:
+        self.calls.append(("wake", name))
+
+    async def sleep(self, name: str) -> None:
+        self.calls.append(("sleep", name))
+
+    async def busy(self, name: str) -> str | None:
+        return None
 
     async def apply(self, hub: Hub, change: HubChange) -> None:
         self.calls.append(("apply", hub.name))
@@ -72,12 +84,6 @@ def test_each_hub_runs_on_its_own_backend_and_moves_when_it_changes(
     monkeypatch.setattr(backend_port, "registered", lambda: {"local": LocalRecorder, "slurm": SlurmRecorder})
     fleet = parse(FLEET, tmp_path / "fleet.yaml")
     supervisor = Supervisor(fleet, tmp_path / "fleet.yaml", FLEET, FleetState(tmp_path / "state"))
-    routes: list[dict[str, str]] = []
-
-    async def set_routes(table: dict[str, str]) -> None:
-        routes.append(dict(table))
-
-    monkeypatch.setattr(supervisor.front_door, "set_routes", set_routes)
     local, slurm = supervisor.backends["local"], supervisor.backends["slurm"]
     moved = FLEET.replace("    backend: slurm\n", "")
     assert [c.lines() for c in plan(fleet, parse(moved, tmp_path / "fleet.yaml")).hubs if c.kind == "changed"] == [
@@ -87,16 +93,15 @@ def test_each_hub_runs_on_its_own_backend_and_moves_when_it_changes(
     async def scenario() -> None:
         for hub in fleet.hubs.values():
             await supervisor._up(hub)
-        await supervisor._sync_routes()
         assert (local.hub_names(), slurm.hub_names()) == (["here"], ["there"])
-        assert routes[-1] == {"/hubs/here": "local:here", "/hubs/there": "slurm:there"}
+        assert (supervisor.running_on("here"), supervisor.running_on("there")) == (local, slurm)
         statuses = await supervisor.refresh_status()
         assert {name: s.backend for name, s in statuses.items()} == {"here": "local", "there": "slurm"}
 
         await supervisor.apply(tmp_path / "fleet.yaml", moved)
         assert slurm.calls == [("up", "there"), ("down", "there")]
         assert local.calls == [("up", "here"), ("up", "there")]
-        assert routes[-1] == {"/hubs/here": "local:here", "/hubs/there": "local:there"}
+        assert (supervisor.running_on("here"), supervisor.running_on("there")) == (local, local)
 
         await supervisor.shutdown()
         assert local.running == [] and local.closed and slurm.closed

@@ -20,12 +20,20 @@ import pytest
 
 from hubfleet.backends.local.render import render_settings
 from hubfleet.backends.slurm import SlurmBackend
-from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.settings import SlurmLink
 from hubfleet.common.state import FleetState
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec import parse
 from hubfleet.system import accounts
-from tests.helpers import USER_ENV, RunningFleet, processes_of_hub_users, running_fleet, unique_hub, wait_until
+from tests.helpers import (
+    USER_ENV,
+    RunningFleet,
+    address_of,
+    processes_of_hub_users,
+    running_fleet,
+    unique_hub,
+    wait_until,
+)
 from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
 
 T = TypeVar("T")
@@ -175,8 +183,7 @@ def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(
     hub = unique_hub("tj")
     fleet = parse(f"name: orphans\nhubs:\n  {hub}:\n    backend: slurm\n    auth: {AUTH}\n", tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create().hub(hub).create()
-    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
-    settings = render_settings(fleet, fleet.hubs[hub], state, ports)
+    settings = render_settings(fleet, fleet.hubs[hub], state, address_of(fleet.hubs[hub]))
     settings.model_copy(update={"isolation": "slurm", "slurm": SlurmLink(conf=cluster.conf)}).write(state.settings_file)
     accounts.ensure_group(accounts.hub_groupname(hub))
     account = accounts.unix_username(hub, "kim")

@@ -10,10 +10,11 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.common.settings import CHECK_USER, HubPorts, HubSettings
+from hubfleet.common.settings import CHECK_USER, HubSettings
 from hubfleet.common.state import FleetState
 from hubfleet.hub.config import configure
 from hubfleet.spec import parse
+from tests.helpers import address_of
 
 FLEET = """\
 name: cfg
@@ -39,10 +40,9 @@ def rendered(tmp_path: Path) -> dict[str, HubSettings]:
     password_file.write_text("from-a-file-42\n")
     fleet = parse(FLEET.format(password_file=password_file), tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create()
-    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
     out = {}
     for name, hub in fleet.hubs.items():
-        settings = render_settings(fleet, hub, state.hub(name).create(), ports)
+        settings = render_settings(fleet, hub, state.hub(name).create(), address_of(hub))
         settings.write(state.hub(name).settings_file)
         out[name] = HubSettings.read(state.hub(name).settings_file)
     return out
@@ -100,8 +100,9 @@ def test_scratch_reaches_the_spawner_only_on_hubs_with_scratch(tmp_path: Path) -
     text += "  s:\n    auth: {type: native}\n    storage: {scratch: {size: 1G}}\n  n:\n    auth: {type: native}\n"
     fleet = parse(text, tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create()
-    ports = HubPorts(hub=1, proxy=2, proxy_api=3, spare=4)
-    with_scratch, without = (render_settings(fleet, fleet.hubs[n], state.hub(n).create(), ports) for n in ("s", "n"))
+    with_scratch, without = (
+        render_settings(fleet, fleet.hubs[n], state.hub(n).create(), address_of(fleet.hubs[n])) for n in ("s", "n")
+    )
     assert with_scratch.scratch_root == tmp_path / "srv" / "s" / "scratch"
     assert without.scratch_root is None
     assert _config(with_scratch).HubfleetSpawnerMixin.scratch_root == str(tmp_path / "srv" / "s" / "scratch")

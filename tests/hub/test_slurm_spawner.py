@@ -13,12 +13,13 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from hubfleet.backends.local.render import render_settings
-from hubfleet.common.settings import HubPorts, SlurmLink
+from hubfleet.common.settings import SlurmLink
 from hubfleet.common.state import FleetState
 from hubfleet.hub.config import SLURM_START_TIMEOUT, configure
 from hubfleet.hub.slurm import PortHandler, SlurmSpawner, job_resources, slurm_time
 from hubfleet.spec import parse
 from hubfleet.spec.models import Profile
+from tests.helpers import address_of
 
 FLEET = """\
 name: hpc
@@ -91,7 +92,7 @@ def slurm_settings(tmp_path: Path):
     fleet = parse(FLEET, tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create()
     hub_state = state.hub("phys").create()
-    settings = render_settings(fleet, fleet.hubs["phys"], hub_state, HubPorts(hub=1, proxy=2, proxy_api=3, spare=4))
+    settings = render_settings(fleet, fleet.hubs["phys"], hub_state, address_of(fleet.hubs["phys"]))
     # What the Slurm backend renders (SlurmHub.render_settings) on top of the local settings.
     return settings.model_copy(update={"isolation": "slurm", "slurm": SlurmLink(conf=Path("/etc/hpc/slurm.conf"))})
 

@@ -530,7 +530,7 @@ BAD_FILES = [
         2,
         17,
         "internal_ports",
-        "the hubs need 8",
+        "the fleet needs 5",
     ),
     Bad(
         "mistake-in-defaults",

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
 from hubfleet.common.state import FleetState
-from hubfleet.common.status import FleetStatus
+from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet.backend import registered
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
@@ -144,7 +144,7 @@ def _status_table(document: FleetStatus) -> Table:
     for column in ("hub", "state", "url", "pids", "users", "servers", "restarts"):
         table.add_column(column)
     for hub in document.hubs:
-        state = "[green]up[/]" if hub.healthy else f"[red]{hub.state}[/]"
+        state = _state_cell(hub)
         pids = " ".join(f"{k}={v}" for k, v in hub.pids.items() if v)
         restarts = sum(hub.restarts.values())
         users = "" if hub.users is None else str(hub.users)
@@ -152,6 +152,16 @@ def _status_table(document: FleetStatus) -> Table:
         detail = f"\n[dim]{escape(hub.detail)}[/]" if hub.detail else ""
         table.add_row(hub.name, state + detail, hub.url, pids, users, servers, str(restarts))
     return table
+
+
+def _state_cell(hub: HubStatus) -> str:
+    """A hub's state for the table: up, asleep or what is wrong, and how often and when it last woke."""
+    cell = "[green]up[/]" if hub.healthy else f"[red]{hub.state}[/]"
+    if hub.state == "asleep":
+        cell = "[blue]asleep[/]"
+    if hub.last_wake is not None:
+        cell += f"\n[dim]woke {hub.wakes} times, last {time.strftime('%H:%M', time.localtime(hub.last_wake))}[/]"
+    return cell
 
 
 def _setup_logging(state: FleetState, verbose: bool) -> None:

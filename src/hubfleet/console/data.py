@@ -64,6 +64,23 @@ class HubSummary:
     state: str
     users: int | None
     running_servers: int | None
+    last_wake: float | None = None
+    wakes: int = 0
+
+    @property
+    def state_label(self) -> str:
+        """Up, asleep (the first request wakes it), or what is wrong."""
+        if self.state == "asleep":
+            return "asleep"
+        return "up" if self.healthy else self.state
+
+    @property
+    def woke(self) -> str:
+        """When it last woke from sleep, for people ("" if it did not since the fleet started)."""
+        if self.last_wake is None:
+            return ""
+        when = dt.datetime.fromtimestamp(self.last_wake).strftime("%d %b %H:%M")
+        return f"woke {self.wakes} time{'s' if self.wakes != 1 else ''}, last {when}"
 
 
 def describe_plan(plan_spec: PilotPlan | PaidPlan | None) -> str:
@@ -91,6 +108,8 @@ def hub_summaries(fleet: Fleet, statuses: dict[str, HubStatus]) -> list[HubSumma
                 state=status.state if status else "starting",
                 users=status.users if status else None,
                 running_servers=status.running_servers if status else None,
+                last_wake=status.last_wake if status else None,
+                wakes=status.wakes if status else 0,
             )
         )
     return summaries
@@ -100,14 +119,7 @@ def hub_summaries(fleet: Fleet, statuses: dict[str, HubStatus]) -> list[HubSumma
 class HubCard:
     """One hub on the overview: the supervisor's view of it and its cost this month."""
 
-    name: str
-    title: str
-    community: str
-    plan: str
-    state: str
-    healthy: bool
-    users: int | None
-    running_servers: int | None
+    hub: HubSummary
     active_users: int
     cost: HubCost | None
 
@@ -140,18 +152,7 @@ def overview(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, summ
         active = monthly_active_users(session, fleet, month=month)
     costs = {hub_cost.hub: hub_cost for hub_cost in report.hubs}
     cards = [
-        HubCard(
-            name=summary.name,
-            title=summary.title,
-            community=summary.community,
-            plan=summary.plan,
-            state=summary.state,
-            healthy=summary.healthy,
-            users=summary.users,
-            running_servers=summary.running_servers,
-            active_users=active.get(summary.name, 0),
-            cost=costs.get(summary.name),
-        )
+        HubCard(hub=summary, active_users=active.get(summary.name, 0), cost=costs.get(summary.name))
         for summary in summaries
     ]
     return Overview(month=report.month, currency=report.currency, cards=cards, total=report.total)

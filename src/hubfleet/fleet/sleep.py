@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ log = logging.getLogger("hubfleet.sleep")
 MEETING_LEAD = dt.timedelta(minutes=15)
 """A hub stays awake from this long before a course meeting until it ends."""
 
-SWEEP_EVERY = 10.0
-"""Seconds between two looks at which hubs may sleep."""
+SWEEP_EVERY = float(os.environ.get("HUBFLEET_SLEEP_SWEEP_EVERY") or 10.0)
+"""Seconds between two looks at which hubs may sleep (`$HUBFLEET_SLEEP_SWEEP_EVERY`, for tests)."""
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

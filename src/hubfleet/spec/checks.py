@@ -89,7 +89,8 @@ def _check_ports(door: FrontDoor, ports: PortRange, needed: int) -> Iterator[Fin
     if ports.end - ports.start + 1 < needed:
         yield (
             ("internal_ports",),
-            f"too few internal ports: the hubs need {needed} (4 each, 3 more for Dask, 1 more for courses or LTI)",
+            f"too few internal ports: the fleet needs {needed} (3 for the front door, 1 per hub, 3 more for Dask, "
+            "1 more for courses or LTI)",
             "widen the range",
         )
 
