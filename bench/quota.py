@@ -18,7 +18,7 @@ Workloads, each `--runs` times per system:
 Throughput ratios against plain (1.0 = no cost; 0.8 = 20 % slower) and the overheads in percent are printed and
 written to bench/results/quota.json.
 
-    .venv/bin/python bench/quota.py [--runs 5]          # BENCH_QUOTA_MIB=256: size of the large file
+    .venv/bin/python bench/quota.py [--runs 15]         # BENCH_QUOTA_MIB=512: size of the large file
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ MEASURE: dict[str, Callable[[Path, int], float]] = {
 
 def main() -> int:
     args = common.parse_args(
-        None, __doc__, ("--runs", "-n", 5, "runs of each system"), Path("bench/results/quota.json"), "run", "homes"
+        None, __doc__, ("--runs", "-n", 15, "runs of each system"), Path("bench/results/quota.json"), "run", "homes"
     )
-    size = int(os.environ.get("BENCH_QUOTA_MIB", "256"))
+    size = int(os.environ.get("BENCH_QUOTA_MIB", "512"))
     started = common.prepare(lambda: None)
     if started is None:
         return 1
