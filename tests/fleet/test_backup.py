@@ -130,6 +130,7 @@ def test_archive_decommission_restore_gives_the_same_hub_back(tmp_path: Path) ->
         assert not any(p.name.startswith(f"{hub}_") for p in HOME_ROOT.iterdir())
         fleet.cli("hub", "restore", str(archive))
         assert sums(home) == before
+        assert os.path.ismount(home)  # back in its quota image, although the running fleet no longer has the hub
         assert (fleet.state_dir / "hubs" / hub / "jupyterhub.sqlite").exists()
         # A second archive of the restored hub holds the same files, checksum for checksum.
         again = tmp_path / "again"

@@ -34,6 +34,10 @@ def home_root() -> Iterator[Path]:
             homes.release_home(home)
             accounts.remove_user(home.name)
     assert str(root) not in Path("/proc/self/mounts").read_text(), "a mount was left behind"
+    images = root / homes.IMAGES_DIR
+    left = [p.name for p in images.iterdir() if p.name != ".staging"] if images.exists() else []
+    left += [p.name for p in (images / ".staging").iterdir()] if (images / ".staging").exists() else []
+    assert not left, f"left behind by released homes: {left}"
     shutil.rmtree(root)
 
 

@@ -130,6 +130,16 @@ def _staging_source(home: Path) -> Path:
     return _images_dir(home) / ".staging" / f"{home.name}.source"
 
 
+def _reading_point(home: Path) -> Path:
+    return _images_dir(home) / ".staging" / f"{home.name}.read"
+
+
+def _remove_point(point: Path) -> None:
+    """Remove a mount point of ours once nothing is mounted on it (an empty folder; anything else stays)."""
+    with contextlib.suppress(OSError):
+        point.rmdir()
+
+
 # ----------------------------------------------------------------------------------------------- tools
 
 
@@ -301,6 +311,7 @@ def _finish_interrupted(home: Path) -> None:
     for point in (_staging(home), _staging_source(home)):
         if str(point) in mounts:
             _run("umount", "--lazy", str(point))
+        _remove_point(point)
     if new.exists():
         if _old_home(home).exists() or old_image.exists():
             # Killed between moving the old files away and the commit: the new image is complete (it was synced
@@ -327,6 +338,7 @@ def _rebuild(home: Path, account: Account, quota: int, source: Path | None) -> N
         os.chown(staging, account.uid, account.gid)
     finally:
         _unmount(staging)
+        _remove_point(staging)
     _sync(new)
     if image.exists():
         os.rename(image, _old_image(home))  # the old files leave their place: from here on, the new image counts
@@ -350,6 +362,7 @@ def _shrink(home: Path, account: Account, quota: int) -> None:
         _rebuild(home, account, quota, source)
     finally:
         _run("umount", "--lazy", str(source))
+        _remove_point(source)
     _finish_interrupted(home)
 
 
@@ -452,13 +465,14 @@ def readable(home: Path) -> Iterator[Path]:
         if not image_path(home).exists() or _mounted_image(home) is not None:
             yield home
             return
-        point = _staging(home).with_name(f"{home.name}.read")
+        point = _reading_point(home)
         point.mkdir(mode=0o700, parents=True, exist_ok=True)
         _run("mount", "-t", "xfs", "-o", f"{MOUNT_OPTIONS},ro", str(image_path(home)), str(point))
         try:
             yield point
         finally:
             _run("umount", "--lazy", str(point))
+            _remove_point(point)
 
 
 def hub_homes(home_root: Path, prefix: str) -> list[HomeUse]:
@@ -491,13 +505,16 @@ def unmount_home(home: Path) -> bool:
 
 def release_homes(home_root: Path, prefix: str) -> list[str]:
     """:func:`release_home` for every home under `home_root` whose name starts with `prefix` (a hub's ``<hub>_``)
-    and that has an image; the accounts whose homes were released."""
+    and that has an image; the accounts whose homes were released. The lock files of plain homes go too."""
     released = []
     for name in _home_names(home_root, prefix):
         home = home_root / name
         if image_path(home).exists() or str(home) in _mounts():
             release_home(home)
             released.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        for lock in (home_root / IMAGES_DIR).glob(f"{prefix}*.lock"):
+            lock.unlink(missing_ok=True)
     return released
 
 
@@ -511,4 +528,5 @@ def release_home(home: Path) -> None:
             path.unlink(missing_ok=True)
         if _old_home(home).exists():
             shutil.rmtree(_old_home(home))
+        _remove_point(_reading_point(home))
     (_images_dir(home) / f"{home.name}.lock").unlink(missing_ok=True)

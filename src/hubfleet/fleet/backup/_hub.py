@@ -94,6 +94,8 @@ def archive_hub(
     writer.add_tree("database", rows)
     meta = {"format": FORMAT, "kind": "hub", "hub": hub, "fleet": fleet.name, "created": started.isoformat()}
     meta["spec"] = spec
+    # Its homes go back into quota images of this size, even when the fleet it is restored into lacks the hub.
+    meta["home_quota"] = fleet.hubs[hub].storage.home_quota if hub in fleet.hubs else None
     add_hub(writer, fleet, hub, meta)
     writer.finish(meta)
     path = to / f"{hub}-{stamp}.tar.gz"

@@ -115,8 +115,9 @@ def restore_accounts(meta: dict, hubs: set[str]) -> IdMap:
 def restore_hub(
     folder: Path, entries: list[Entry], meta: dict, fleet: Fleet, hub: str, ids: IdMap, reporter: Reporter
 ) -> None:
-    """Put a hub's homes (into quota images when the hub has a quota) and shared folders back."""
-    quota = fleet.hubs[hub].storage.home_quota if hub in fleet.hubs else None
+    """Put a hub's homes (into quota images when the hub has a quota: in `fleet`, else when it was archived) and
+    shared folders back."""
+    quota = fleet.hubs[hub].storage.home_quota if hub in fleet.hubs else meta.get("home_quota")
     for name, record in meta.get("accounts", {}).items():
         if record["hub"] != hub:
             continue
