@@ -61,6 +61,8 @@ async def download(fleet: RunningFleet, hub: str, user: str) -> httpx.Response:
     """`user` logs in to `hub` in a browser-like client and downloads their home."""
     async with httpx.AsyncClient(timeout=120) as client:
         await HubUser.login(client, fleet.hub_url(hub), PasswordLogin(user, PASSWORD))
+        home_page = await client.get(f"{fleet.hub_url(hub)}hub/home")
+        assert f'href="/hubs/{hub}/hub{EXPORT_PATH}"' in home_page.text  # the hub's home page links it
         return await client.get(f"{fleet.hub_url(hub)}hub{EXPORT_PATH}")
 
 

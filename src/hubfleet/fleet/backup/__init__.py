@@ -19,7 +19,7 @@ A fleet backup (`hubfleet backup`) is a snapshot folder under the backup folder:
 database, the Unix accounts (with their old uid/gid when free), homes (into their quota images) and shared folders.
 
 A hub archive (`hubfleet hub archive`) is the same kind of snapshot, limited to one hub (its state folder, homes,
-shared folders, and its rows of the fleet database as JSON), packed into one compressed file (tar + zstd).
+shared folders, and its rows of the fleet database as JSON), packed into one compressed file (tar + gzip).
 """
 
 from hubfleet.fleet.backup._fleet import BackupReport, RestoreReport, backup_fleet, find_snapshot, restore_fleet
