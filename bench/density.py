@@ -49,7 +49,7 @@ from hubfleet.system import accounts
 
 PASSWORD = "density-bench-password"
 LTI_PLATFORM = {
-    "label": "lms",
+    "label": "moodle",
     "issuer": "https://lms.example",
     "client_id": "density-tool",
     "deployment_ids": ["d1"],

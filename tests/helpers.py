@@ -129,7 +129,8 @@ def fleet_yaml(
     if "sleep:" not in defaults and "sleep:" not in hubs:
         # Test fleets stay awake unless the test is about sleep: their tests look at running processes.
         defaults = "sleep: {after: never}\n" + defaults
-    text += "defaults:\n" + textwrap.indent(defaults, "  ").rstrip("\n") + "\n"
+    if defaults.strip():
+        text += "defaults:\n" + textwrap.indent(defaults, "  ").rstrip("\n") + "\n"
     return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 

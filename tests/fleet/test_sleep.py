@@ -16,10 +16,15 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from hubfleet.common.state import FleetState
+from hubfleet.db import default_url, open_database
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.hub.authenticators.lti import ToolURLs
-from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from hubfleet.usage.metrics import metrics_token
+from hubfleet.usage.tables import Coverage, Sample
+from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub, wait_until
 from tests.lms.peer import PeerLMS
 
 S, L, K = unique_hub("zs"), unique_hub("zl"), unique_hub("zk")
@@ -38,8 +43,10 @@ def hubs_yaml(lms: PeerLMS) -> str:
     - {{name: small, cpu: 0.5, memory: 300M, default: true}}
   sleep: {{after: {IDLE}s}}
 {L}:
-  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [ann]}}
+  auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [lee]}}
   sleep: {{after: {IDLE}s}}
+  courses:
+    - {{name: c1, lms_context: ctx-1, roster: lms}}
   lti:
     username: email
     platforms:
@@ -62,7 +69,9 @@ def lms() -> Iterator[PeerLMS]:
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     os.environ["HUBFLEET_SLEEP_SWEEP_EVERY"] = "1"  # look for idle hubs every second (10 s in production)
     try:
-        with running_fleet(tmp_path_factory.mktemp("sleep"), hubs_yaml(lms), [S, L, K], PASSWORD) as running:
+        root = tmp_path_factory.mktemp("sleep")
+        usage = "usage: {metering: {interval: 2}}"
+        with running_fleet(root, hubs_yaml(lms), [S, L, K], PASSWORD, top=usage) as running:
             urls = ToolURLs.of(running.hub_url(L))
             lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
             yield running
@@ -181,27 +190,56 @@ def test_an_lti_login_initiation_posted_to_a_sleeping_hub_goes_on_to_the_lms(fle
 
 
 def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:
-    async def start() -> HubUser:
-        client = httpx.AsyncClient(timeout=120)
-        user = await HubUser.login(client, fleet.hub_url(S), PasswordLogin("ann", PASSWORD))
-        await user.start_server()
-        return user
+    def idle_but_awake() -> dict | None:
+        # Well past its idle time with no request through the proxy: only the running server keeps it awake.
+        return hub_status(fleet, S) if _idle_for(fleet, S) > IDLE + 5 else None
 
-    user = asyncio.run(start())
-    try:
-        # Well past its idle time with no request through the proxy: the running server keeps it awake.
-        status = wait_until(
-            lambda: _idle_for(fleet, S) > IDLE + 5 and hub_status(fleet, S), 60, "the hub idle past its time"
-        )
-        assert status["state"] == "running" and status["running_servers"] == 1
-    finally:
+    async def scenario() -> dict:
+        async with httpx.AsyncClient(timeout=120) as client:
+            user = await HubUser.login(client, fleet.hub_url(S), PasswordLogin("ann", PASSWORD))
+            await user.start_server()
+            try:
+                return await await_until(lambda: asyncio.to_thread(idle_but_awake), 90, "the hub idle past its time")
+            finally:
+                await user.stop_server()
 
-        async def stop() -> None:
-            await user.stop_server()
-            await user.client.aclose()
-
-        asyncio.run(stop())
+    status = asyncio.run(scenario())
+    assert status["state"] == "running" and status["running_servers"] == 1
     wait_asleep(fleet, S)
+
+
+def test_metering_goes_on_across_sleep_without_waking_hubs(fleet: RunningFleet) -> None:
+    """The collector skips sleeping hubs (no errors, no wake) and metered the server that kept a hub awake."""
+    wait_asleep(fleet, S)
+    wakes = hub_status(fleet, S)["wakes"]
+    sessions = open_database(default_url(fleet.state_dir))
+
+    def sweeps() -> int:
+        with sessions() as session:
+            return session.scalar(select(func.count()).select_from(Coverage)) or 0
+
+    before = sweeps()
+    wait_until(lambda: sweeps() >= before + 3, 30, "three more sweeps while the hub sleeps")
+    status = hub_status(fleet, S)
+    assert status["state"] == "asleep" and status["wakes"] == wakes
+    token = metrics_token(FleetState(fleet.state_dir))
+    metrics = httpx.get(f"{fleet.url}/_hubfleet/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    errors = [line for line in metrics.splitlines() if line.startswith("hubfleet_usage_collector_errors_total")]
+    assert errors and float(errors[0].split()[-1]) == 0, errors
+    with sessions() as session:
+        ann = session.scalar(select(func.count()).select_from(Sample).where(Sample.hub == S, Sample.user == "ann"))
+    assert ann, "the server that kept the hub awake was metered"
+
+
+def test_apply_changes_a_sleeping_hubs_settings_without_waking_it(fleet: RunningFleet) -> None:
+    wait_asleep(fleet, S)
+    wakes = hub_status(fleet, S)["wakes"]
+    fleet.write(fleet.file.read_text().replace("memory: 300M, default: true", "memory: 400M, default: true"))
+    fleet.cli("apply", str(fleet.file))
+    settings = json.loads((fleet.state_dir / "hubs" / S / "settings.json").read_text())
+    assert settings["profiles"][0]["memory"] == "400M"
+    status = hub_status(fleet, S)
+    assert status["state"] == "asleep" and status["wakes"] == wakes
 
 
 def _idle_for(fleet: RunningFleet, hub: str) -> float:

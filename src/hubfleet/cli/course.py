@@ -22,12 +22,14 @@ from rich.table import Table
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
 from hubfleet.common.hubapi import HubAPI
 from hubfleet.common.settings import HubSettings
+from hubfleet.common.state import FleetState
 from hubfleet.db import open_database
 from hubfleet.edu.course_store import FLEET_FILE_SOURCE, CourseView, load_courses, set_role
 from hubfleet.edu.lti.identity import IdentityStore, Usernames
 from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.services import ServiceClient, ServiceError
 from hubfleet.edu.roster import SyncReport, sync_course
+from hubfleet.fleet.control import ControlClient, NotRunning
 from hubfleet.spec.base import Username
 from hubfleet.spec.edu import COURSE_ROLES
 
@@ -57,6 +59,12 @@ def run_on_hub(settings: HubSettings, action: Callable[[HubAPI], Awaitable[_T]])
         async with hub_api(settings) as api:
             return await action(api)
 
+    try:
+        ControlClient(FleetState(settings.state_dir.parents[1]), timeout=180).wake(settings.hub)  # if it sleeps
+    except NotRunning:
+        pass  # no supervisor: the call below says the hub does not answer
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
     try:
         return asyncio.run(go())
     except httpx.TransportError as exc:

@@ -34,6 +34,10 @@ class Controlled(Protocol):
 
     async def apply(self, source: Path, text: str) -> FleetPlan: ...
 
+    async def wake(self, hub: str) -> None: ...
+
+    def hub_names(self) -> list[str]: ...
+
     def stop(self) -> None: ...
 
 
@@ -74,6 +78,19 @@ class ApplyHandler(_ControlHandler):
         self.reply(200, {"plan": changes.to_dict(), "failed": self.supervisor.failed})
 
 
+class WakeHandler(_ControlHandler):
+    async def post(self, hub: str) -> None:
+        if hub not in self.supervisor.hub_names():
+            self.reply(404, {"error": f"no hub {hub!r} in this fleet"})
+            return
+        try:
+            await self.supervisor.wake(hub)
+        except Exception as exc:
+            self.reply(503, {"error": f"hub {hub} could not wake: {exc}"})
+            return
+        self.reply(200, {"hub": hub, "awake": True})
+
+
 class DownHandler(_ControlHandler):
     def post(self) -> None:
         self.supervisor.stop()
@@ -87,6 +104,7 @@ def serve(supervisor: Controlled, state: FleetState) -> HTTPServer:
             (r"/status", StatusHandler, {"supervisor": supervisor}),
             (r"/apply", ApplyHandler, {"supervisor": supervisor}),
             (r"/down", DownHandler, {"supervisor": supervisor}),
+            (r"/wake/([^/]+)", WakeHandler, {"supervisor": supervisor}),
         ]
     )
     path = state.control_socket
@@ -124,6 +142,12 @@ class ControlClient:
 
     def down(self) -> None:
         self._call("POST", "/down").raise_for_status()
+
+    def wake(self, hub: str) -> None:
+        """Wake hub `hub` (at once if it is awake); RuntimeError with the reason when it cannot."""
+        response = self._call("POST", f"/wake/{hub}")
+        if response.status_code != 200:
+            raise RuntimeError(response.json().get("error", response.text))
 
 
 def supervisor_pid(state: FleetState) -> int | None:
