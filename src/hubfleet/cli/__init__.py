@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from hubfleet.cli import assignment, backup, check, contributions, course, economics, fleet, template, usage
+from hubfleet.system.startup import skip_slow_optional_imports
 
 app = typer.Typer(
     name="hubfleet",
@@ -26,4 +27,5 @@ backup.register(app)
 
 def main() -> None:
     """Entry point of the `hubfleet` command."""
+    skip_slow_optional_imports()  # before nbformat / JupyterHub are imported by a command
     app()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.live import Live
 from rich.markup import escape
@@ -238,7 +239,7 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
                 raise fail(f"the fleet supervisor exited with {process.returncode}; see {state.root}/supervisor.out")
             try:
                 document = client.status()
-            except (NotRunning, OSError, ValueError):
+            except (NotRunning, OSError, ValueError, httpx.HTTPError):  # starting, or too busy to answer yet
                 time.sleep(0.2)
                 continue
             if document.ready:

@@ -238,11 +238,11 @@ class Supervisor:
         return changes
 
     async def refresh_status(self) -> dict[str, HubStatus]:
-        """Ask every hub how it is, and keep the answers for the landing page."""
-        statuses: dict[str, HubStatus] = {}
-        for name, hub in self.fleet.hubs.items():
+        """Ask every hub how it is (all at once), and keep the answers for the landing page."""
+
+        async def status_of(name: str, hub: Hub) -> HubStatus | None:
             if name in self.failed:
-                statuses[name] = HubStatus(
+                return HubStatus(
                     name=name,
                     title=hub.title,
                     url=f"{self.front_door.url}/hubs/{name}/",
@@ -251,18 +251,20 @@ class Supervisor:
                     healthy=False,
                     detail=self.failed[name],
                 )
-                continue
             backend = self.running_on(name)
             if backend is None:
-                continue
+                return None
             try:
                 status = await backend.status(name)
             except KeyError:
-                continue
+                return None
             record = self.keeper.record(name)
-            statuses[name] = status.model_copy(update={"last_wake": record.last_wake, "wakes": record.wakes})
-        self._statuses = statuses
-        return statuses
+            return status.model_copy(update={"last_wake": record.last_wake, "wakes": record.wakes})
+
+        hubs = list(self.fleet.hubs.items())
+        found = await asyncio.gather(*(status_of(name, hub) for name, hub in hubs))
+        self._statuses = {name: status for (name, _), status in zip(hubs, found, strict=True) if status is not None}
+        return self._statuses
 
     async def status_document(self) -> FleetStatus:
         """The fleet as the control socket reports it."""

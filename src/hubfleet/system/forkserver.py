@@ -36,6 +36,9 @@ log = logging.getLogger("hubfleet.forkserver")
 MAX_REQUEST = 1 << 20
 """Largest request line (environment included)."""
 
+STARTING_WAIT = 15.0
+"""Seconds a start waits for a fork server that is starting before it starts the plain way."""
+
 
 # --- the server ------------------------------------------------------------------------------------------------------
 
@@ -286,9 +289,9 @@ class ForkServer:
     async def spawn(
         self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], log_path: Path
     ) -> ForkedProcess | None:
-        """Start `argv` (which must be `python -m MODULE ARGS…`) as a fork; None when no server is ready."""
-        if not self.ready or len(argv) < 3 or argv[1] != "-m":
-            self.start()
+        """Start `argv` (which must be `python -m MODULE ARGS…`) as a fork; None when no server is ready (one that
+        is starting is waited for: it is ready sooner than a plain start would be)."""
+        if len(argv) < 3 or argv[1] != "-m" or not await self.wait_ready(STARTING_WAIT):
             return None
         request = {"module": argv[2], "args": list(argv[3:]), "cwd": str(cwd), "env": env, "log": str(log_path)}
         try:

@@ -146,6 +146,7 @@ class LocalHub:
             env={GATEWAY_SETTINGS_ENV: str(settings_file)},
             ready=lambda: http_ok(health),
             pid_file=self.state.root / "dask-gateway.pid",
+            forkserver=self.host.forkserver,
         )
 
     def _exchange_process(self) -> ManagedProcess | None:
@@ -163,6 +164,7 @@ class LocalHub:
             env={EXCHANGE_SETTINGS_ENV: str(settings_file)},
             ready=lambda: http_ok(health),
             pid_file=self.state.root / "exchange.pid",
+            forkserver=self.host.forkserver,
         )
 
     async def prepare(self) -> None:
@@ -172,16 +174,19 @@ class LocalHub:
             self.prepared = True
 
     async def start(self) -> None:
-        """Start the hub's processes and return once it answers (the hub wakes)."""
+        """Start the hub's processes, all at once, and return once they answer (the hub wakes)."""
         await self.prepare()
-        await self.hub.start(timeout=90)
-        await self._start_companions()
+        try:
+            await asyncio.gather(self.hub.start(timeout=90), self._start_companions())
+        except BaseException:
+            await self._stop_processes()  # nothing half-started is left: the next request tries again
+            raise
         self.awake = True
 
     async def _start_companions(self) -> None:
         wanted = (self._gateway_process(), self._exchange_process())
         self.companions = [p for p in wanted if p is not None]
-        await asyncio.gather(*(process.start() for process in self.companions))
+        await asyncio.gather(*(process.start(timeout=90) for process in self.companions))
 
     async def _stop_processes(self) -> None:
         await asyncio.gather(*(process.stop() for process in self.companions))
@@ -221,8 +226,7 @@ class LocalHub:
             await self.prepare()
             await asyncio.gather(*(process.stop() for process in self.companions))
             await self.hub.stop()
-            await self.hub.start(timeout=90)
-            await self._start_companions()
+            await asyncio.gather(self.hub.start(timeout=90), self._start_companions())
         if change.live:
             if not self.awake:
                 await self.start()
