@@ -13,10 +13,11 @@ BIN = $(VENV)/bin
 
 setup: system-packages $(VENV)/.installed $(USER_ENV)/.installed
 
-# Debian packages hubfleet uses at run time: ACLs for shared folders (root only; skipped when present).
+# Debian packages hubfleet uses at run time (root only; skipped when present): ACLs for shared folders, XFS tools
+# for home quotas.
 system-packages:
-	@if [ "$$(id -u)" = 0 ] && ! command -v setfacl >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq acl >/dev/null; fi
+	@if [ "$$(id -u)" = 0 ] && { ! command -v setfacl >/dev/null || [ ! -x /usr/sbin/mkfs.xfs ]; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq acl xfsprogs >/dev/null; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -121,8 +121,18 @@ then point the YAML language server at it (first line of the fleet file:
   environments through one cache (hard links). New servers start from the active version, running ones keep
   theirs; `hubfleet env rollback` goes back. A profile without `environment:` runs from `paths.user_env`. See
   [Environments](environments.md).
+- **Home quotas** (`storage.home_quota`, hubs on this machine, as root): each user's home becomes an XFS file
+  system in a file of its own (`<paths.home_root>/.hubfleet-homes/<unix name>.img`), loop-mounted on the home
+  when the user's server starts. The kernel enforces it: a write beyond it fails with "No space left on device"
+  (JupyterLab says the home is full), and `df -h ~` shows the quota and the use. An existing home moves into its
+  image at the next server start, atomically (an interruption loses nothing). `hubfleet apply` with a larger quota
+  grows every mounted home at once, servers keep running; a smaller one is refused while a home holds more, and
+  otherwise applies at each home's next server start (XFS shrinks by a copy). Removing the quota keeps homes in
+  their images at their last size. Costs: at least 256M per quota, 64 MiB of disk per home for XFS's log, a loop
+  device and a mount per home. `hubfleet usage --storage` lists each home's use against its quota. Without root,
+  quotas are not enforced (a warning says so).
 - **Recorded, not enforced yet**: the local backend shows `community` and `plan` on the landing page, but does not
-  act on budgets or fees, or on `storage.home_quota`.
+  act on budgets or fees.
 
 ## The demo fleet
 

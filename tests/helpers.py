@@ -25,10 +25,12 @@ from hubfleet.backends.local.render import hub_address
 from hubfleet.common.settings import HubAddress, HubPorts, ProxyLink
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec.models import Hub
-from hubfleet.system import accounts
+from hubfleet.system import accounts, homes
 from tests.requirements import need
 
 USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
+HOME_ROOT = Path("/home")
+"""Where test fleets' homes are (the fleet file's default `paths.home_root`)."""
 
 
 def free_port() -> int:
@@ -216,9 +218,18 @@ def running_fleet(
         for name in hub_names:
             leftovers += processes_of_hub_users(name)
         for name in hub_names:
+            homes.release_homes(HOME_ROOT, f"{name}_")  # quota'd homes are mounts: gone before their accounts
             accounts.remove_hub_accounts(name)
         shutil.rmtree(shared_root, ignore_errors=True)
         assert not leftovers, f"processes left behind after down: {leftovers}"
+
+
+def wipe_hub(fleet: RunningFleet, hub: str) -> None:
+    """What a dead machine leaves of a hub: nothing (no homes, accounts or shared folders); its state directory
+    is left to the test."""
+    homes.release_homes(HOME_ROOT, f"{hub}_")
+    accounts.remove_hub_accounts(hub)
+    shutil.rmtree(fleet.shared_root / hub, ignore_errors=True)
 
 
 def unique_hub(prefix: str) -> str:

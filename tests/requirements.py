@@ -57,6 +57,10 @@ REQUIREMENTS: dict[str, tuple[Callable[[], bool], str]] = {
         "needs Slurm: apt-get install slurm-wlm munge sudo",
     ),
     "chromium": (lambda: CHROMIUM.exists(), f"needs Chromium at {CHROMIUM}: apt-get install chromium"),
+    "xfs": (
+        lambda: all(_has_tool(tool) for tool in ("mkfs.xfs", "xfs_growfs", "xfs_db", "losetup")),
+        "needs xfsprogs (home quotas): apt-get install xfsprogs",
+    ),
 }
 
 

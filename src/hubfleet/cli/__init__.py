@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import assignment, check, contributions, course, economics, env, fleet, template, usage
+from hubfleet.cli import assignment, backup, check, contributions, course, economics, env, fleet, template, usage
 from hubfleet.system.startup import skip_slow_optional_imports
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ assignment.register(app)
 env.register(app)
 economics.register(app)
 contributions.register(app)
+backup.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The exchange's commands in `hubfleet assignment …`: release, collect, grade, status, feedback, grades, passback.
+"""The exchange's commands in `hubfleet assignment …`: release, collect, grade, status, feedback, grades, passback,
+export.
 
 They act on the fleet database directly (the same code the hub's exchange service runs), as the fleet's operator:
 no hub needs to be up for them, except that students fetch and submit through the running service.
@@ -16,7 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
+from hubfleet.common.zipstream import ZipLimitError, ZipStream
 from hubfleet.db import open_database
+from hubfleet.edu.exchange import export
 from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SETTINGS_FILE, ExchangeSettings
 from hubfleet.edu.exchange.store import Exchange, ExchangeError
 
@@ -40,6 +43,10 @@ COURSE_DIR_ARGUMENT: Any = typer.Argument(..., help="the nbgrader course folder 
 ASSIGNMENTS_OPTION: Any = typer.Option(None, "--assignment", help="only this assignment (repeat for more)")
 WORKERS_OPTION: Any = typer.Option(None, "--workers", help="parallel sandboxes (default: sized to the cores)")
 CSV_OPTION: Any = typer.Option(False, "--csv", help="CSV on standard output (one column per graded cell)")
+EXPORT_TO: Any = typer.Option(None, "--to", help="the zip to write (default: HUB-COURSE-records.zip here)")
+EXPORT_MAX_BYTES: Any = typer.Option(
+    export.MAX_BYTES, "--max-bytes", min=1, help="refuse a course whose submissions hold more bytes than this"
+)
 
 
 def _exchange(hub: str, state_dir: Path | None) -> tuple[Exchange, ExchangeSettings | None]:
@@ -257,6 +264,33 @@ def register_nbgrader(nbgrader_app: typer.Typer) -> None:
     nbgrader_app.command("import")(import_nbgrader_command)
 
 
+def export_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    to: Path | None = EXPORT_TO,
+    max_bytes: int = EXPORT_MAX_BYTES,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Write COURSE's grades and every submission into one zip (what instructors download from the exchange)."""
+    exchange, _ = _exchange(hub, state_dir)
+    planned = _refused(lambda: export.plan(exchange, course, max_bytes=max_bytes))
+    target = to or Path(f"{hub}-{course}-records.zip")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as out:
+            archive = ZipStream(out, max_bytes=planned.bound, max_entries=export.MAX_ENTRIES)
+            export.write(exchange, planned, archive)
+            archive.close()
+        partial.replace(target)
+    except (OSError, ZipLimitError) as exc:
+        partial.unlink(missing_ok=True)
+        raise fail(f"could not write {target}: {exc}") from None
+    console.print(
+        f"wrote {escape(str(target))}: {len(planned.assignments)} assignment(s), {planned.submission_count} "
+        f"submission(s), {target.stat().st_size / 1024**2:.1f} MiB"
+    )
+
+
 def register(assignment_app: typer.Typer) -> None:
     """Add the exchange's commands to `hubfleet assignment`."""
     assignment_app.command("release")(release_command)
@@ -266,3 +300,4 @@ def register(assignment_app: typer.Typer) -> None:
     assignment_app.command("feedback")(feedback_command)
     assignment_app.command("grades")(grades_command)
     assignment_app.command("passback")(passback_command)
+    assignment_app.command("export")(export_command)

@@ -30,6 +30,7 @@ from hubfleet.fleet.processes import kill_pid_file
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.models import SharedPasswordAuth
 from hubfleet.system import cgroups
+from hubfleet.usage.storage import quota_problems
 
 PROCESSES = ("dask-gateway", "exchange", "hub")
 """A hub's processes, in the order `down` stops them."""
@@ -94,7 +95,8 @@ def plan_command(
     """Show what `apply` would change on the running fleet."""
     desired = _load(file)
     state = FleetState(state_root(state_dir, desired))
-    changes = plan(_applied_fleet(state), desired)
+    current = _applied_fleet(state)
+    changes = plan(current, desired)
     to_build = [key for key, _ in envs.outdated(desired)]
     if as_json:
         print(json.dumps({**changes.to_dict(), "environments_to_build": to_build}, indent=2))
@@ -105,6 +107,16 @@ def plan_command(
             f"[yellow]~[/] environment [bold]{escape(key)}[/]: built as a new version first; new servers start from "
             "it, running ones keep theirs"
         )
+    _refuse_lower_quotas(current, desired)
+
+
+def _refuse_lower_quotas(current: Fleet | None, desired: Fleet) -> None:
+    """Stop (exit 1) when a home quota would fall below what a home already holds."""
+    problems = quota_problems(current, desired)
+    for problem in problems:
+        errors.print(f"[red]✗[/] {escape(problem)}")
+    if problems:
+        raise fail("a home quota below a home's use cannot be applied; nothing was changed")
 
 
 def _check_ready_to_run(fleet: Fleet) -> None:
@@ -114,7 +126,7 @@ def _check_ready_to_run(fleet: Fleet) -> None:
     if os.geteuid() != 0:
         errors.print(
             "[bold yellow]WARNING: not running as root — every user's server runs as YOUR user, with no isolation "
-            "between users and no cgroup limits. Run as root for real Unix users and limits.[/]"
+            "between users, no cgroup limits and no home quotas. Run as root for real Unix users and limits.[/]"
         )
     elif cgroups.detect() is None:
         errors.print("[bold yellow]WARNING: no writable cgroup hierarchy: memory and CPU limits are not enforced.[/]")
@@ -256,6 +268,7 @@ def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION)
     source = file.resolve()
     fleet = _load(file)
     state = FleetState(state_root(state_dir, fleet))
+    _refuse_lower_quotas(_applied_fleet(state), fleet)
     # What changed is built first (servers keep running); a failed build stops here, before anything changed.
     build_environments(fleet, dict(envs.outdated(fleet)))
     try:

@@ -21,12 +21,14 @@ from hubfleet.cli.reports import (
     MONTH_OPTION,
     PLOT_OPTION,
     emit,
+    load_fleet,
     parse_date,
     parse_month,
     run_report,
     write_plot,
 )
 from hubfleet.usage.reports import cost_report, monthly_active_users, pilot_statuses, usage_report
+from hubfleet.usage.storage import storage_report
 
 
 def usage(
@@ -39,8 +41,12 @@ def usage(
     as_csv: bool = CSV_OPTION,
     as_json: bool = JSON_OPTION,
     plot: Path | None = PLOT_OPTION,
+    storage: bool = typer.Option(False, "--storage", help="each home's use against its quota, now (this machine)"),
 ) -> None:
     """Usage per user, group or day: charged and used vCPU-hours and GiB-hours, storage, logins, cost."""
+    if storage:
+        _storage(hub, file, state_dir, as_csv, as_json)
+        return
     if by not in ("user", "group", "day"):
         raise fail("--by is one of user, group, day")
     first = parse_date(since, "--since", dt.datetime.now(dt.UTC).date().replace(day=1))
@@ -70,6 +76,36 @@ def usage(
     title = f"Usage by {by} from {first} to {last or 'today'}" + (f", hub {hub}" if hub else "")
     emit(records, columns, title, as_csv, as_json)
     write_plot(plot, lambda plots: plots.usage_figure(rows, by), title, records, columns)
+
+
+def _storage(hub: str | None, file: Path | None, state_dir: Path | None, as_csv: bool, as_json: bool) -> None:
+    """`usage --storage`: every home's use and quota, read from this machine (not from the ledger)."""
+    fleet, _ = load_fleet(file, state_dir)
+    if hub is not None and hub not in fleet.hubs:
+        raise fail(f"no hub {hub!r} in fleet {fleet.name!r}")
+    rows = storage_report(fleet, hub)
+    records = [
+        {
+            **dataclasses.asdict(row),
+            "used_gib": row.used / 1024**3,
+            "size_gib": row.size / 1024**3 if row.size is not None else None,
+            "quota_gib": row.quota / 1024**3 if row.quota is not None else None,
+            "percent": f"{row.percent:.0f}%" if row.percent is not None else "",
+            "state": "mounted" if row.mounted else ("image" if row.size is not None else "no quota"),
+        }
+        for row in rows
+    ]
+    columns = [
+        ("hub", "hub"),
+        ("user", "user"),
+        ("used_gib", "used GiB"),
+        ("size_gib", "limit GiB"),
+        ("percent", "use"),
+        ("quota_gib", "quota GiB"),
+        ("state", "home"),
+    ]
+    title = "Home use against quota, now" + (f", hub {hub}" if hub else "")
+    emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(row) for row in rows])
 
 
 def cost(

@@ -215,6 +215,8 @@ class HubSettings(SettingsFile):
     """The fleet file's courses (courses created at run time live only in the hub's database)."""
     scratch_root: Path | None = None
     """The parent of the hub's per-user scratch folders (None: the hub has no scratch)."""
+    home_quota: int | None = None
+    """Bytes each user's home may hold, enforced by the kernel (None: no limit)."""
     culling: Culling
     gateway: GatewayLink | None = None
     slurm: SlurmLink | None = None

@@ -96,14 +96,14 @@ def columns(values: dict[dt.date, float], days: Sequence[dt.date], *, label: str
     return _svg(WIDTH, height, label, body, "chart columns")
 
 
-def budget_bar(fraction: float | None) -> str:
-    """A small bar of the budget spent (full width = the budget; past it, the bar is red and full)."""
+def budget_bar(fraction: float | None, of: str = "the budget") -> str:
+    """A small bar of the budget spent, or of another limit `of` (full width = the limit; past it, red and full)."""
     if fraction is None:
         return ""
     colour = next(colour for limit, colour in BUDGET_COLOURS if fraction < limit)
     width, height = 160, 10
     filled = width * min(max(fraction, 0.0), 1.0)
-    text = f"{fraction:.0%} of the budget"
+    text = f"{fraction:.0%} of {of}"
     body = [
         f"<title>{text}</title>",
         f'<rect x="0" y="0" width="{width}" height="{height}" rx="3" fill="#eaeef2"/>',

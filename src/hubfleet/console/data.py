@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.common.status import HubStatus
 from hubfleet.spec.models import Fleet, PaidPlan, PilotPlan
+from hubfleet.system.homes import QuotaError
 from hubfleet.upstream.reports import ContributionReport, contribution_report
 from hubfleet.usage.economics import Economics
 from hubfleet.usage.economics import economics as model_of
@@ -24,6 +25,7 @@ from hubfleet.usage.reports import (
     pilot_statuses,
     usage_report,
 )
+from hubfleet.usage.storage import HomeRow, storage_report
 
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -169,6 +171,30 @@ def hub_detail(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date, hu
     return HubDetail(
         month=first, cost=cost, days=days, by_day=usage["day"], by_user=usage["user"], by_group=usage["group"]
     )
+
+
+@dataclass(frozen=True)
+class HomeStorage:
+    """A hub page's home folders: each user's use against the quota, now (as `hubfleet usage --storage`)."""
+
+    quota: int | None
+    rows: list[HomeRow]
+    problem: str = ""
+    """Why the homes could not be read (shown instead of the rows)."""
+
+
+def home_storage(fleet: Fleet, hub: str) -> HomeStorage:
+    """The homes of hub `hub` on this machine, fullest first; only for hubs with a home quota (without one, the
+    usage table's home sizes, measured by the collector, say it, and walking every home on each page view would
+    cost too much). Machine work: run it in a thread."""
+    quota = fleet.hubs[hub].storage.home_quota
+    if quota is None:
+        return HomeStorage(quota, [])
+    try:
+        rows = storage_report(fleet, hub)
+    except (OSError, QuotaError) as exc:
+        return HomeStorage(quota, [], f"The home folders cannot be read here ({exc}).")
+    return HomeStorage(quota, sorted(rows, key=lambda row: (-(row.percent or 0.0), row.user)))
 
 
 def economics(sessions: sessionmaker[Session], fleet: Fleet, month: dt.date) -> Economics:

@@ -13,6 +13,7 @@ from tornado import web
 from hubfleet.console import charts, data, urls
 from hubfleet.console.auth import HubLogin, LoginAttempt, LoginError, Viewer, is_operator
 from hubfleet.spec.models import Fleet
+from hubfleet.spec.units import human_size
 
 if TYPE_CHECKING:
     from hubfleet.console.app import Console
@@ -166,7 +167,8 @@ class OverviewPage(ConsoleHandler):
 
 
 class HubPage(ConsoleHandler):
-    """`/console/hubs/<hub>`: one hub's usage and cost charts and its cost lines."""
+    """`/console/hubs/<hub>`: one hub's usage and cost charts, its cost lines, and its users' homes against the
+    quota."""
 
     @web.authenticated
     async def get(self, hub: str) -> None:
@@ -176,6 +178,7 @@ class HubPage(ConsoleHandler):
             raise PageError(403, f"You are an admin of hub {self.viewer.hub}, not of hub {hub}.")
         month = self.month_argument()
         detail = await self.report(data.hub_detail, month, hub)
+        storage = await asyncio.to_thread(data.home_storage, self.fleet, hub)
         summary = next((h for h in self.console.hubs() if h.name == hub), None)
         currency = detail.cost.currency if detail.cost else self.fleet.usage.rates.currency
         figures = charts.hub_charts(detail, lambda amount: money(amount, currency))
@@ -184,6 +187,8 @@ class HubPage(ConsoleHandler):
             hub=self.fleet.hubs[hub],
             summary=summary,
             detail=detail,
+            storage=storage,
+            human_size=human_size,
             currency=currency,
             figures=figures,
             shift_month=data.shift_month,

@@ -16,8 +16,10 @@ from hubfleet.edu.courses import group_properties, members_by_role, staff_role
 from hubfleet.edu.exchange.settings import ACCESS_SCOPE as EXCHANGE_ACCESS
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.student import URL_ENV as EXCHANGE_URL_ENV
+from hubfleet.hub.home_export import EXPORT_PATH
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.spec.edu import COURSE_ROLES, group_name
+from hubfleet.system import accounts
 from hubfleet.usage.quota import QuotaHook
 
 AUTHENTICATORS = {
@@ -65,7 +67,11 @@ def configure(c: Any, settings: HubSettings) -> None:
     # User servers outlive a hub restart; `hubfleet down` stops them through the API.
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
-    c.JupyterHub.template_vars = {"announcement_login": f"Welcome to {settings.title}"}
+    c.JupyterHub.template_vars = {
+        "announcement_login": f"Welcome to {settings.title}",
+        "announcement_home": f'Your files: <a href="{settings.base_url}hub{EXPORT_PATH}">download your home folder '
+        "as a zip</a>",
+    }
 
     # One proxy for the whole fleet, kept alive by the supervisor; the hub sees and changes only its own routes.
     c.JupyterHub.proxy_class = "hubfleet.hub.proxy.FleetProxy"
@@ -92,6 +98,7 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.profiles = list(settings.profiles)  # typed: validated once, when the settings were read
     c.HubfleetSpawnerMixin.shared_folders = list(settings.shared_folders)
     c.HubfleetSpawnerMixin.scratch_root = str(settings.scratch_root or "")
+    c.HubfleetSpawnerMixin.home_quota = settings.home_quota
     c.SameUserSpawner.homes_dir = str(state / "homes")
     if settings.isolation == "slurm":
         _configure_slurm(c, settings)
@@ -110,6 +117,8 @@ def configure(c: Any, settings: HubSettings) -> None:
         _configure_exchange(c, settings, services, roles)
     if settings.console_redirect_uri is not None:
         _configure_console(settings, settings.console_redirect_uri, services, roles)
+    if settings.home_quota is not None and settings.isolation != "same-user":
+        _configure_home_quota(c, settings)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 
@@ -198,6 +207,26 @@ def _configure_exchange(c: Any, settings: HubSettings, services: list[dict], rol
     c.Spawner.server_token_scopes = [*scopes, EXCHANGE_ACCESS]
     environment = c.Spawner.environment if "environment" in c.Spawner else {}
     c.Spawner.environment = {**environment, EXCHANGE_URL_ENV: exchange.address}
+
+
+USER_SERVER_CONFIG = Path(__file__).parent / "user_server" / "jupyter_server_config.py"
+"""The jupyter_server configuration users' servers load on hubs with home quotas (a clear "home full" error)."""
+
+
+def _configure_home_quota(c: Any, settings: HubSettings) -> None:
+    """Users' servers load `USER_SERVER_CONFIG`: copied (root's, readable by all) beside the hub's shared folders,
+    since the hub's own environment may not be readable by users. Merges with the server environment set so far."""
+    folder = settings.shared_root / settings.hub / ".server-config"
+    accounts.ensure_folder(folder)
+    text = USER_SERVER_CONFIG.read_text(encoding="utf-8")
+    target = folder / USER_SERVER_CONFIG.name
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+        tmp.replace(target)
+    environment = c.Spawner.environment if "environment" in c.Spawner else {}
+    c.Spawner.environment = {**environment, "JUPYTER_CONFIG_PATH": str(folder)}
 
 
 def _configure_slurm(c: Any, settings: HubSettings) -> None:

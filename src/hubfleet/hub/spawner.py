@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
-from traitlets import Dict, Instance, List, Unicode, default
+from traitlets import Dict, Instance, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 from hubfleet.common.environments import EnvStore
@@ -30,7 +30,7 @@ from hubfleet.edu.courses import course_folder_path, folder_access
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, course_groups, parse_group
 from hubfleet.spec.models import Profile, SharedFolder
-from hubfleet.system import accounts, cgroups
+from hubfleet.system import accounts, cgroups, homes
 
 PIDS_MAX = 4096
 """Processes and threads one server may hold at once (stops fork bombs from taking the machine)."""
@@ -159,6 +159,7 @@ class HubfleetSpawnerMixin(Configurable):
         Instance(SharedFolder), config=True, help="shared folders (hubfleet.spec.models.SharedFolder)"
     )
     scratch_root = Unicode("", config=True, help="parent of this hub's per-user scratch folders ('': no scratch)")
+    home_quota = Integer(None, allow_none=True, config=True, help="bytes each home may hold (None: no limit)")
 
     user: Any
     user_options: dict
@@ -379,6 +380,7 @@ class HubfleetSpawnerMixin(Configurable):
         account = accounts.ensure_user(
             self.unix_name, home, comment=f"{self.user.name} on hub {self.hub_name}", groups=[hub_group]
         )
+        self._limit_home(account)
         wanted = {accounts.unix_groupname(self.hub_name, g) for g in self._group_names()}
         for group in wanted:
             accounts.ensure_group(group)
@@ -390,6 +392,35 @@ class HubfleetSpawnerMixin(Configurable):
             accounts.ensure_folder(scratch.parent)
             accounts.ensure_folder(scratch, account.uid, account.gid, 0o700)
         self._link_scratch(account.home, account.uid, account.gid)
+
+    def _limit_home(self, account: accounts.Account) -> None:
+        """The home as a file system of the quota's size (an existing home moves in first); see system.homes. A home
+        that kept its image after the quota was removed is mounted as it is."""
+        if self.home_quota is None and not homes.image_path(account.home).exists():
+            return
+        use = homes.ensure_home(account, self.home_quota)
+        if self.home_quota is not None and use.size is not None and use.size > self.home_quota * 1.01:
+            self.log.warning(
+                "home of %s holds %d bytes, more than its lowered quota: it keeps %d bytes until it holds less",
+                self.user.name,
+                use.used,
+                use.size,
+            )
+
+    def home_for_export(self) -> tuple[Path, int | None, int | None]:
+        """This user's home as it is now, for a download of their files: (folder, uid, gid). A home kept in a quota
+        image that is not mounted (a machine just rebooted) is mounted first, as its next server start would.
+        FileNotFoundError when the user has no home on this machine yet."""
+        try:
+            entry = pwd.getpwnam(self.unix_name)
+        except KeyError:
+            raise FileNotFoundError(f"{self.unix_name} has no Unix account yet") from None
+        home = Path(self.home_root) / self.unix_name
+        if homes.image_path(home).exists():
+            homes.ensure_home(accounts.Account(self.unix_name, entry.pw_uid, entry.pw_gid, home), None)
+        if not home.is_dir() or home.is_symlink():
+            raise FileNotFoundError(f"{home} is not a folder")
+        return home, entry.pw_uid, entry.pw_gid
 
     def _prepare_course_folders(self, account: accounts.Account) -> None:
         """The folder of each of the user's courses that has one (made here too for courses created at run time,
@@ -506,10 +537,19 @@ class SameUserSpawner(HubfleetSpawnerMixin, SimpleLocalProcessSpawner):
     async def start(self) -> Any:
         self._apply_profile()
         self.log.warning("Server of %s runs as the hub's own user: users are not isolated", self.user.name)
+        if self.home_quota is not None:
+            self.log.warning("Home quota of %s NOT enforced: home quotas need root", self.user.name)
         await asyncio.get_running_loop().run_in_executor(None, self._prepare_folders)
         ip, port = await super().start()
         await self.wait_until_ready(ip, port)
         return ip, port
+
+    def home_for_export(self) -> tuple[Path, int | None, int | None]:
+        """The user's working directory; no uid to become (every server runs as the hub's own user)."""
+        home = Path(self.home_dir)
+        if not home.is_dir() or home.is_symlink():
+            raise FileNotFoundError(f"{home} is not a folder")
+        return home, None, None
 
     def _prepare_folders(self) -> None:
         """The working directory, and the scratch folder with its link (no accounts, no ownership: one user)."""

@@ -308,14 +308,30 @@ class Scratch(SpecModel):
     max_age: Seconds = Field(7 * 86400, description="files not modified for this long are removed (0: never)")
 
 
+HOME_QUOTA_MIN = 256 * 1024**2
+"""The smallest home quota (each home is a small XFS file system; see hubfleet.system.homes)."""
+
+
 class Storage(SpecModel):
     """Home directories, shared folders and scratch."""
 
-    home_quota: ByteSize | None = Field(None, description="home directory size limit per user")
+    home_quota: ByteSize | None = Field(
+        None,
+        description="hard size limit of each user's home, enforced by the kernel (at least 256M; needs root): a "
+        "write beyond it fails with 'No space left on device', and `df -h ~` shows it. Raising it grows homes at "
+        "once; lowering it below a home's use is refused",
+    )
     shared: list[SharedFolder] = Field(default_factory=list, description="folders shared by groups of the hub")
     scratch: Scratch | None = Field(
         None, description="a per-user scratch folder, linked as ~/scratch and named by $SCRATCH_DIR, swept regularly"
     )
+
+    @field_validator("home_quota")
+    @classmethod
+    def _quota_large_enough(cls, value: int | None) -> int | None:
+        if value is not None and value < HOME_QUOTA_MIN:
+            raise ValueError("a home quota must be at least 256M (each home is a small file system of its own)")
+        return value
 
 
 class DaskLimits(SpecModel):

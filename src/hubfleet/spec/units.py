@@ -39,6 +39,15 @@ def format_size(value: int) -> str:
     return str(value)
 
 
+def human_size(count: float) -> str:
+    """A byte count as a person reads it: "812 B", "3.4 MiB", "1.5 GiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
 def parse_duration(value: object) -> int:
     """Seconds from an int or a string such as "90s", "30m", "1h30m", "2d"."""
     if isinstance(value, bool):

@@ -259,13 +259,16 @@ def _gecos(comment: str) -> str:
     return "".join(c if c.isprintable() and c != ":" else "?" for c in comment)
 
 
-def ensure_user(name: str, home: Path, *, comment: str = "", groups: Collection[str] = ()) -> Account:
+def ensure_user(
+    name: str, home: Path, *, comment: str = "", groups: Collection[str] = (), uid: int | None = None
+) -> Account:
     """Create user ``name`` if missing and make sure ``home`` exists, belongs to it and has mode 0700.
 
     New users get a user-private primary group, ``/bin/bash`` and a locked password. ``groups`` are
     supplementary groups (e.g. :func:`hub_groupname`) the user must be in; they must exist, are added when
     missing and never removed. Missing parents of ``home`` are created root:root 0755. Idempotent, and safe to
-    call concurrently (also for the same name). An existing user with another home is an error.
+    call concurrently (also for the same name). An existing user with another home is an error. A new user gets
+    `uid` (and a private group of the same number) when that is free (restores keep owners and ACLs as they were).
     """
     _check_unix_name(name)
     for group in groups:
@@ -286,6 +289,7 @@ def ensure_user(name: str, home: Path, *, comment: str = "", groups: Collection[
                 *(["--groups", ",".join(sorted(groups))] if groups else []),
                 "--comment",
                 _gecos(comment),
+                *(["--uid", str(uid)] if uid is not None and _free_id(uid, gid=False) else []),
                 # Create the home 0700 right away; skip /etc/subuid ranges (they run out after ~9000 users).
                 "--key",
                 "HOME_MODE=0700",
@@ -333,13 +337,23 @@ def ensure_system_user(name: str, home: Path) -> Account:
     return Account(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=Path(entry.pw_dir))
 
 
-def ensure_group(name: str) -> int:
-    """Create group ``name`` if missing and return its gid; safe to call concurrently."""
+def _free_id(number: int, *, gid: bool) -> bool:
+    """Whether no group (`gid`) or user has the id `number`."""
+    try:
+        (grp.getgrgid if gid else pwd.getpwuid)(number)
+    except KeyError:
+        return True
+    return False
+
+
+def ensure_group(name: str, gid: int | None = None) -> int:
+    """Create group ``name`` if missing (with `gid` when that is free) and return its gid; safe to call
+    concurrently."""
     _check_unix_name(name)
     with _accounts_lock():
         entry = _group_entry(name)
         if entry is None:
-            _run("groupadd", name)
+            _run("groupadd", *(["--gid", str(gid)] if gid is not None and _free_id(gid, gid=True) else []), name)
             entry = grp.getgrnam(name)
     return entry.gr_gid
 

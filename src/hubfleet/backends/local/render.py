@@ -29,6 +29,7 @@ from hubfleet.research.settings import GatewaySettings
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Fleet, GitHubAuth, Hub, NativeAuth, SharedPasswordAuth
 from hubfleet.system import accounts
+from hubfleet.usage.storage import grow_homes
 
 log = logging.getLogger("hubfleet.local")
 
@@ -196,6 +197,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         shared_folders=list(hub.storage.shared),
         courses=list(hub.courses),
         scratch_root=scratch_root(fleet, hub),
+        home_quota=hub.storage.home_quota,
         culling=hub.culling,
         gateway=gateway,
         exchange=exchange,
@@ -239,6 +241,7 @@ def prepare_machine(fleet: Fleet, hub: Hub) -> None:
         return
     if scratch is not None:
         accounts.ensure_folder(scratch)
+    grow_homes(fleet.paths.home_root, hub.name, hub.storage.home_quota)
     hub_group = accounts.hub_groupname(hub.name)
     accounts.ensure_group(hub_group)
     for group in [*hub.groups, *fleet_file_groups(hub.courses)]:

@@ -21,20 +21,24 @@ REST API (under the service prefix, JSON; files travel as ``{"files": {path: bas
     GET  api/courses/C/assignments/A/grades[.csv]       the gradebook (staff)
     PUT  api/courses/C/assignments/A/grades/STUDENT     manual score of a cell (staff)
     POST api/courses/C/assignments/A/passback           queue and deliver the scores to the LMS (staff)
+    GET  api/courses/C/export                           the course's grades and submissions as a zip (staff)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 
+from hubfleet.common.zipstream import send_zip, stream_zip
 from hubfleet.edu.courses import STAFF_ROLES
-from hubfleet.edu.exchange import workflow
+from hubfleet.edu.exchange import export, workflow
 from hubfleet.edu.exchange.settings import SERVICE_NAME
 from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
 from hubfleet.spec.edu import parse_group
@@ -74,6 +78,9 @@ def decode_files(body: Any) -> dict[str, bytes]:
         except (binascii.Error, ValueError):
             raise ExchangeError(f"file {path!r}: not valid base64") from None
     return decoded
+
+
+log = logging.getLogger("hubfleet.exchange")
 
 
 class Roles:
@@ -372,6 +379,21 @@ class PassbackHandler(ApiHandler):
         self.send_json(report.__dict__)
 
 
+class CourseExportHandler(ApiHandler):
+    async def get(self, course: str) -> None:
+        """The course's grades and submissions as a zip (`hubfleet.edu.exchange.export`), streamed."""
+        self.course(course, staff=True)
+        planned = await self.service.run(export.plan, self.exchange, course)
+        loop = asyncio.get_running_loop()
+        chunks = stream_zip(
+            lambda archive: export.write(self.exchange, planned, archive),
+            max_bytes=planned.bound,
+            max_entries=export.MAX_ENTRIES,
+            run=lambda produce: loop.run_in_executor(self.service.executor, produce),
+        )
+        await send_zip(self, f"{self.service.settings.hub}-{course}-records.zip", chunks, log)
+
+
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
     """Finishes a browser's OAuth login with the hub (sets the service's cookie)."""
 
@@ -420,4 +442,5 @@ def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] 
         (rf"{assignment}/grades(\.csv)?", GradesHandler, arguments),
         (rf"{assignment}/grades/([^/]+)", OverrideHandler, arguments),
         (rf"{assignment}/passback", PassbackHandler, arguments),
+        (rf"{prefix}/api/courses/([^/]+)/export", CourseExportHandler, arguments),
     ]

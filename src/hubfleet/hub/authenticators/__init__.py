@@ -1,4 +1,5 @@
-"""hubfleet's authenticators: JupyterHub's and the community's, with a record of every login for usage reports.
+"""hubfleet's authenticators: JupyterHub's and the community's, with a record of every login for usage reports and
+the download of one's home (`hubfleet.hub.home_export`) among the hub's pages.
 
 Each lives in its own module so that a hub imports only the one it uses (oauthenticator alone takes seconds).
 """
@@ -13,6 +14,8 @@ from typing import Any
 from jupyterhub.auth import Authenticator
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator as _SharedPassword
 from traitlets import Unicode
+
+from hubfleet.hub.home_export import ExportMixin
 
 
 class LoginRecorderMixin(Authenticator):
@@ -33,5 +36,5 @@ class LoginRecorderMixin(Authenticator):
         return user
 
 
-class SharedPasswordAuthenticator(LoginRecorderMixin, _SharedPassword):
+class SharedPasswordAuthenticator(ExportMixin, LoginRecorderMixin, _SharedPassword):
     """One password for everybody allowed in (demos and workshops)."""

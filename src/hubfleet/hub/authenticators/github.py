@@ -3,7 +3,8 @@
 from oauthenticator.github import GitHubOAuthenticator as _GitHub
 
 from hubfleet.hub.authenticators import LoginRecorderMixin
+from hubfleet.hub.home_export import ExportMixin
 
 
-class GitHubAuthenticator(LoginRecorderMixin, _GitHub):
+class GitHubAuthenticator(ExportMixin, LoginRecorderMixin, _GitHub):
     """oauthenticator's GitHub login, recording logins."""

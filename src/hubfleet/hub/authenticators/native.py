@@ -13,6 +13,7 @@ from nativeauthenticator import NativeAuthenticator as _Native
 from nativeauthenticator.handlers import LoginHandler as _NativeLoginHandler
 
 from hubfleet.hub.authenticators import LoginRecorderMixin
+from hubfleet.hub.home_export import ExportMixin
 
 
 class _NoTimer:
@@ -37,7 +38,7 @@ class LoginHandler(_NativeLoginHandler):
         return super()._render(login_error=login_error, username=username)
 
 
-class NativeAuthenticator(LoginRecorderMixin, _Native):
+class NativeAuthenticator(ExportMixin, LoginRecorderMixin, _Native):
     """nativeauthenticator, recording logins."""
 
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:

@@ -1,0 +1,54 @@
+"""A course at the LMS peer and a hub's course linked to it, as LTI launches would leave them: the students' LMS
+ids and the course's AGS line items recorded with the functions a launch uses (tests that are not about launching
+can then use password logins)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+
+from hubfleet.common.settings import HubSettings
+from hubfleet.db import open_database
+from hubfleet.edu.exchange.lms import record_launch
+from hubfleet.edu.lti.launch import Launch
+from hubfleet.edu.lti.tables import Identity
+from hubfleet.hub.authenticators.lti import ToolURLs
+from tests.helpers import RunningFleet
+from tests.lms.peer import PeerLMS
+
+
+@contextlib.contextmanager
+def peer_with_course(label: str, context: str, students: dict[str, str]) -> Iterator[PeerLMS]:
+    """An LMS peer with one course, `context`, whose learners are `students` (hub user → LMS id)."""
+    with PeerLMS(label=label, client_id=f"hubfleet-{label}", deployment_id=f"dep-{label}") as peer:
+        peer.add_course(context, title=context, label=context.upper())
+        for user, sub in students.items():
+            peer.add_person(sub, name=user, email=f"{user}@uni.example")
+            peer.enroll(context, sub, ["Learner"])
+        yield peer
+
+
+def link_course(
+    fleet: RunningFleet, hub: str, course: str, lms: PeerLMS, context: str, students: dict[str, str]
+) -> None:
+    """Register `hub` as the peer's tool, and record what the students' and an instructor's launches would: their
+    LMS ids, and that `course` is the LMS's `context` with its AGS line items."""
+    urls = ToolURLs.of(fleet.hub_url(hub))
+    lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
+    sessions = open_database(HubSettings.read(fleet.state_dir / "hubs" / hub / "settings.json").database_url)
+    now = dt.datetime.now(dt.UTC)
+    with sessions.begin() as session:
+        for user, sub in students.items():
+            session.add(Identity(issuer=lms.issuer, sub=sub, username=user, created=now, last_seen=now))
+    launch = Launch(
+        issuer=lms.issuer,
+        client_id=lms.client_id,
+        deployment_id=lms.deployment_id,
+        sub=f"{context}-instructor",
+        message_type="LtiResourceLinkRequest",
+        target_link_uri=fleet.hub_url(hub),
+        context_id=context,
+        ags_endpoint={"lineitems": lms.lineitems_url(context)},
+    )
+    record_launch(sessions, hub=hub, course=course, launch=launch)
