@@ -78,8 +78,8 @@ def source(root: Path) -> Path:
         ),
         nbformat.v4.new_code_cell("assert mean([1, 3]) == 2", metadata={"nbgrader": grading}),
     ]
-    for meta in (notebook.cells[0].metadata["nbgrader"], grading):
-        meta["schema_version"] = 3
+    for cell in notebook.cells:
+        cell.metadata["nbgrader"]["schema_version"] = 3
     nbformat.write(notebook, str(folder / "means.ipynb"))
     return folder
 
