@@ -85,6 +85,8 @@ class FrontDoorPorts(BaseModel):
     """The REST API of the front door's configurable-http-proxy (the fleet's only client of it)."""
     routes: int
     """The hubs' route API (`hubfleet.fleet.routes`)."""
+    internal: int | None = None
+    """With HTTPS: the proxy's plain-HTTP side on loopback, for the fleet's own traffic (None: no HTTPS)."""
 
 
 LOOPBACK = "127.0.0.1"

@@ -63,6 +63,8 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.JupyterHub.hub_connect_url = address.hub_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    if settings.public_url.startswith("https://"):  # JupyterHub's login cookies follow public_url; its XSRF cookie not
+        c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
     # User servers outlive a hub restart; `hubfleet down` stops them through the API.
     c.JupyterHub.cleanup_servers = False

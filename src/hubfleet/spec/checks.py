@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hubfleet.spec.auth import DIRECTORY_AUTH, SECRET_FILE_FIELDS, secret_value
 from hubfleet.spec.edu import COURSES_FOLDER, course_groups
 from hubfleet.spec.environments import Builds, Environment, debian_allowed, default_python, python_interpreters
-from hubfleet.spec.auth import DIRECTORY_AUTH, SECRET_FILE_FIELDS, secret_value
 from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange
 
 Finding = tuple[tuple[str | int, ...], str, str]

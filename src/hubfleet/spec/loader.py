@@ -19,8 +19,8 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from hubfleet.spec import templates
-from hubfleet.spec.environments import Environment
 from hubfleet.spec.auth import SECRET_FILE_FIELDS
+from hubfleet.spec.environments import Environment
 from hubfleet.spec.models import Fleet, HubName, Slug, Username
 
 _PATTERN_HINTS = {

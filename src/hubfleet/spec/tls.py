@@ -50,7 +50,7 @@ class TLS(SpecModel):
     cert_file: Path | None = Field(
         None,
         description="certificate chain (PEM), the server's certificate first; replace the file to renew it (read "
-        "again within a minute, no restart)",
+        "again within ten seconds, no restart)",
     )
     key_file: Path | None = Field(None, description="the certificate's private key (PEM)")
     acme: ACME | None = Field(None, description="obtain and renew the certificate over ACME instead of files")

@@ -26,8 +26,8 @@ from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.settings import ExchangeSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
-from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.auth import GitHubAuth, NativeAuth, SharedPasswordAuth
+from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import accounts
 from hubfleet.usage.storage import grow_homes
