@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from hubfleet.spec.auth import CILogonIdP, DirectoryGroups
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.models import Culling, Profile, SharedFolder
 
@@ -205,8 +206,12 @@ class HubSettings(SettingsFile):
     home_root: Path
     shared_root: Path
     isolation: Literal["unix-users", "same-user", "slurm"]
-    auth_type: Literal["shared-password", "native", "github"]
-    auth_options: dict[str, str | int | bool | list[str]] = {}
+    auth_type: Literal["shared-password", "native", "github", "oidc", "cilogon", "ldap"]
+    auth_options: dict[str, str | int | bool | list[str] | None] = {}
+    directory: DirectoryGroups | None = None
+    """Campus sign-on: what the directory's groups decide (None: not a directory login)."""
+    cilogon_idps: dict[str, CILogonIdP] = {}
+    """CILogon's allowed identity providers (hubs with `cilogon`)."""
     admins: list[str] = []
     allowed_users: list[str] = []
     allow_all: bool = False
