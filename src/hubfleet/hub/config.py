@@ -67,6 +67,9 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.JupyterHub.hub_connect_url = address.hub_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    # Requests come through the front door's proxy, which appends the client's address to X-Forwarded-For (and a
+    # request forwarded after a wake passes it once more, from loopback): the client is the last address not ours.
+    c.JupyterHub.trusted_downstream_ips = [LOOPBACK]
     if settings.public_url.startswith("https://"):  # JupyterHub's login cookies follow public_url; its XSRF cookie not
         c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
