@@ -6,16 +6,21 @@ replaced certificate is served without a restart."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import free_port, running_fleet, unique_hub, wait_until
+from tests.console.test_console_browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers import RunningFleet, free_port, running_fleet, unique_hub, wait_until
+from tests.requirements import need
 from tests.tls import LocalCA, served_certificate
 
 PASSWORD = "https-test-2026"
 HSTS = "max-age=31536000"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "https"
 
 
 def hubs(awake: str, sleepy: str) -> str:
@@ -84,6 +89,8 @@ def test_https_front_door_with_given_certificates(tmp_path: Path, monkeypatch: p
         check = fleet.cli("check", awake, "--json", check=False, timeout=240)
         assert check.returncode == 0, check.stdout + check.stderr
 
+        browser_logs_in(fleet, awake, cert)
+
         # A renewed certificate (the files replaced) is served within seconds, by the same proxy process.
         proxy_pid = (fleet.state_dir / "frontdoor" / "proxy.pid").read_text().strip()
         renewed_cert, renewed_key = ca.issue("renewed")
@@ -125,3 +132,39 @@ hubs:
     with pytest.raises(SpecError) as failure:
         parse(text.replace(str(other_key), str(tmp_path / "missing.key")), tmp_path / "fleet.yaml")
     assert "cannot read" in str(failure.value)
+
+
+def spki_hash(chain: Path) -> str:
+    """base64 SHA-256 of the certificate's public key, as Chromium's --ignore-certificate-errors-spki-list takes it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(chain.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def browser_logs_in(fleet: RunningFleet, hub: str, cert: Path) -> None:
+    """Debian's Chromium (Playwright) trusts exactly the front door's key and logs in through the hub's form."""
+    need("chromium")
+    from playwright import sync_api as playwright_api
+
+    flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"]
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(fleet.hub_url(hub) + "hub/login")
+            assert page.evaluate("window.isSecureContext") is True  # no plain-HTTP warning on the login page
+            page.fill("#username_input", "ada")
+            page.fill("#password_input", PASSWORD)
+            page.click("#login_submit")
+            page.wait_for_url("**/hubs/*/**", timeout=60_000)
+            cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
+            session = cookies["jupyterhub-session-id"]
+            assert session["secure"] and session["httpOnly"]
+            assert all(cookie["secure"] for cookie in cookies.values()), cookies
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "https-login.png")
+        finally:
+            browser.close()

@@ -55,6 +55,15 @@ process.on("SIGHUP", () => {
 process.on("SIGTERM", () => process.exit(0));
 process.on("SIGINT", () => process.exit(0));
 
+// As CHP's own command does once set up: a client that resets its connection mid-request is logged, not fatal.
+process.on("uncaughtException", (e) => log.error("Uncaught Exception: %s", e.stack || e.message));
+
+for (const server of [proxy.proxyServer, proxy.apiServer, internal]) {
+  server.on("error", (e) => {
+    log.error("%s", e.message); // e.g. EADDRINUSE: the supervisor reports the exit and restarts it
+    process.exit(1);
+  });
+}
 proxy.proxyServer.listen(config.port, config.ip);
 proxy.apiServer.listen(config.apiPort, "127.0.0.1");
 internal.listen(config.internalPort, "127.0.0.1");
