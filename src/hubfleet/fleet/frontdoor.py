@@ -204,7 +204,14 @@ class FrontDoor:
             self.certificates.prepare()
             if tls.http_port:
                 plain = https.http_side(lambda: self.fleet.front_door, self.certificates.challenges)
-                self._servers.append(plain.listen(tls.http_port, address=self.fleet.front_door.host, xheaders=True))
+                try:
+                    server = plain.listen(tls.http_port, address=self.fleet.front_door.host, xheaders=True)
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"the front door cannot listen on its HTTP port {tls.http_port} ({exc.strerror}): stop the "
+                        "program using it, or change front_door.tls.http_port"
+                    ) from exc
+                self._servers.append(server)
         await self.proxy.start()
         if self.certificates is not None:
             self._stop.clear()

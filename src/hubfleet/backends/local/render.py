@@ -35,6 +35,7 @@ from hubfleet.spec.auth import (
     NativeAuth,
     OIDCAuth,
     SharedPasswordAuth,
+    secret_value,
 )
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.models import Fleet, Hub
@@ -202,7 +203,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         }
     elif isinstance(auth, LDAPAuth):
         if auth.bind_password_file is not None:
-            secrets["bind_password"] = state.store_secret("bind_password", auth.bind_password_file.read_text().strip())
+            secrets["bind_password"] = state.store_secret("bind_password", secret_value(None, auth.bind_password_file))
         options = {
             "server": auth.server,
             "port": auth.port,
