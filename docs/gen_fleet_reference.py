@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hubfleet.spec import SpecError, json_schema, models, organisation, parse
+from hubfleet.spec import SpecError, auth, json_schema, models, organisation, parse, tls
 from hubfleet.spec.units import format_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,8 @@ EXAMPLE = ROOT / "examples" / "fleet.yaml"
 SECTIONS = (
     "Fleet",
     "FrontDoor",
+    "TLS",
+    "ACME",
     "Paths",
     "PortRange",
     "Usage",
@@ -49,6 +51,10 @@ SECTIONS = (
     "SharedPasswordAuth",
     "NativeAuth",
     "GitHubAuth",
+    "OIDCAuth",
+    "CILogonAuth",
+    "CILogonIdP",
+    "LDAPAuth",
     "Profile",
     "Storage",
     "SharedFolder",
@@ -279,7 +285,7 @@ def default_text(model: str, key: str, prop: dict[str, Any], required: bool) -> 
         if value == "":
             return '`""`'
         return _value_text(value)
-    cls = getattr(models, model, None) or getattr(organisation, model)
+    cls = next(getattr(module, model) for module in (models, organisation, auth, tls) if hasattr(module, model))
     factory = cls.model_fields[key].default_factory
     if factory is None:
         return "none"

@@ -70,10 +70,11 @@ class RunningFleet:
     hubs: list[str]
     password: str
     extra: dict[str, Any] = field(default_factory=dict)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def hub_url(self, hub: str) -> str:
         return f"{self.url}/hubs/{hub}/"
@@ -117,14 +118,16 @@ def fleet_yaml(
     defaults: str = "",
     top: str = "",
     environments: Path | None = None,
+    front_door: str = "",
 ) -> str:
     """A fleet file for tests: free ports, a private shared root (and environment store), then the given fleet-level
     sections (`top`, e.g. `usage:`), `defaults:` and hubs (each YAML, unindented). Hubs never sleep unless the test
-    says `sleep:`."""
+    says `sleep:`. `front_door` adds keys to the front door's (a YAML flow mapping's items, e.g. `tls: {…}`)."""
+    door = f"host: 127.0.0.1, port: {port}" + (f", {front_door}" if front_door else "")
     text = textwrap.dedent(
         f"""\
             name: {name}
-            front_door: {{host: 127.0.0.1, port: {port}}}
+            front_door: {{{door}}}
             internal_ports: {{start: {ports[0]}, end: {ports[1]}}}
             paths:
               user_env: {USER_ENV}
@@ -192,8 +195,10 @@ def running_fleet(
     defaults: str = "",
     top: str = "",
     environments: Path | None = None,
+    front_door: str = "",
 ) -> Iterator[RunningFleet]:
-    """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts."""
+    """Start a fleet with the real CLI; on exit stop it, check nothing is left, remove its Unix accounts. With
+    `front_door` naming `tls:`, the fleet's URL is https."""
     need("root", "cgroups", "acl", "user_env", "proxy")
     tmp.mkdir(parents=True, exist_ok=True)
     shared_root = Path(f"/srv/hubfleet-test-{secrets.token_hex(3)}")
@@ -207,8 +212,9 @@ def running_fleet(
         shared_root=shared_root,
         hubs=hub_names,
         password=password,
+        scheme="https" if "tls:" in front_door else "http",
     )
-    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults, top, environments))
+    fleet.write(fleet_yaml("testfleet", port, block, shared_root, hubs_yaml, defaults, top, environments, front_door))
     try:
         fleet.cli("up", str(fleet.file), "--detach")
         yield fleet

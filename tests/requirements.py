@@ -57,6 +57,11 @@ REQUIREMENTS: dict[str, tuple[Callable[[], bool], str]] = {
         "needs Slurm: apt-get install slurm-wlm munge sudo",
     ),
     "chromium": (lambda: CHROMIUM.exists(), f"needs Chromium at {CHROMIUM}: apt-get install chromium"),
+    "pebble": (lambda: _has_tool("pebble"), "needs Pebble, a test ACME server: apt-get install pebble"),
+    "slapd": (
+        lambda: all(_has_tool(tool) for tool in ("slapd", "slapadd", "ldapsearch")),
+        "needs OpenLDAP's server and tools: apt-get install slapd ldap-utils",
+    ),
     "xfs": (
         lambda: all(_has_tool(tool) for tool in ("mkfs.xfs", "xfs_growfs", "xfs_db", "losetup")),
         "needs xfsprogs (home quotas): apt-get install xfsprogs",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from hubfleet.fleet.plan import diff_hub
+from hubfleet.spec.auth import SharedPasswordAuth
 from hubfleet.spec.edu import Course
-from hubfleet.spec.models import Hub, SharedPasswordAuth
+from hubfleet.spec.models import Hub
 
 AUTH = SharedPasswordAuth(type="shared-password", password="a-long-password")
 

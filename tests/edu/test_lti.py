@@ -61,6 +61,8 @@ def hub_yaml(lms: PeerLMS) -> str:
       lms_context: ctx-A
   lti:
     username: email
+    initiations_per_address: 100000  # this module's tests start many logins from one address
+    initiations_per_platform: 100000
     platforms:
 {platforms}"""
 

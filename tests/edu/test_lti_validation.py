@@ -29,7 +29,7 @@ from hubfleet.edu.lti.identity import MAX_USERNAME, IdentityStore, derive_userna
 from hubfleet.edu.lti.jwks import PlatformKeys
 from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.launch import CLAIM, MAX_TOKEN_BYTES, NRPS_CLAIM, Launch, LaunchError, LaunchValidator
-from hubfleet.edu.lti.state import LoginStore, UsedNonces
+from hubfleet.edu.lti.state import InitiationLimits, LoginStore, UsedNonces
 from hubfleet.spec.edu import LTIPlatform
 
 ISSUER = "https://lms.example"
@@ -412,3 +412,31 @@ def test_identities_are_durable_and_never_merged(tmp_path: Path) -> None:
     second = store.username_for(ISSUER, "s-6", name=long_name, rule="name")
     assert len(first) == len(second) == MAX_USERNAME and first != second and second.endswith("2")
     assert store.lookup(ISSUER, "s-2") == "ada2" and store.lookup(ISSUER, "nobody") is None
+
+
+def test_a_full_store_evicts_the_logins_of_the_address_holding_the_most() -> None:
+    store = LoginStore(ttl=600, max_entries=50)
+    student = store.start(issuer=ISSUER, client_id=CLIENT_ID, target_link_uri="t", client="10.0.0.7")
+    for index in range(20_000):  # a flood from a few addresses (each within its rate limit, say)
+        store.start(issuer=ISSUER, client_id=CLIENT_ID, target_link_uri="t", client=f"192.0.2.{index % 5}")
+    assert len(store) == 50
+    assert store.take(student.state) == student
+
+
+def test_initiation_limits_per_address_and_platform_log_once_per_burst() -> None:
+    now = [0.0]
+    limits = InitiationLimits(per_address=60, per_platform=100, clock=lambda: now[0])
+    verdicts = [limits.check("192.0.2.1", "lms") for _ in range(20_000)]
+    assert sum(v.allowed for v in verdicts) == 60
+    lines = [v.log for v in verdicts if v.log]
+    assert lines == ["LTI login initiations from address 192.0.2.1 over 60/min: refusing them"]
+    assert verdicts[-1].retry_after >= 1
+    # Another address is let in at once; the platform's own limit still holds for everyone together.
+    assert limits.check("198.51.100.9", "lms").allowed
+    others = [limits.check(f"203.0.113.{i}", "lms") for i in range(100)]
+    assert sum(v.allowed for v in others) == 39
+    # A minute later the burst is over: one summary line, and the flooding address may start logins again.
+    now[0] += 61
+    again = limits.check("192.0.2.1", "lms")
+    assert again.allowed
+    assert again.log is not None and "19940 from address 192.0.2.1" in again.log

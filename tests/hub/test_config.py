@@ -13,7 +13,7 @@ from hubfleet.backends.local.render import render_settings
 from hubfleet.common.settings import CHECK_USER, HubSettings
 from hubfleet.common.state import FleetState
 from hubfleet.hub.config import configure
-from hubfleet.spec import parse
+from hubfleet.spec import SpecError, parse
 from tests.helpers import address_of
 
 FLEET = """\
@@ -107,3 +107,65 @@ def test_scratch_reaches_the_spawner_only_on_hubs_with_scratch(tmp_path: Path) -
     assert without.scratch_root is None
     assert _config(with_scratch).HubfleetSpawnerMixin.scratch_root == str(tmp_path / "srv" / "s" / "scratch")
     assert _config(without).HubfleetSpawnerMixin.scratch_root == ""
+
+
+CAMPUS = """\
+name: campus
+hubs:
+  ci:
+    groups: {{hpc: []}}
+    auth:
+      type: cilogon
+      client_id: cilogon:/client_id/abc
+      client_secret_file: {secret_file}
+      allowed_idps:
+        'urn:mace:incommon:example.edu': {{username_claim: eppn, strip_domain: example.edu}}
+        'https://github.com/login/oauth/authorize': {{username_claim: username, allow_all: true}}
+      group_map: {{'CO:COU:hpc-users:members:active': hpc}}
+  ld:
+    auth:
+      type: ldap
+      server: ldap.example.edu
+      tls: ldaps
+      user_search_base: ou=people,dc=example,dc=edu
+      user_attribute: sAMAccountName
+      bind_dn: cn=hub,ou=services,dc=example,dc=edu
+      bind_password_file: {secret_file}
+      allowed_groups: ['cn=jupyter,ou=groups,dc=example,dc=edu']
+"""
+
+
+def test_cilogon_and_ldap_hubs(tmp_path: Path) -> None:
+    """What a CILogon hub and an Active Directory hub are told (their logins need the real services; the OIDC and
+    LDAP logins are tested end to end in test_sign_on.py)."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("directory-secret-77\n")
+    fleet = parse(CAMPUS.format(secret_file=secret_file), tmp_path / "fleet.yaml")
+    state = FleetState(tmp_path / "state").create()
+    configs = {}
+    for name, hub in fleet.hubs.items():
+        settings = render_settings(fleet, hub, state.hub(name).create(), address_of(hub))
+        assert "directory-secret-77" not in settings.model_dump_json()
+        configs[name] = _config(settings)
+    ci, ld = configs["ci"], configs["ld"]
+    assert ci.JupyterHub.authenticator_class == "hubfleet.hub.authenticators.cilogon.CILogonAuthenticator"
+    assert ci.OAuthenticator.client_secret == "directory-secret-77"
+    assert ci.CILogonAuthenticator.allowed_idps["urn:mace:incommon:example.edu"] == {
+        "username_derivation": {"username_claim": "eppn", "action": "strip_idp_domain", "domain": "example.edu"},
+        "allow_all": False,
+    }
+    assert ci.ClaimGroupsMixin.groups_claim == "isMemberOf"
+    assert ci.DirectoryGroupsMixin.group_map == {"CO:COU:hpc-users:members:active": ["hpc"]}
+    import_item(ci.JupyterHub.authenticator_class)(config=ci)  # oauthenticator validates allowed_idps
+    assert ld.LDAPAuthenticator.tls_strategy == "on_connect"
+    assert ld.LDAPAuthenticator.lookup_dn is True
+    assert ld.LDAPAuthenticator.lookup_dn_search_password == "directory-secret-77"
+    assert ld.LDAPAuthenticator.allowed_groups == ["cn=jupyter,ou=groups,dc=example,dc=edu"]
+
+
+def test_directory_groups_must_map_to_groups_of_the_hub(tmp_path: Path) -> None:
+    text = CAMPUS.replace("hpc}}", "gpu}}").format(secret_file=tmp_path / "secret")
+    (tmp_path / "secret").write_text("x")
+    with pytest.raises(SpecError) as failure:
+        parse(text, tmp_path / "fleet.yaml")
+    assert "hubs.ci.auth.group_map.CO:COU:hpc-users:members:active: unknown group 'gpu'" in str(failure.value)

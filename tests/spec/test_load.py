@@ -13,7 +13,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from hubfleet.spec import SpecError, json_schema, load, parse
-from hubfleet.spec.models import NativeAuth, PaidPlan, PilotPlan, SharedPasswordAuth
+from hubfleet.spec.auth import NativeAuth, SharedPasswordAuth
+from hubfleet.spec.models import PaidPlan, PilotPlan
 from hubfleet.spec.units import format_size, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -335,11 +336,11 @@ BAD_FILES = [
     Bad("missing-auth", "name: t\nhubs:\n  a:\n    display_name: A\n", 4, 5, "hubs.a.auth", "required key 'auth'"),
     Bad(
         "wrong-auth-type",
-        "name: t\nhubs:\n  a:\n    auth:\n      type: ldap\n",
+        "name: t\nhubs:\n  a:\n    auth:\n      type: kerberos\n",
         5,
         13,
         "hubs.a.auth.type",
-        "one of 'shared-password', 'native', 'github'",
+        "one of 'shared-password', 'native', 'github', 'oidc', 'cilogon', 'ldap'",
     ),
     Bad(
         "auth-without-type",

@@ -28,7 +28,7 @@ from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wa
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import kill_pid_file
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
-from hubfleet.spec.models import SharedPasswordAuth
+from hubfleet.spec.auth import SharedPasswordAuth
 from hubfleet.system import cgroups
 from hubfleet.usage.storage import quota_problems
 

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from hubfleet.spec.auth import CILogonIdP, DirectoryGroups
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.models import Culling, Profile, SharedFolder
 
@@ -85,6 +86,8 @@ class FrontDoorPorts(BaseModel):
     """The REST API of the front door's configurable-http-proxy (the fleet's only client of it)."""
     routes: int
     """The hubs' route API (`hubfleet.fleet.routes`)."""
+    internal: int | None = None
+    """With HTTPS: the proxy's plain-HTTP side on loopback, for the fleet's own traffic (None: no HTTPS)."""
 
 
 LOOPBACK = "127.0.0.1"
@@ -203,8 +206,12 @@ class HubSettings(SettingsFile):
     home_root: Path
     shared_root: Path
     isolation: Literal["unix-users", "same-user", "slurm"]
-    auth_type: Literal["shared-password", "native", "github"]
-    auth_options: dict[str, str | int | bool | list[str]] = {}
+    auth_type: Literal["shared-password", "native", "github", "oidc", "cilogon", "ldap"]
+    auth_options: dict[str, str | int | bool | list[str] | None] = {}
+    directory: DirectoryGroups | None = None
+    """Campus sign-on: what the directory's groups decide (None: not a directory login)."""
+    cilogon_idps: dict[str, CILogonIdP] = {}
+    """CILogon's allowed identity providers (hubs with `cilogon`)."""
     admins: list[str] = []
     allowed_users: list[str] = []
     allow_all: bool = False

@@ -1,29 +1,40 @@
 """The front door: the fleet's one configurable-http-proxy on its public port, routing every hub's paths (each hub
 adds its own, through the route API of `hubfleet.fleet.routes`), and the fleet's own app behind it for everything
 else: the console (`/`, `/console/`), `/_hubfleet/health`, `/_hubfleet/metrics`, and requests for hubs that sleep
-(`hubfleet.fleet.wake`)."""
+(`hubfleet.fleet.wake`).
+
+With `front_door.tls` the proxy serves HTTPS (`hubfleet.fleet.https`): its public side over TLS with HSTS, a
+plain-HTTP side on loopback for the fleet's own traffic (hubs and users' servers reach it as `ProxyLink.url`), and
+the front door's plain-HTTP port only redirects to HTTPS and answers ACME challenges."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 import secrets
+import signal
 from collections.abc import Callable
 
 from tornado import web
 from tornado.httpserver import HTTPServer
 
 from hubfleet.common.files import write_private
+from hubfleet.common.periodic import every
 from hubfleet.common.settings import LOOPBACK, FrontDoorPorts, ProxyLink, loopback_url
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import HubStatus
 from hubfleet.console.app import Console
+from hubfleet.fleet import https
 from hubfleet.fleet.ports import allocate_ports
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
 from hubfleet.fleet.routes import RouteTable, route_api
 from hubfleet.fleet.wake import Door, wake_handlers
 from hubfleet.spec.models import Fleet
 from hubfleet.usage.metrics import CollectorRegistry, MetricsHandler
+
+log = logging.getLogger("hubfleet.frontdoor")
 
 Statuses = Callable[[], dict[str, HubStatus]]
 """The supervisor's last status of each hub, by name."""
@@ -66,7 +77,18 @@ class FrontDoor:
             landing, proxy_api, routes = allocate_ports(3, fleet.internal_ports, state.all_ports())
             ports = FrontDoorPorts(landing=landing, proxy_api=proxy_api, routes=routes)
             state.keep_frontdoor_ports(ports)
+        if fleet.front_door.tls is not None and ports.internal is None:
+            (internal,) = allocate_ports(1, fleet.internal_ports, state.all_ports())
+            ports = ports.model_copy(update={"internal": internal})
+            state.keep_frontdoor_ports(ports)
         self.ports = ports
+        self.certificates: https.CertificateKeeper | None = None
+        if fleet.front_door.tls is not None:
+            self.certificates = https.CertificateKeeper(
+                lambda: self.fleet.front_door, state.frontdoor_dir / "tls", self._reload_certificate
+            )
+        self._keeping: asyncio.Task | None = None
+        self._stop = asyncio.Event()
         self.token_file = state.frontdoor_dir / "proxy_token"
         self.routes = RouteTable(loopback_url(ports.proxy_api), self._token)
         self._hub_tokens: dict[str, str] = {}
@@ -82,22 +104,36 @@ class FrontDoor:
     def _proxy_process(self) -> ManagedProcess:
         token = self._token()
         door = self.fleet.front_door
-        argv = [
-            find_proxy_command(),
-            f"--ip={door.host}",
-            f"--port={door.port}",
-            f"--api-ip={LOOPBACK}",
-            f"--api-port={self.ports.proxy_api}",
-            f"--default-target={loopback_url(self.ports.landing)}",
-            "--log-level=warn",
-        ]
+        chp = find_proxy_command()
+        env = {"CONFIGPROXY_AUTH_TOKEN": token}
+        if self.certificates is not None:  # HTTPS: CHP's proxy from its library (hubfleet.fleet.https)
+            assert self.ports.internal is not None
+            argv = https.proxy_argv(chp)
+            env[https.PROXY_SETTINGS_ENV] = https.proxy_settings(
+                chp,
+                door,
+                self.certificates,
+                self.ports.proxy_api,
+                self.ports.internal,
+                loopback_url(self.ports.landing),
+            )
+        else:
+            argv = [
+                chp,
+                f"--ip={door.host}",
+                f"--port={door.port}",
+                f"--api-ip={LOOPBACK}",
+                f"--api-port={self.ports.proxy_api}",
+                f"--default-target={loopback_url(self.ports.landing)}",
+                "--log-level=warn",
+            ]
         api = loopback_url(self.ports.proxy_api, "/api/routes")
         process = ManagedProcess(
             "front-door",
             argv,
             cwd=self.state.frontdoor_dir,
             log_path=self.state.frontdoor_dir / "proxy.log",
-            env={"CONFIGPROXY_AUTH_TOKEN": token},
+            env=env,
             ready=lambda: http_ok(api, {"Authorization": f"token {token}"}),
             pid_file=self.state.frontdoor_dir / "proxy.pid",
         )
@@ -108,14 +144,25 @@ class FrontDoor:
         process.on_restart = restarted
         return process
 
+    def _reload_certificate(self) -> None:
+        self.proxy.send_signal(signal.SIGHUP)  # the proxy reads its certificate again; no connection is dropped
+
     @property
     def url(self) -> str:
         return self.fleet.front_door.url
 
     @property
+    def internal_url(self) -> str:
+        """The proxy as this machine's own clients reach it: its plain-HTTP loopback side with HTTPS on, else its
+        one side."""
+        if self.ports.internal is not None and self.fleet.front_door.tls is not None:
+            return loopback_url(self.ports.internal)
+        return self.fleet.front_door.local_url
+
+    @property
     def proxy_link(self) -> ProxyLink:
-        """The fleet's proxy as hubs reach it: its public side on this machine, and the route API."""
-        return ProxyLink(url=self.fleet.front_door.local_url, api_url=loopback_url(self.ports.routes))
+        """The fleet's proxy as hubs reach it: its side on this machine, and the route API."""
+        return ProxyLink(url=self.internal_url, api_url=loopback_url(self.ports.routes))
 
     def hub_of_token(self, token: str) -> str | None:
         """The hub whose route token `token` is (None: no hub's)."""
@@ -152,9 +199,32 @@ class FrontDoor:
             app.listen(self.ports.landing, address=LOOPBACK, xheaders=True),
             route_api(self.routes, self.hub_of_token).listen(self.ports.routes, address=LOOPBACK),
         ]
+        tls = self.fleet.front_door.tls
+        if self.certificates is not None and tls is not None:
+            self.certificates.prepare()
+            if tls.http_port:
+                plain = https.http_side(lambda: self.fleet.front_door, self.certificates.challenges)
+                try:
+                    server = plain.listen(tls.http_port, address=self.fleet.front_door.host, xheaders=True)
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"the front door cannot listen on its HTTP port {tls.http_port} ({exc.strerror}): stop the "
+                        "program using it, or change front_door.tls.http_port"
+                    ) from exc
+                self._servers.append(server)
         await self.proxy.start()
+        if self.certificates is not None:
+            self._stop.clear()
+            keeper = self.certificates
+            self._keeping = asyncio.create_task(
+                every(keeper.period, keeper.check, log=log, what="keeping the certificate current", stop=self._stop)
+            )
 
     async def stop(self) -> None:
+        self._stop.set()
+        if self._keeping is not None:
+            self._keeping.cancel()
+            self._keeping = None
         await self.proxy.stop()
         for server in self._servers:
             server.stop()

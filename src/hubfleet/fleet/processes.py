@@ -164,6 +164,12 @@ class ManagedProcess:
             except Exception as exc:  # keep watching: the next exit triggers the next try
                 log.error("restarting %s failed: %s", self.name, exc)
 
+    def send_signal(self, number: int) -> None:
+        """Send signal `number` to the process, if it runs (our own child, by its pidfd or unreaped pid)."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            _signal_session(process, number)
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop the process (SIGTERM, then SIGKILL after `timeout`) and its watch."""
         self._stopping = True

@@ -173,7 +173,7 @@ class Supervisor:
         return float(self.fleet.front_door.wake_timeout)
 
     def proxy_url(self) -> str:
-        return self.fleet.front_door.local_url
+        return self.front_door.internal_url
 
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""

@@ -18,6 +18,7 @@ from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.student import URL_ENV as EXCHANGE_URL_ENV
 from hubfleet.hub.home_export import EXPORT_PATH
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
+from hubfleet.spec.auth import CILogonIdP
 from hubfleet.spec.edu import COURSE_ROLES, group_name
 from hubfleet.system import accounts
 from hubfleet.usage.quota import QuotaHook
@@ -26,6 +27,9 @@ AUTHENTICATORS = {
     "shared-password": "hubfleet.hub.authenticators.SharedPasswordAuthenticator",
     "native": "hubfleet.hub.authenticators.native.NativeAuthenticator",
     "github": "hubfleet.hub.authenticators.github.GitHubAuthenticator",
+    "oidc": "hubfleet.hub.authenticators.oidc.OIDCAuthenticator",
+    "cilogon": "hubfleet.hub.authenticators.cilogon.CILogonAuthenticator",
+    "ldap": "hubfleet.hub.authenticators.ldap.LDAPAuthenticator",
 }
 
 SPAWNERS = {
@@ -63,6 +67,11 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.JupyterHub.hub_connect_url = address.hub_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    # Requests come through the front door's proxy, which appends the client's address to X-Forwarded-For (and a
+    # request forwarded after a wake passes it once more, from loopback): the client is the last address not ours.
+    c.JupyterHub.trusted_downstream_ips = [LOOPBACK]
+    if settings.public_url.startswith("https://"):  # JupyterHub's login cookies follow public_url; its XSRF cookie not
+        c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
     # User servers outlive a hub restart; `hubfleet down` stops them through the API.
     c.JupyterHub.cleanup_servers = False
@@ -266,6 +275,78 @@ def _configure_auth(c: Any, settings: HubSettings) -> None:
         c.GitHubOAuthenticator.client_secret = settings.secret("client_secret")
         c.GitHubOAuthenticator.oauth_callback_url = f"{settings.public_url}hub/oauth_callback"
         c.GitHubOAuthenticator.allowed_organizations = set(options.get("allowed_organizations", []))
+    elif settings.auth_type in ("oidc", "cilogon"):
+        _configure_oauth_sign_on(c, settings)
+    elif settings.auth_type == "ldap":
+        _configure_ldap(c, settings)
+    if settings.directory is not None:
+        directory = settings.directory
+        c.DirectoryGroupsMixin.group_map = directory.mapped()
+        c.DirectoryGroupsMixin.directory_allowed_groups = set(directory.allowed_groups)
+        c.DirectoryGroupsMixin.directory_admin_groups = set(directory.admin_groups)
+
+
+def _configure_oauth_sign_on(c: Any, settings: HubSettings) -> None:
+    """OpenID Connect (any provider, endpoints discovered) or CILogon: the hub is an OAuth client of the provider."""
+    options = settings.auth_options
+    c.OAuthenticator.client_id = str(options["client_id"])
+    c.OAuthenticator.client_secret = settings.secret("client_secret")
+    c.OAuthenticator.oauth_callback_url = f"{settings.public_url}hub/oauth_callback"
+    c.OAuthenticator.scope = list(options["scopes"])  # type: ignore[arg-type]
+    c.ClaimGroupsMixin.groups_claim = str(options["groups_claim"])
+    if settings.auth_type == "oidc":
+        c.OIDCAuthenticator.issuer = str(options["issuer"])
+        c.OIDCAuthenticator.login_service = str(options["display_name"])
+        c.OIDCAuthenticator.username_claim = str(options["username_claim"])
+    else:
+        c.CILogonAuthenticator.cilogon_host = str(options["host"])
+        c.CILogonAuthenticator.allowed_idps = {
+            entity: _cilogon_idp(idp) for entity, idp in settings.cilogon_idps.items()
+        }
+
+
+def _cilogon_idp(idp: CILogonIdP) -> dict[str, Any]:
+    """One identity provider as CILogonOAuthenticator's `allowed_idps` takes it."""
+    derivation: dict[str, str] = {"username_claim": idp.username_claim}
+    if idp.strip_domain:
+        derivation |= {"action": "strip_idp_domain", "domain": idp.strip_domain}
+    entry: dict[str, Any] = {"username_derivation": derivation, "allow_all": idp.allow_all}
+    if idp.allowed_domains:
+        entry["allowed_domains"] = list(idp.allowed_domains)
+    return entry
+
+
+def _configure_ldap(c: Any, settings: HubSettings) -> None:
+    """LDAP / Active Directory: bind as the person (from a DN template, or a DN looked up first); the group DNs the
+    hub names are the ones looked up at each login."""
+    options = settings.auth_options
+    c.LDAPAuthenticator.server_address = str(options["server"])
+    if options.get("port"):
+        c.LDAPAuthenticator.server_port = int(options["port"])  # type: ignore[arg-type]
+    c.LDAPAuthenticator.tls_strategy = {"starttls": "before_bind", "ldaps": "on_connect", "insecure": "insecure"}[
+        str(options["tls"])
+    ]
+    if options.get("ca_file"):
+        c.LDAPAuthenticator.tls_kwargs = {"ca_certs_file": str(options["ca_file"])}
+    templates = list(options.get("bind_dn_template") or [])  # type: ignore[arg-type]
+    if templates:
+        c.LDAPAuthenticator.bind_dn_template = templates
+    else:
+        c.LDAPAuthenticator.lookup_dn = True
+        c.LDAPAuthenticator.user_search_base = str(options["user_search_base"])
+        c.LDAPAuthenticator.user_attribute = str(options["user_attribute"])
+        c.LDAPAuthenticator.lookup_dn_user_dn_attribute = str(options["user_attribute"])
+        if options.get("bind_dn"):
+            c.LDAPAuthenticator.lookup_dn_search_user = str(options["bind_dn"])
+            c.LDAPAuthenticator.lookup_dn_search_password = settings.secret("bind_password")
+    directory = settings.directory
+    if directory is not None:
+        named = [*directory.mapped(), *directory.allowed_groups, *directory.admin_groups]
+        c.LDAPAuthenticator.allowed_groups = list(dict.fromkeys(named)) or None
+    # Groups are groupOfNames / groupOfUniqueNames (OpenLDAP, Active Directory): ldapauthenticator's default also asks
+    # for posixGroup's memberUid, which servers without the NIS schema refuse.
+    c.LDAPAuthenticator.group_search_filter = "(|(member={userdn})(uniqueMember={userdn}))"
+    c.LDAPAuthenticator.group_attributes = ["member", "uniqueMember"]
 
 
 def _configure_lti(c: Any, settings: HubSettings) -> None:

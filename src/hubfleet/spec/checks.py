@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from hubfleet.spec.auth import DIRECTORY_AUTH, SECRET_FILE_FIELDS, secret_value
 from hubfleet.spec.edu import COURSES_FOLDER, course_groups
 from hubfleet.spec.environments import Builds, Environment, debian_allowed, default_python, python_interpreters
-from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange, secret_value
+from hubfleet.spec.models import Fleet, FrontDoor, Hub, PortRange
 
 Finding = tuple[tuple[str | int, ...], str, str]
 """(location in the fleet data, message, hint)."""
@@ -28,8 +30,9 @@ SCRATCH_FOLDER = "scratch"
 
 def cross_check(fleet: Fleet, base_dir: Path) -> Iterator[Finding]:
     """Every cross-reference problem of a structurally valid fleet."""
-    needed = FRONT_DOOR_PORTS + sum(ports_needed(hub) for hub in fleet.hubs.values())
+    needed = front_door_ports(fleet.front_door) + sum(ports_needed(hub) for hub in fleet.hubs.values())
     yield from _check_ports(fleet.front_door, fleet.internal_ports, needed)
+    yield from _check_tls(fleet.front_door, base_dir)
     for name, env in fleet.environments.items():
         yield from _check_environment(env, ("environments", name), base_dir, fleet.builds)
     for name, hub in fleet.hubs.items():
@@ -59,8 +62,9 @@ def cross_check_parts(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]
         pass
     else:
         yield from _check_ports(
-            door, ports, FRONT_DOOR_PORTS + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
+            door, ports, front_door_ports(door) + (HUB_PORTS * len(hubs) if isinstance(hubs, dict) else 0)
         )
+        yield from _check_tls(door, base_dir)
     try:
         builds = Builds.model_validate(data.get("builds", {}))
     except ValidationError:
@@ -89,7 +93,13 @@ HUB_PORTS = 1
 """Internal ports of every hub: its hub API (every hub routes through the front door's one proxy)."""
 
 FRONT_DOOR_PORTS = 3
-"""Internal ports of the front door: its own app, its proxy's API, the hubs' route API."""
+"""Internal ports of the front door: its own app, its proxy's API, the hubs' route API (and with TLS, one more: the
+proxy's plain-HTTP side on loopback, for the fleet's own traffic)."""
+
+
+def front_door_ports(door: FrontDoor) -> int:
+    """Internal ports the front door takes."""
+    return FRONT_DOOR_PORTS + (1 if door.tls is not None else 0)
 
 
 def ports_needed(hub: Hub) -> int:
@@ -106,13 +116,44 @@ def _check_ports(door: FrontDoor, ports: PortRange, needed: int) -> Iterator[Fin
             f"port {door.port} is inside internal_ports ({ports.start}-{ports.end})",
             "move the front door or the internal port range",
         )
+    if door.tls is not None and door.tls.http_port and ports.start <= door.tls.http_port <= ports.end:
+        yield (
+            ("front_door", "tls", "http_port"),
+            f"port {door.tls.http_port} is inside internal_ports ({ports.start}-{ports.end})",
+            "move the HTTP port or the internal port range",
+        )
     if ports.end - ports.start + 1 < needed:
         yield (
             ("internal_ports",),
-            f"too few internal ports: the fleet needs {needed} (3 for the front door, 1 per hub, 3 more for Dask, "
-            "1 more for courses or LTI)",
+            f"too few internal ports: the fleet needs {needed} (3 for the front door, 4 with TLS, 1 per hub, 3 more "
+            "for Dask, 1 more for courses or LTI)",
             "widen the range",
         )
+
+
+def _check_tls(door: FrontDoor, base_dir: Path) -> Iterator[Finding]:
+    """Certificate files are readable, PEM, and the key belongs to the certificate; an ACME CA file is readable."""
+    tls = door.tls
+    if tls is None:
+        return
+    if tls.cert_file is not None and tls.key_file is not None:
+        cert, key = (path if path.is_absolute() else base_dir / path for path in (tls.cert_file, tls.key_file))
+        for field, path in (("cert_file", cert), ("key_file", key)):
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                yield ("front_door", "tls", field), f"cannot read {path}", "create the file or fix the path"
+                return
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError) as exc:
+            yield (
+                ("front_door", "tls", "cert_file"),
+                f"{cert} and {key} are not a PEM certificate chain and its key ({exc})",
+                "the certificate file holds the server's certificate first, then the chain; the key file its key",
+            )
+    if tls.acme is not None and tls.acme.ca_file is not None:
+        path = tls.acme.ca_file if tls.acme.ca_file.is_absolute() else base_dir / tls.acme.ca_file
+        if not (path.is_file() and os.access(path, os.R_OK)):
+            yield ("front_door", "tls", "acme", "ca_file"), f"cannot read {path}", "create the file or fix the path"
 
 
 def _check_environment(
@@ -232,7 +273,13 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
             if group != EVERYONE and group not in groups | course_group_names:
                 loc = (*at, "storage", "shared", index, "access", group)
                 yield _unknown_group(loc, group, groups | course_group_names)
-    for field in ("password_file", "client_secret_file"):
+    if isinstance(hub.auth, DIRECTORY_AUTH):
+        for directory_group, targets in hub.auth.mapped().items():
+            for target in targets:
+                if target not in groups | course_group_names:
+                    loc = (*at, "auth", "group_map", directory_group)
+                    yield _unknown_group(loc, target, groups | course_group_names)
+    for field in (*SECRET_FILE_FIELDS, "ca_file"):
         value = getattr(hub.auth, field, None)
         if value is not None:
             resolved = value if value.is_absolute() else base_dir / value

@@ -88,6 +88,15 @@ class LTI(SpecModel):
     leeway: Seconds = Field(60, description="clock skew allowed on `iat`/`exp`")
     login_ttl: Seconds = Field(600, description="how long a started login (state and nonce) stays valid")
     max_pending_logins: int = Field(10_000, ge=10, description="bound on logins started but not finished")
+    initiations_per_address: int = Field(
+        60,
+        ge=1,
+        description="login initiations one client address may start per minute (a burst of as many at once; a "
+        "computer lab behind one address counts once); beyond it: 429",
+    )
+    initiations_per_platform: int = Field(
+        1200, ge=1, description="login initiations per minute for one LMS registration, all addresses together"
+    )
 
     @model_validator(mode="after")
     def _unique_registrations(self) -> LTI:

@@ -19,6 +19,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from hubfleet.spec import templates
+from hubfleet.spec.auth import SECRET_FILE_FIELDS
 from hubfleet.spec.environments import Environment
 from hubfleet.spec.models import Fleet, HubName, Slug, Username
 
@@ -460,7 +461,7 @@ def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
     hubs = {}
     for name, hub in fleet.hubs.items():
         auth = hub.auth
-        for field in ("password_file", "client_secret_file"):
+        for field in (*SECRET_FILE_FIELDS, "ca_file"):
             value = getattr(auth, field, None)
             if value is not None and not value.is_absolute():
                 auth = auth.model_copy(update={field: base_dir / value})
@@ -468,6 +469,16 @@ def _anchored(fleet: Fleet, base_dir: Path) -> Fleet:
         hubs[name] = hub.model_copy(update={"auth": auth, "environments": environments})
     updates["hubs"] = hubs
     updates["environments"] = {key: _anchored_environment(env, base_dir) for key, env in fleet.environments.items()}
+    tls = fleet.front_door.tls
+    if tls is not None:
+        files = {
+            field: base_dir / value
+            for field in ("cert_file", "key_file")
+            if (value := getattr(tls, field)) is not None and not value.is_absolute()
+        }
+        if tls.acme is not None and tls.acme.ca_file is not None and not tls.acme.ca_file.is_absolute():
+            files["acme"] = tls.acme.model_copy(update={"ca_file": base_dir / tls.acme.ca_file})
+        updates["front_door"] = fleet.front_door.model_copy(update={"tls": tls.model_copy(update=files)})
     github = fleet.organisation.github
     if github.token_file is not None and not github.token_file.is_absolute():
         github = github.model_copy(update={"token_file": base_dir / github.token_file})

@@ -10,16 +10,17 @@ from typing import Annotated, Literal
 from pydantic import (
     AnyHttpUrl,
     Field,
-    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from hubfleet.spec.auth import Auth
 from hubfleet.spec.base import HubName, Slug, SpecModel, Username
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.environments import Builds, Environment, EnvironmentName
 from hubfleet.spec.organisation import Organisation
+from hubfleet.spec.tls import TLS
 from hubfleet.spec.units import ByteSize, OrNever, Seconds
 from hubfleet.spec.usage import Console, Usage
 
@@ -28,10 +29,13 @@ class FrontDoor(SpecModel):
     """The one address users reach every hub through."""
 
     host: str = Field("127.0.0.1", description="address the front door listens on")
-    port: int = Field(8000, ge=1, le=65535, description="port the front door listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port the front door listens on (443 with `tls`, usually)")
     public_url: AnyHttpUrl | None = Field(
-        None, description="URL users type, if it differs from http://host:port (e.g. behind TLS termination)"
+        None,
+        description="URL users type, if it differs from http(s)://host:port (a DNS name, or a TLS-terminating proxy "
+        "in front)",
     )
+    tls: TLS | None = Field(None, description="HTTPS at the front door: certificate files, or ACME")
     wake_timeout: Seconds = Field(
         60, description="how long a request for a sleeping hub is held while the hub wakes (then 503, Retry-After)"
     )
@@ -42,6 +46,22 @@ class FrontDoor(SpecModel):
         if not 1 <= value <= 600:
             raise ValueError("must be between 1s and 10m")
         return value
+
+    @model_validator(mode="after")
+    def _https(self) -> FrontDoor:
+        if self.tls is None:
+            return self
+        if self.public_url is not None and self.public_url.scheme != "https":
+            raise ValueError("with tls, public_url must be an https:// URL")
+        if self.tls.http_port == self.port:
+            raise ValueError("tls.http_port must differ from port")
+        if self.tls.acme is not None and not self.tls.acme.domains and self.public_url is None:
+            raise ValueError("ACME needs the names to certify: set public_url (https://your.domain) or acme.domains")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def url(self) -> str:
@@ -54,7 +74,16 @@ class FrontDoor(SpecModel):
     def local_url(self) -> str:
         """The front door as this machine reaches it (its own address, loopback when it listens on all)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
+        default = 443 if self.tls is not None else 80
+        return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
+
+    def certificate_names(self) -> list[str]:
+        """The names an ACME certificate is for: `acme.domains`, else the public URL's host."""
+        if self.tls is None or self.tls.acme is None:
+            return []
+        if self.tls.acme.domains:
+            return list(self.tls.acme.domains)
+        return [self.public_url.host] if self.public_url is not None and self.public_url.host else []
 
 
 class Paths(SpecModel):
@@ -152,98 +181,6 @@ class PaidPlan(SpecModel):
 
 
 Plan = Annotated[PilotPlan | PaidPlan, Field(discriminator="type")]
-
-
-class AuthBase(SpecModel):
-    """Who may log in and who administers the hub."""
-
-    admins: list[Username] = Field(default_factory=list, description="hub administrators")
-    allowed_users: list[Username] = Field(
-        default_factory=list, description="users allowed in (members of any group are allowed too)"
-    )
-    allow_all: bool = Field(False, description="let anyone who can authenticate in")
-
-
-def secret_value(inline: SecretStr | None, file: Path | None) -> str:
-    """A secret given inline or in a file (stripped); "" when the file cannot be read."""
-    if inline is not None:
-        return inline.get_secret_value()
-    try:
-        return file.read_text(encoding="utf-8").strip() if file is not None else ""
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-class SharedPasswordAuth(AuthBase):
-    """One shared password (demos, workshops)."""
-
-    type: Literal["shared-password"]
-    password: SecretStr | None = Field(None, description="the shared password (at least 8 characters)")
-    password_file: Path | None = Field(None, description="file holding the shared password")
-    admin_password: SecretStr | None = Field(
-        None,
-        description="the password `admins` log in with (at least 32 characters, as JupyterHub requires; without it, "
-        "admins cannot log in)",
-    )
-
-    @field_validator("password")
-    @classmethod
-    def _long_enough(cls, password: SecretStr | None) -> SecretStr | None:
-        if password is not None and len(password.get_secret_value()) < 8:
-            raise ValueError("the shared password must be at least 8 characters")
-        return password
-
-    @field_validator("admin_password")
-    @classmethod
-    def _admin_long_enough(cls, password: SecretStr | None) -> SecretStr | None:
-        if password is not None and len(password.get_secret_value()) < 32:
-            raise ValueError("the admin password must be at least 32 characters (JupyterHub's minimum)")
-        return password
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SharedPasswordAuth:
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password or password_file")
-        if self.admin_password is not None and self.admin_password == self.password:
-            raise ValueError("the admin password must differ from the shared password")
-        return self
-
-    def shared_password(self) -> str:
-        """The password, inline or from its file."""
-        return secret_value(self.password, self.password_file)
-
-
-class NativeAuth(AuthBase):
-    """Users sign up with a password an admin approves (jupyterhub-nativeauthenticator)."""
-
-    type: Literal["native"]
-    open_signup: bool = Field(False, description="new sign-ups are authorized without an admin")
-    minimum_password_length: int = Field(8, ge=1, description="shortest password users may sign up with")
-
-
-class GitHubAuth(AuthBase):
-    """Log in with GitHub (oauthenticator)."""
-
-    type: Literal["github"]
-    client_id: str = Field(description="the GitHub OAuth app's client ID")
-    client_secret: SecretStr | None = Field(None, description="the OAuth app's client secret")
-    client_secret_file: Path | None = Field(None, description="file holding the client secret")
-    allowed_organizations: list[str] = Field(
-        default_factory=list, description="members of these GitHub organizations are allowed in"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> GitHubAuth:
-        if (self.client_secret is None) == (self.client_secret_file is None):
-            raise ValueError("give exactly one of client_secret or client_secret_file")
-        return self
-
-    def secret(self) -> str:
-        """The client secret, inline or from its file."""
-        return secret_value(self.client_secret, self.client_secret_file)
-
-
-Auth = Annotated[SharedPasswordAuth | NativeAuth | GitHubAuth, Field(discriminator="type")]
 
 
 class Profile(SpecModel):

@@ -26,8 +26,19 @@ from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
 from hubfleet.edu.exchange.settings import ExchangeSettings
 from hubfleet.research.settings import SERVICE_NAME as GATEWAY_SERVICE
 from hubfleet.research.settings import GatewaySettings
+from hubfleet.spec.auth import (
+    Auth,
+    CILogonAuth,
+    DirectoryGroups,
+    GitHubAuth,
+    LDAPAuth,
+    NativeAuth,
+    OIDCAuth,
+    SharedPasswordAuth,
+    secret_value,
+)
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
-from hubfleet.spec.models import Fleet, GitHubAuth, Hub, NativeAuth, SharedPasswordAuth
+from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import accounts
 from hubfleet.usage.storage import grow_homes
 
@@ -162,7 +173,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
     if hub.lti is not None:  # LTI launch data is kept in JupyterHub's (encrypted) auth_state
         secrets["auth_state_key"] = state.secret("auth_state_key")
     auth = hub.auth
-    options: dict[str, str | int | bool | list[str]] = {}
+    options: dict[str, str | int | bool | list[str] | None] = {}
     if isinstance(auth, SharedPasswordAuth):
         secrets["shared_password"] = state.store_secret("shared_password", auth.shared_password())
         if auth.admin_password is not None:
@@ -172,6 +183,37 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
     elif isinstance(auth, GitHubAuth):
         secrets["client_secret"] = state.store_secret("client_secret", auth.secret())
         options = {"client_id": auth.client_id, "allowed_organizations": list(auth.allowed_organizations)}
+    elif isinstance(auth, OIDCAuth):
+        secrets["client_secret"] = state.store_secret("client_secret", auth.secret())
+        options = {
+            "client_id": auth.client_id,
+            "issuer": str(auth.issuer).rstrip("/"),
+            "display_name": auth.display_name,
+            "scopes": list(auth.scopes),
+            "username_claim": auth.username_claim,
+            "groups_claim": auth.groups_claim,
+        }
+    elif isinstance(auth, CILogonAuth):
+        secrets["client_secret"] = state.store_secret("client_secret", auth.secret())
+        options = {
+            "client_id": auth.client_id,
+            "scopes": list(auth.scopes),
+            "groups_claim": auth.groups_claim,
+            "host": auth.host,
+        }
+    elif isinstance(auth, LDAPAuth):
+        if auth.bind_password_file is not None:
+            secrets["bind_password"] = state.store_secret("bind_password", secret_value(None, auth.bind_password_file))
+        options = {
+            "server": auth.server,
+            "port": auth.port,
+            "tls": auth.tls,
+            "ca_file": str(auth.ca_file) if auth.ca_file else None,
+            "bind_dn_template": list(auth.bind_dn_template),
+            "user_search_base": auth.user_search_base,
+            "user_attribute": auth.user_attribute,
+            "bind_dn": auth.bind_dn,
+        }
     prefix = base_url(hub)
     return HubSettings(
         fleet=fleet.name,
@@ -189,6 +231,8 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         isolation=isolation_mode(),  # type: ignore[arg-type]
         auth_type=auth.type,
         auth_options=options,
+        directory=directory_groups(auth),
+        cilogon_idps=dict(auth.allowed_idps) if isinstance(auth, CILogonAuth) else {},
         admins=list(auth.admins),
         allowed_users=list(auth.allowed_users),
         allow_all=auth.allow_all,
@@ -206,6 +250,13 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         lti=hub.lti,
         secrets=secrets,
     )
+
+
+def directory_groups(auth: Auth) -> DirectoryGroups | None:
+    """What the campus directory's groups decide on the hub (None: not a directory login)."""
+    if not isinstance(auth, DirectoryGroups):
+        return None
+    return DirectoryGroups.model_validate(auth.model_dump(include=set(DirectoryGroups.model_fields)))
 
 
 def environment_settings(fleet: Fleet, hub: Hub) -> dict:

@@ -22,7 +22,7 @@ from hubfleet.edu.lti.jwks import PlatformKeys
 from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.launch import Launch, LaunchError, LaunchValidator
 from hubfleet.edu.lti.services import ServiceClient
-from hubfleet.edu.lti.state import LoginStore, UsedNonces
+from hubfleet.edu.lti.state import InitiationLimits, LoginStore, UsedNonces
 from hubfleet.edu.roster import sync_course
 from hubfleet.hub.authenticators import LoginRecorderMixin
 from hubfleet.hub.authenticators.lti import _handlers as handlers
@@ -68,6 +68,7 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
         self.usernames = Usernames(IdentityStore(self.sessions), settings.username, frozenset(self.reserved_usernames))
         self.tool = ToolIdentity(self.hub_name, self.urls, self.tool_key.public_jwk(), list(settings.platforms))
         self.logins = LoginStore(ttl=settings.login_ttl, max_entries=settings.max_pending_logins)
+        self.limits = InitiationLimits(settings.initiations_per_address, settings.initiations_per_platform)
         self.validator = LaunchValidator(
             settings.platforms,
             PlatformKeys(),

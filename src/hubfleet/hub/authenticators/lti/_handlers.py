@@ -76,13 +76,43 @@ class _LTIHandler(BaseHandler):
 
 
 class LoginInitiationHandler(_LTIHandler):
-    """OIDC third-party login initiation (IMS Security Framework §5.1.1): GET or POST from the LMS."""
+    """OIDC third-party login initiation (IMS Security Framework §5.1.1): GET or POST from the LMS. Anonymous by
+    nature, so rate-limited per client address and per platform (`InitiationLimits`): beyond the limits a short 429,
+    logged once per burst rather than per request."""
+
+    refused = False
+
+    async def prepare(self) -> None:
+        if self.within_limits():  # checked first: a refusal costs no more than this
+            await super().prepare()
 
     async def get(self) -> None:
         await self.initiate()
 
     async def post(self) -> None:
         await self.initiate()
+
+    def within_limits(self) -> bool:
+        try:
+            platform = self.lti.validator.platform(self.get_argument("iss", ""), self.get_argument("client_id", None))
+            key = f"{platform.issuer} {platform.client_id}"
+        except LaunchError:
+            key = "(not registered)"
+        verdict = self.lti.limits.check(self.request.remote_ip or "", key)
+        if verdict.log:
+            self.log.warning(verdict.log)
+        if verdict.allowed:
+            return True
+        self.refused = True
+        self.set_status(429)
+        self.set_header("Retry-After", str(verdict.retry_after))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("Too many logins started from here: wait a moment, then launch again from your course.\n")
+        return False
+
+    def _log(self) -> None:
+        if not self.refused:  # refusals are logged once per burst, by the limits
+            super()._log()
 
     def parameter(self, name: str, required: bool = False) -> str | None:
         value = self.get_argument(name, None)
@@ -121,7 +151,11 @@ class LoginInitiationHandler(_LTIHandler):
             if value is not None
         }
         login = self.lti.logins.start(
-            issuer=platform.issuer, client_id=platform.client_id, target_link_uri=target, initiation=initiation
+            issuer=platform.issuer,
+            client_id=platform.client_id,
+            target_link_uri=target,
+            initiation=initiation,
+            client=self.request.remote_ip or "",
         )
         self._set_cookie(
             self.state_cookie_name(login.state),

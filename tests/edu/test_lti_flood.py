@@ -1,0 +1,111 @@
+"""LTI login initiations are anonymous: a flood of 20,000 from one client must neither keep a real student out nor
+evict the student's pending login, and must not write a log line per request. The LMS is the real peer (tests/lms);
+the flood comes from another loopback address (127.0.0.2) through the front door."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hubfleet.hub.authenticators.lti import ToolURLs
+from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.lms.peer import PeerLMS
+
+H = unique_hub("cpf")
+PASSWORD = "flood-test-password"
+FLOOD = 20_000
+FLOOD_ADDRESS = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def lms() -> Iterator[PeerLMS]:
+    with PeerLMS(label="canvas", client_id="hubfleet-tool", deployment_id="dep-1") as peer:
+        peer.add_person("s-ada", name="Ada Lovelace", email="ada@uni.example")
+        peer.add_course("ctx-A", title="Data Science 101", label="DS101")
+        peer.enroll("ctx-A", "s-ada", ["Learner"])
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
+    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
+    # A small store: the flood's own accepted logins overflow it while the student's launch is pending.
+    hubs = f"""\
+{H}:
+  auth: {{type: shared-password, password: {PASSWORD}}}
+  courses: [{{name: ds101, roster: lms, lms_context: ctx-A, folder: false}}]
+  lti:
+    username: email
+    max_pending_logins: 20
+    platforms:
+{platforms}"""
+    with running_fleet(tmp_path_factory.mktemp("flood"), hubs, [H], PASSWORD) as running:
+        urls = ToolURLs.of(running.hub_url(H))
+        lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
+        yield running
+
+
+async def flood(url: str, params: dict[str, str], sent: list[int], statuses: dict[int, int]) -> None:
+    """FLOOD initiations from FLOOD_ADDRESS, 32 at a time."""
+    transport = httpx.AsyncHTTPTransport(local_address=FLOOD_ADDRESS)
+    async with httpx.AsyncClient(transport=transport, timeout=60, limits=httpx.Limits(max_connections=32)) as client:
+
+        async def worker(count: int) -> None:
+            for index in range(count):
+                response = await client.get(url, params={**params, "login_hint": f"bot-{index}"})
+                client.cookies.clear()  # a bot keeps no cookies (the login state cookies would pile up)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                sent[0] += 1
+
+        await asyncio.gather(*(worker(FLOOD // 32) for _ in range(32)))
+
+
+@pytest.mark.needs("root", "cgroups", "acl", "user_env", "proxy")
+def test_a_students_launch_during_a_flood_of_initiations_succeeds(fleet: RunningFleet, lms: PeerLMS) -> None:
+    urls = ToolURLs.of(fleet.hub_url(H))
+    hub_log = fleet.state_dir / "hubs" / H / "hub.log"
+    lines_before = len(hub_log.read_text().splitlines())
+    params = {
+        "iss": lms.issuer,
+        "target_link_uri": urls.launch,
+        "client_id": lms.client_id,
+        "lti_deployment_id": lms.deployment_id,
+    }
+    sent, statuses = [0], {}
+    flooded = threading.Event()
+
+    def run_flood() -> None:
+        try:
+            asyncio.run(flood(urls.login, params, sent, statuses))
+        finally:
+            flooded.set()
+
+    def hold_until_the_flood_is_over(message: dict) -> dict:
+        """The LMS signs the student's id_token only after the flood: the login stays pending through all of it."""
+        flooded.wait(600)
+        return message
+
+    started = time.monotonic()
+    threading.Thread(target=run_flood, daemon=True).start()
+    wait_until(lambda: sent[0] >= FLOOD // 4, 300, "a quarter of the flood to be sent", every=0.05)
+    with httpx.Client(timeout=120) as browser:  # from 127.0.0.1, while the flood goes on
+        answer = lms.launch(browser, sub="s-ada", context_id="ctx-A", tamper=hold_until_the_flood_is_over)
+    seconds = time.monotonic() - started
+    assert flooded.is_set() and sum(statuses.values()) == FLOOD // 32 * 32, statuses
+    assert answer.status_code == 302, answer.text[:500]
+    assert "/hub/spawn/ada" in answer.headers["location"]
+    assert statuses.get(429, 0) > FLOOD * 0.9, statuses  # refused over the limit; the rest within it
+    assert set(statuses) <= {302, 429}, statuses
+    added = hub_log.read_text().splitlines()[lines_before:]
+    about_logins = [line for line in added if "/lti/login" in line or "LTI login initiations" in line]
+    print(
+        f"\nflood of {FLOOD} initiations in {seconds:.1f} s: {statuses}; {len(about_logins)} hub log lines about them"
+    )
+    assert len(about_logins) < 400, "\n".join(about_logins[:20])
+    assert sum("refusing them" in line for line in added) <= 2
