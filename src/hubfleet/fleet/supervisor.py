@@ -49,9 +49,8 @@ class Supervisor:
             lambda: self.fleet, self.running_on, self.front_door.routes, on_change=self._hubs_changed
         )
         # A warm interpreter with JupyterHub imported: hub processes are forked from it (fast wakes, shared pages).
-        self.forkserver = ForkServer(
-            "hubfleet.hub.zygote", self.state.root / "zygote.sock", self.state.root / "zygote.log"
-        )
+        root = self.state.root
+        self.forkserver = ForkServer.of_module("hubfleet.hub.zygote", root / "zygote.sock", root / "zygote.log")
         host = HubHost(self.forkserver, self.front_door.routes, self.front_door.proxy_link)
         # Each hub runs on the backend its spec names (every installed backend, found by name).
         self.backends: dict[str, Backend] = {
