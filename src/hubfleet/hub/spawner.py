@@ -516,13 +516,15 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
 
     async def _start_forked(self) -> tuple[str, int] | None:
         """Fork the server from its environment's fork server, as the user; None: start it the plain way."""
-        env = self.get_env()
-        if not self.fork_servers_dir or any(name in env for name in PLAIN_START_ENV):
+        if not self.fork_servers_dir:
+            return None
+        if self.port == 0:
+            self.port = random_port()
+        env = self.get_env()  # after the port: the server learns it from $JUPYTERHUB_SERVICE_URL
+        if any(name in env for name in PLAIN_START_ENV):
             return None
         servers = _FORK_SERVERS.setdefault(self.fork_servers_dir, ServerForkServers(Path(self.fork_servers_dir)))
         entry = pwd.getpwnam(self.unix_name)
-        if self.port == 0:
-            self.port = random_port()
         cgroup = getattr(self, "_cgroup", None)
         process = await servers.of(self.server_prefix or self.env_prefix).spawn(
             [sys.executable, "-m", SERVER_MODULE, *self.get_args()],
