@@ -24,6 +24,8 @@ from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
+from hubfleet.fleet.prewarm import LOOK_EVERY as PREWARM_EVERY
+from hubfleet.fleet.prewarm import PreWarmer
 from hubfleet.fleet.scratch import ScratchSweeper
 from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
 from hubfleet.spec import Fleet, parse
@@ -69,6 +71,8 @@ class Supervisor:
         # Meters every hub's usage into the fleet database every `usage.metering.interval`; /_hubfleet/metrics.
         self.collector = Collector(lambda: self.fleet, self.usage_targets, database_url(fleet, self.state.root))
         self.front_door.metrics = self.collector.registry
+        # Before each course meeting: the servers of the students likely to come, started as them.
+        self.prewarmer = PreWarmer(lambda: self.fleet, self.running_hubs, self.wake, self.collector.sessions)
         self._metering: asyncio.Task | None = None
         self.ready = False
 
@@ -94,6 +98,7 @@ class Supervisor:
                     (5, self.refresh_status, "refreshing the hubs' status"),
                     (SWEEP_EVERY, self.keeper.sweep, "putting idle hubs to sleep"),
                     (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
+                    (PREWARM_EVERY, self.prewarmer.sweep, "pre-warming course meetings"),
                 )
             ]
             self._sweeping = asyncio.create_task(self.scratch.run())

@@ -16,7 +16,7 @@ import os
 import pwd
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -467,6 +467,34 @@ class HubfleetSpawnerMixin(Configurable):
             self.log.warning("~/%s/%s of %s is not a link: left alone", SHARED_LINKS_DIR, name, self.user.name)
 
 
+class StartSteps:
+    """The steps of one server start, as JupyterHub's progress events: said once, read by any number of pages."""
+
+    def __init__(self) -> None:
+        self.said: list[dict] = []
+        self.finished = False
+        self._changed = asyncio.Event()
+
+    def say(self, progress: int, message: str) -> None:
+        self.said.append({"progress": progress, "message": message})
+        self._changed.set()
+
+    def done(self) -> None:
+        self.finished = True
+        self._changed.set()
+
+    async def events(self) -> AsyncIterator[dict]:
+        sent = 0
+        while True:
+            while sent < len(self.said):
+                yield self.said[sent]
+                sent += 1
+            if self.finished:
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+
 _FORK_SERVERS: dict[str, ServerForkServers] = {}
 """The hub's server fork servers, by folder (one set per hub process)."""
 
@@ -480,6 +508,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
         "", config=True, help="folder of the fork servers servers are started from ('': every start is plain)"
     )
     _forked: ForkedProcess | None = None
+    _steps = StartSteps()
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
@@ -497,7 +526,9 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
         self._forked = None
 
     async def start(self) -> Any:
+        self._steps = StartSteps()
         profile = self._apply_profile()
+        self._steps.say(10, f"Preparing your account and folders (profile {profile.display_name or profile.name})")
         await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
         driver = cgroups.detect()
         self._cgroup = None
@@ -510,9 +541,19 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
             limits = cgroups.Limits(memory_bytes=profile.memory, cpu=profile.cpu, pids_max=PIDS_MAX)
             self._cgroup = driver.create(relpath, limits)
             self.cgroup_relpath = relpath
+        self._steps.say(40, "Starting your server")
         ip, port = await self._start_forked() or await super().start()
-        await self.wait_until_ready(ip, port)
+        self._steps.say(70, "Waiting for your server to answer")
+        try:
+            await self.wait_until_ready(ip, port)
+        finally:
+            self._steps.done()
         return ip, port
+
+    async def progress(self) -> AsyncIterator[dict]:
+        """JupyterHub's progress events of the start under way (shown on the spawn page)."""
+        async for event in self._steps.events():
+            yield event
 
     async def _start_forked(self) -> tuple[str, int] | None:
         """Fork the server from its environment's fork server, as the user; None: start it the plain way."""
@@ -545,6 +586,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
             process.pid,
             self.server_prefix or self.env_prefix,
         )
+        self._steps.say(50, "Your server is starting, forked from a warm interpreter")
         return (self.ip or LOOPBACK, self.port)
 
     def _exited(self) -> int | None:
