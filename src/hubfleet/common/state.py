@@ -182,7 +182,7 @@ class FleetState:
         return taken
 
 
-PREWARM_CLAIM_MARGIN = 120.0
+PREWARM_CLAIM_MARGIN = 30.0
 """A pre-warmed server counts as its student's once the student was active more than this long after its start
 (before, only the server's own start-up reports activity)."""
 

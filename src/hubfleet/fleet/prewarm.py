@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from hubfleet.usage.tables import Activity
 
 log = logging.getLogger("hubfleet.prewarm")
 
-LOOK_EVERY = 30.0
-"""Seconds between two looks at which courses meet soon."""
+LOOK_EVERY = float(os.environ.get("HUBFLEET_PREWARM_EVERY") or 30.0)
+"""Seconds between two looks at which courses meet soon (`$HUBFLEET_PREWARM_EVERY`, for tests)."""
 
 SERVER_BYTES = 256 * 2**20
 """Memory an idle pre-warmed server is counted to hold (a forked idle server holds about 100-150 MiB)."""
@@ -61,12 +62,16 @@ class Meeting:
     end: dt.datetime
 
 
-def available_memory() -> int:
-    """Memory the machine can still give (MemAvailable) minus the safety margin, in bytes (0 if none)."""
+def available_memory(meminfo: str | None = None) -> int:
+    """Memory the machine can still give (MemAvailable of /proc/meminfo, or of `meminfo`) minus the safety margin,
+    in bytes (0 if none)."""
+    if meminfo is None:
+        with open("/proc/meminfo", encoding="ascii") as source:
+            meminfo = source.read()
     values = {}
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            key, _, rest = line.partition(":")
+    for line in meminfo.splitlines():
+        key, _, rest = line.partition(":")
+        if rest.split():
             values[key] = int(rest.split()[0]) * 1024
     margin = max(MEMORY_MARGIN, values["MemTotal"] // 10)
     return max(0, values["MemAvailable"] - margin)
