@@ -11,7 +11,11 @@ BIN = $(VENV)/bin
 
 .PHONY: setup demo test lint bench clean system-packages
 
-setup: system-packages $(VENV)/.installed $(USER_ENV)/.installed
+# What hubfleet adds to every user environment's server configuration (see src/hubfleet/envs/).
+SERVER_CONFIG = src/hubfleet/envs/jupyter_server_config.json
+USER_SERVER_CONFIG = $(USER_ENV)/etc/jupyter/jupyter_server_config.d/hubfleet.json
+
+setup: system-packages $(VENV)/.installed $(USER_ENV)/.installed $(USER_SERVER_CONFIG)
 
 # Debian packages hubfleet uses at run time (root only; skipped when present): ACLs for shared folders, XFS tools
 # for home quotas.
@@ -36,6 +40,9 @@ $(USER_ENV)/.installed: requirements/user-env.txt $(STUDENT_CMD)
 	{ echo '#!$(USER_ENV)/bin/python'; cat $(STUDENT_CMD); } > $(USER_ENV)/bin/hubfleet-assignment
 	chmod 0755 $(USER_ENV)/bin/hubfleet-assignment
 	touch $@
+
+$(USER_SERVER_CONFIG): $(SERVER_CONFIG) $(USER_ENV)/.installed
+	install -D -m 0644 $(SERVER_CONFIG) $@
 
 # Runs the demo fleet in the foreground with a live status view (Ctrl-C stops it).
 demo: setup

@@ -142,6 +142,9 @@ def show(
     console.print(table)
     for meeting in data["schedule"]:
         console.print(f"  meets {meeting['day']} {meeting['start'][:5]} to {meeting['end'][:5]}")
+    if data["next_prewarm"]:
+        warm = data["next_prewarm"]
+        console.print(f"  next pre-warm: {warm['at'].replace('T', ' ')} (meeting at {warm['meeting'][11:]})")
 
 
 async def _set_role(api: HubAPI, settings: HubSettings, course: str, user: str, role: str | None) -> CourseView:

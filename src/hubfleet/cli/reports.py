@@ -108,6 +108,7 @@ MONEY = {
     "cost",
     "users",
     "idle",
+    "prewarm",
     "fee",
     "total",
     "budget",

@@ -141,7 +141,10 @@ def cost(
         return
     records = []
     for hub_cost in report.hubs:
-        sums = {kind: sum((line.cost for line in hub_cost.of_kind(kind)), 0.0) for kind in ("user", "idle", "fee")}
+        sums = {
+            kind: sum((line.cost for line in hub_cost.of_kind(kind)), 0.0)
+            for kind in ("user", "idle", "prewarm", "fee")
+        }
         top = hub_cost.of_kind("user")[:1]
         records.append(
             {
@@ -149,6 +152,7 @@ def cost(
                 "plan": hub_cost.plan,
                 "users": sums["user"],
                 "idle": sums["idle"],
+                "prewarm": sums["prewarm"],
                 "fee": sums["fee"],
                 "total": hub_cost.total,
                 "budget": hub_cost.budget,
@@ -162,6 +166,7 @@ def cost(
         ("plan", "plan"),
         ("users", "users"),
         ("idle", "idle capacity"),
+        *([("prewarm", "pre-warmed")] if any(r["prewarm"] for r in records) else []),
         ("fee", "fees"),
         ("total", f"total {report.currency}"),
         ("budget", "budget"),

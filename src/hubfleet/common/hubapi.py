@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -125,6 +126,16 @@ class HubAPI:
         if users:
             await self.request("DELETE", f"/groups/{group}/users", json={"users": users})
 
+    async def start_server(self, user: str) -> None:
+        """Ask the hub to start `user`'s default server (with its default options); returns once the hub took it."""
+        await self.request("POST", f"/users/{user}/server")
+
+    async def stop_server(self, user: str) -> None:
+        """Ask the hub to stop `user`'s default server (nothing if it has none)."""
+        response = await self._client.delete(f"/users/{user}/server")
+        if response.status_code not in (202, 204, 400, 404):
+            response.raise_for_status()
+
     async def new_token(self, user: str, note: str, expires_in: int = 600) -> str:
         """A fresh API token for `user` (who is created if needed)."""
         if await self.user(user) is None:
@@ -152,3 +163,13 @@ class HubAPI:
                 break
             await asyncio.sleep(0.25)
         return len(targets)
+
+
+def timestamp(iso: str | None) -> float | None:
+    """A JupyterHub or proxy time (ISO 8601, `Z` for UTC) as Unix time; None if there is none or it is not one."""
+    if not iso:
+        return None
+    try:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -84,6 +84,22 @@ class HubState:
             return None
         return HubPorts.model_validate_json(self.ports_file.read_text(encoding="utf-8"))
 
+    @property
+    def prewarm_file(self) -> Path:
+        """The servers the fleet pre-warmed for a course meeting and nobody has claimed yet (see `prewarmed`)."""
+        return self.root / "prewarm.json"
+
+    def prewarmed(self) -> dict[str, float]:
+        """User → when the fleet started their server before a course meeting (Unix time)."""
+        try:
+            data = json.loads(self.prewarm_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(user): float(started) for user, started in data.items()} if isinstance(data, dict) else {}
+
+    def keep_prewarmed(self, records: dict[str, float]) -> None:
+        write_private(self.prewarm_file, json.dumps(records))
+
     def keep_ports(self, ports: HubPorts) -> None:
         write_private(self.ports_file, ports.model_dump_json())
 
@@ -164,3 +180,13 @@ class FleetState:
             if ports:
                 taken.update(port for port in ports.model_dump().values() if port is not None)
         return taken
+
+
+PREWARM_CLAIM_MARGIN = 30.0
+"""A pre-warmed server counts as its student's once the student was active more than this long after its start
+(before, only the server's own start-up reports activity)."""
+
+
+def claimed(started: float, last_activity: float | None) -> bool:
+    """Whether the student of a server pre-warmed at `started` has come to it (their last activity, Unix time)."""
+    return last_activity is not None and last_activity > started + PREWARM_CLAIM_MARGIN

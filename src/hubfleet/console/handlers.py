@@ -12,6 +12,7 @@ from tornado import web
 
 from hubfleet.console import charts, data, urls
 from hubfleet.console.auth import HubLogin, LoginAttempt, LoginError, Viewer, is_operator
+from hubfleet.edu.courses import next_prewarm
 from hubfleet.spec.models import Fleet
 from hubfleet.spec.units import human_size
 
@@ -188,6 +189,8 @@ class HubPage(ConsoleHandler):
             summary=summary,
             detail=detail,
             storage=storage,
+            next_prewarm=next_prewarm,
+            now=dt.datetime.now(),
             human_size=human_size,
             currency=currency,
             figures=figures,

@@ -12,10 +12,12 @@ of an LMS context, a roster sync (`hubfleet.edu.roster`) — is written once, he
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hubfleet.edu.courses import next_prewarm
 from hubfleet.spec.edu import COURSE_ROLES, Course, course_groups, group_name, parse_group
 
 FLEET_FILE_SOURCE = "fleet file"
@@ -78,7 +80,16 @@ class CourseView:
                 for role, users in self.members.items()
             },
             "schedule": [meeting.model_dump(mode="json") for meeting in spec.schedule] if spec else [],
+            "next_prewarm": self.next_prewarm(),
         }
+
+    def next_prewarm(self) -> dict[str, str] | None:
+        """When the servers of the course's next meeting are started, and the meeting's start (local ISO times)."""
+        found = next_prewarm(self.spec, dt.datetime.now()) if self.spec is not None else None
+        if found is None:
+            return None
+        warm, start = found
+        return {"at": warm.isoformat(timespec="minutes"), "meeting": start.isoformat(timespec="minutes")}
 
 
 def course_of(group: dict) -> tuple[str, str] | None:

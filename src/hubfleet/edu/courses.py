@@ -8,6 +8,7 @@ granted to the first two, whose scopes reach the servers of the members of ``c-s
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -100,3 +101,30 @@ def fleet_file_groups(courses: list[Course]) -> dict[str, list[str]]:
         for course in courses
         for role, members in members_by_role(course).items()
     }
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def meeting_times(course: Course, around: dt.datetime, days: int = 8) -> list[tuple[dt.datetime, dt.datetime]]:
+    """(start, end) of `course`'s weekly meetings from the day before `around` to `days` days after, in order
+    (naive local times of this machine, as the schedule is written)."""
+    today = around.replace(tzinfo=None).date()
+    found = []
+    for offset in range(-1, days):
+        date = today + dt.timedelta(days=offset)
+        for meeting in course.schedule:
+            if WEEKDAYS.index(meeting.day) == date.weekday():
+                found.append((dt.datetime.combine(date, meeting.start), dt.datetime.combine(date, meeting.end)))
+    return sorted(found)
+
+
+def next_prewarm(course: Course, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """(when servers are started, the meeting's start) of the course's next pre-warm, None without one."""
+    if not course.prewarm.enabled:
+        return None
+    lead = dt.timedelta(seconds=course.prewarm.lead)
+    for start, _ in meeting_times(course, now):
+        if start > now.replace(tzinfo=None):
+            return start - lead, start
+    return None

@@ -42,6 +42,13 @@ BYTECODE_PREFIX = "/hubfleet-env"
 the same bytes in every environment and can be shared (Python's import system puts the real path back)."""
 
 STUDENT_COMMAND = "hubfleet-assignment"
+
+SERVER_CONFIG = "jupyter_server_config.json"
+"""What hubfleet adds to every environment's server configuration (beside this module): JupyterLab does not offer
+to rebuild itself (nobody can change a shared environment from a server), so its page does not ask for a build
+check, which starts a Node process (yarn) for every user who opens JupyterLab."""
+
+SERVER_CONFIG_PATH = "etc/jupyter/jupyter_server_config.d/hubfleet.json"
 KERNEL_STEPS = {
     "r": ("R", "--slave", "-e", 'IRkernel::installspec(prefix = "{prefix}", name = "ir", displayname = "R")'),
 }
@@ -301,9 +308,15 @@ class _Job:
             self.say(f"adding the {kernel} kernel")
             argv = [part.format(prefix=prefix) for part in KERNEL_STEPS[kernel]]
             account.run(argv, cwd=work, env=env_path, output=self.write)
-        self.say(f"adding {STUDENT_COMMAND}")
+        self.say(f"adding {STUDENT_COMMAND} and the server configuration")
         account.run(
             [tool("install"), "-m", "0755", str(work / STUDENT_COMMAND), str(prefix / "bin" / STUDENT_COMMAND)],
+            cwd=work,
+            env={},
+            output=self.write,
+        )
+        account.run(
+            [tool("install"), "-D", "-m", "0644", str(work / SERVER_CONFIG), str(prefix / SERVER_CONFIG_PATH)],
             cwd=work,
             env={},
             output=self.write,
@@ -359,6 +372,8 @@ class _Job:
         # Standard library only: run by the first python3 on PATH, which in a server is the environment's.
         student = resources.files("hubfleet.edu.exchange").joinpath("student.py").read_text(encoding="utf-8")
         (work / STUDENT_COMMAND).write_text("#!/usr/bin/env python3\n" + student, encoding="utf-8")
+        config = resources.files("hubfleet.envs").joinpath(SERVER_CONFIG).read_text(encoding="utf-8")
+        (work / SERVER_CONFIG).write_text(config, encoding="utf-8")
         bytecode = resources.files("hubfleet.envs").joinpath("bytecode.py").read_text(encoding="utf-8")
         (work / "bytecode.py").write_text(bytecode, encoding="utf-8")
         account.own(work)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from hubfleet.common.hubapi import timestamp
+from hubfleet.edu.courses import meeting_times
 from hubfleet.fleet.backend import Backend
 from hubfleet.fleet.routes import RouteTable
 from hubfleet.spec.models import Fleet, Hub
@@ -27,8 +29,6 @@ MEETING_LEAD = dt.timedelta(minutes=15)
 
 SWEEP_EVERY = float(os.environ.get("HUBFLEET_SLEEP_SWEEP_EVERY") or 10.0)
 """Seconds between two looks at which hubs may sleep (`$HUBFLEET_SLEEP_SWEEP_EVERY`, for tests)."""
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass
@@ -43,28 +43,13 @@ class Wakefulness:
 
 
 def in_meeting(hub: Hub, now: dt.datetime) -> str | None:
-    """The course whose meeting (with its lead time) is on at local time `now`, if any."""
+    """The course whose meeting (from its lead time before it) is on at local time `now`, if any."""
+    local = now.replace(tzinfo=None)
     for course in hub.courses:
-        for meeting in course.schedule:
-            day = WEEKDAYS.index(meeting.day)
-            for offset in (0, 1):  # a meeting's lead may start on the day before
-                date = now.date() - dt.timedelta(days=offset)
-                if date.weekday() != day:
-                    continue
-                start = dt.datetime.combine(date, meeting.start) - MEETING_LEAD
-                end = dt.datetime.combine(date, meeting.end)
-                if start <= now.replace(tzinfo=None) < end:
-                    return course.name
+        lead = max(MEETING_LEAD, dt.timedelta(seconds=course.prewarm.lead))
+        if any(start - lead <= local < end for start, end in meeting_times(course, local)):
+            return course.name
     return None
-
-
-def _timestamp(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    try:
-        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class SleepKeeper:
@@ -156,7 +141,7 @@ class SleepKeeper:
         record = self.record(hub.name)
         if record.awake_since is not None and now - record.awake_since < after:
             return "woke recently"
-        last = _timestamp(await self.routes.last_activity(hub.name))
+        last = timestamp(await self.routes.last_activity(hub.name))
         if last is not None and now - last < after:
             return "used recently"
         course = in_meeting(hub, dt.datetime.now())

@@ -24,6 +24,8 @@ from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
 from hubfleet.fleet.plan import FleetPlan, plan
+from hubfleet.fleet.prewarm import LOOK_EVERY as PREWARM_EVERY
+from hubfleet.fleet.prewarm import PreWarmer
 from hubfleet.fleet.scratch import ScratchSweeper
 from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
 from hubfleet.spec import Fleet, parse
@@ -49,9 +51,8 @@ class Supervisor:
             lambda: self.fleet, self.running_on, self.front_door.routes, on_change=self._hubs_changed
         )
         # A warm interpreter with JupyterHub imported: hub processes are forked from it (fast wakes, shared pages).
-        self.forkserver = ForkServer(
-            "hubfleet.hub.zygote", self.state.root / "zygote.sock", self.state.root / "zygote.log"
-        )
+        root = self.state.root
+        self.forkserver = ForkServer.of_module("hubfleet.hub.zygote", root / "zygote.sock", root / "zygote.log")
         host = HubHost(self.forkserver, self.front_door.routes, self.front_door.proxy_link)
         # Each hub runs on the backend its spec names (every installed backend, found by name).
         self.backends: dict[str, Backend] = {
@@ -70,6 +71,8 @@ class Supervisor:
         # Meters every hub's usage into the fleet database every `usage.metering.interval`; /_hubfleet/metrics.
         self.collector = Collector(lambda: self.fleet, self.usage_targets, database_url(fleet, self.state.root))
         self.front_door.metrics = self.collector.registry
+        # Before each course meeting: the servers of the students likely to come, started as them.
+        self.prewarmer = PreWarmer(lambda: self.fleet, self.running_hubs, self.wake, self.collector.sessions)
         self._metering: asyncio.Task | None = None
         self.ready = False
 
@@ -95,6 +98,7 @@ class Supervisor:
                     (5, self.refresh_status, "refreshing the hubs' status"),
                     (SWEEP_EVERY, self.keeper.sweep, "putting idle hubs to sleep"),
                     (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
+                    (PREWARM_EVERY, self.prewarmer.sweep, "pre-warming course meetings"),
                 )
             ]
             self._sweeping = asyncio.create_task(self.scratch.run())

@@ -15,22 +15,26 @@ import html
 import os
 import pwd
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
+from jupyterhub.utils import random_port
 from traitlets import Dict, Instance, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 from hubfleet.common.environments import EnvStore
-from hubfleet.common.settings import EnvironmentChoice
+from hubfleet.common.settings import LOOPBACK, EnvironmentChoice
 from hubfleet.edu.courses import course_folder_path, folder_access
+from hubfleet.hub.servers import PLAIN_START_ENV, SERVER_MODULE, ServerForkServers, current_umask
 from hubfleet.spec.checks import EVERYONE, SCRATCH_FOLDER
 from hubfleet.spec.edu import COURSE_ROLES, COURSES_FOLDER, course_groups, parse_group
 from hubfleet.spec.models import Profile, SharedFolder
 from hubfleet.system import accounts, cgroups, homes
+from hubfleet.system.forkserver import ForkedProcess
 
 PIDS_MAX = 4096
 """Processes and threads one server may hold at once (stops fork bombs from taking the machine)."""
@@ -288,6 +292,11 @@ class HubfleetSpawnerMixin(Configurable):
         """JupyterHub's apply_user_options hook: an unknown or forbidden profile or environment is refused (400)."""
         self.chosen_environment(self.chosen_profile(user_options), user_options)
 
+    def _exited(self) -> int | None:
+        """The exit code of a server that died during its start, if it did."""
+        proc = getattr(self, "proc", None)
+        return proc.poll() if proc is not None else None
+
     async def wait_until_ready(self, ip: str, port: int) -> None:
         """Return as soon as the new server listens (JupyterHub's own check backs off to seconds between tries).
 
@@ -297,7 +306,7 @@ class HubfleetSpawnerMixin(Configurable):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.http_timeout
         while loop.time() < deadline:
-            code = self.proc.poll() if getattr(self, "proc", None) is not None else None
+            code = self._exited()
             if code is not None:
                 raise RuntimeError(f"the server exited with code {code} while starting; see the hub log")
             try:
@@ -458,10 +467,48 @@ class HubfleetSpawnerMixin(Configurable):
             self.log.warning("~/%s/%s of %s is not a link: left alone", SHARED_LINKS_DIR, name, self.user.name)
 
 
+class StartSteps:
+    """The steps of one server start, as JupyterHub's progress events: said once, read by any number of pages."""
+
+    def __init__(self) -> None:
+        self.said: list[dict] = []
+        self.finished = False
+        self._changed = asyncio.Event()
+
+    def say(self, progress: int, message: str) -> None:
+        self.said.append({"progress": progress, "message": message})
+        self._changed.set()
+
+    def done(self) -> None:
+        self.finished = True
+        self._changed.set()
+
+    async def events(self) -> AsyncIterator[dict]:
+        sent = 0
+        while True:
+            while sent < len(self.said):
+                yield self.said[sent]
+                sent += 1
+            if self.finished:
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+
+_FORK_SERVERS: dict[str, ServerForkServers] = {}
+"""The hub's server fork servers, by folder (one set per hub process)."""
+
+
 class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
-    """Each server runs as the user's own Unix account, inside a cgroup with the profile's limits."""
+    """Each server runs as the user's own Unix account, inside a cgroup with the profile's limits; it is forked from
+    a warm fork server of its environment when one is there (`hubfleet.hub.servers`), else started the plain way."""
 
     cgroup_relpath = Unicode("", help="the server's cgroup, relative to the hierarchy's root")
+    fork_servers_dir = Unicode(
+        "", config=True, help="folder of the fork servers servers are started from ('': every start is plain)"
+    )
+    _forked: ForkedProcess | None = None
+    _steps = StartSteps()
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
@@ -476,9 +523,12 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self.cgroup_relpath = ""
+        self._forked = None
 
     async def start(self) -> Any:
+        self._steps = StartSteps()
         profile = self._apply_profile()
+        self._steps.say(10, f"Preparing your account and folders (profile {profile.display_name or profile.name})")
         await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
         driver = cgroups.detect()
         self._cgroup = None
@@ -491,9 +541,69 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
             limits = cgroups.Limits(memory_bytes=profile.memory, cpu=profile.cpu, pids_max=PIDS_MAX)
             self._cgroup = driver.create(relpath, limits)
             self.cgroup_relpath = relpath
-        ip, port = await super().start()
-        await self.wait_until_ready(ip, port)
+        self._steps.say(40, "Starting your server")
+        ip, port = await self._start_forked() or await super().start()
+        self._steps.say(70, "Waiting for your server to answer")
+        try:
+            await self.wait_until_ready(ip, port)
+        finally:
+            self._steps.done()
         return ip, port
+
+    async def progress(self) -> AsyncIterator[dict]:
+        """JupyterHub's progress events of the start under way (shown on the spawn page)."""
+        async for event in self._steps.events():
+            yield event
+
+    async def _start_forked(self) -> tuple[str, int] | None:
+        """Fork the server from its environment's fork server, as the user; None: start it the plain way."""
+        if not self.fork_servers_dir:
+            return None
+        if self.port == 0:
+            self.port = random_port()
+        env = self.get_env()  # after the port: the server learns it from $JUPYTERHUB_SERVICE_URL
+        if any(name in env for name in PLAIN_START_ENV):
+            return None
+        servers = _FORK_SERVERS.setdefault(self.fork_servers_dir, ServerForkServers(Path(self.fork_servers_dir)))
+        entry = pwd.getpwnam(self.unix_name)
+        cgroup = getattr(self, "_cgroup", None)
+        process = await servers.of(self.server_prefix or self.env_prefix).spawn(
+            [sys.executable, "-m", SERVER_MODULE, *self.get_args()],
+            cwd=Path(entry.pw_dir),
+            env=env,
+            log_path=None,
+            user=(entry.pw_uid, entry.pw_gid, os.getgrouplist(self.unix_name, entry.pw_gid)),
+            cgroup_procs=cgroup.procs_files() if cgroup is not None else (),
+            umask=current_umask(),
+        )
+        if process is None:
+            return None
+        self.proc, self.pid, self._forked = None, process.pid, process
+        self._reaping = asyncio.ensure_future(process.wait())  # its exit status, when it ends
+        self.log.info(
+            "Forked %s's server (pid %d) from the fork server of %s",
+            self.user.name,
+            process.pid,
+            self.server_prefix or self.env_prefix,
+        )
+        self._steps.say(50, "Your server is starting, forked from a warm interpreter")
+        return (self.ip or LOOPBACK, self.port)
+
+    def _exited(self) -> int | None:
+        code = super()._exited()
+        if code is None and self._forked is not None and not self._forked.alive():
+            return self._forked.returncode if self._forked.returncode is not None else -1
+        return None
+
+    async def _signal(self, sig: int) -> bool:
+        """Signal the server: a forked one through its pidfd (that very process, or nothing)."""
+        forked = self._forked
+        if forked is not None and forked.pid == self.pid:
+            if not forked.alive():
+                return False
+            forked.send_signal(sig)
+            return True
+        return await super()._signal(sig)
 
     def make_preexec_fn(self, name: str) -> Callable[[], None]:
         become_user = set_user_setuid(self.unix_name)

@@ -16,7 +16,7 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class Meeting(SpecModel):
-    """A weekly class meeting (servers of the course's students are pre-warmed before it)."""
+    """A weekly class meeting (servers of the course's students are pre-warmed before it, see `prewarm`)."""
 
     day: Weekday = Field(description="day of the week (mon … sun)")
     start: dt.time = Field(description="start time, local time of the fleet's machine (HH:MM)")
@@ -29,6 +29,27 @@ class Meeting(SpecModel):
         if start is not None and end <= start:
             raise ValueError("a meeting must end after it starts")
         return end
+
+
+class PreWarm(SpecModel):
+    """Starting the course's students' servers before each meeting of its `schedule`, so that the class starts at
+    once: the students likely to come (those active on recent days), as many as the machine's free memory allows."""
+
+    enabled: bool = Field(True, description="pre-warm before each meeting (needs a `schedule`)")
+    lead: Seconds = Field(600, description="how long before a meeting's start the servers are started")
+    keep_unused: Seconds = Field(
+        900, description="how long after a meeting's start a pre-warmed server nobody came to is kept, then stopped"
+    )
+    max_servers: int | None = Field(
+        None, ge=1, description="at most this many servers (default: as many as free memory allows)"
+    )
+
+    @field_validator("lead")
+    @classmethod
+    def _lead(cls, value: int) -> int:
+        if not 60 <= value <= 4 * 3600:
+            raise ValueError("must be between 1m and 4h")
+        return value
 
 
 class Course(SpecModel):
@@ -47,7 +68,10 @@ class Course(SpecModel):
     )
     profile: Slug | None = Field(None, description="the hub profile the course's students get (default: hub default)")
     folder: bool = Field(True, description="a shared course folder: read-only for students, read-write for staff")
-    schedule: list[Meeting] = Field(default_factory=list, description="weekly meetings")
+    schedule: list[Meeting] = Field(
+        default_factory=list, description="weekly meetings: the hub stays awake and pre-warms servers before them"
+    )
+    prewarm: PreWarm = Field(default_factory=PreWarm, description="servers started before each meeting")
 
     @property
     def staff(self) -> set[str]:

@@ -5,19 +5,27 @@ those imports once, then, for each request on its Unix socket, forks a child tha
 with the request's working directory, environment and log file, in a session of its own. The children share the
 imported pages with the server (copy-on-write), so each costs less memory, and a start skips the imports.
 
-Protocol (one connection per child): the client sends one JSON line `{"module", "args", "cwd", "env", "log"}`; the
-server answers `{"pid": N}` with a pidfd of the child attached (SCM_RIGHTS) — so the client holds a handle on that
+Protocol (one connection per child): the client sends one JSON line `{"module", "args", "cwd", "env", "log"}` (and,
+for a server started as a user, `"user": {"uid", "gid", "groups"}`, `"cgroup_procs"` and `"umask"`); the server
+answers `{"pid": N}` with a pidfd of the child attached (SCM_RIGHTS) — so the client holds a handle on that
 very process, never a bare number that could be reused — and, when the child exits, `{"exit": CODE}`; then it
 closes the connection. The server reaps its children; when its standard input closes (its owner is gone), it
 stops taking requests and exits, leaving running children be.
 
-`serve()` uses the standard library only. `ForkServer` is the asyncio client.
+`serve()` uses the standard library only, so that any Python can run this file as a script (`python forkserver.py
+SOCKET --preload MODULE …`, e.g. a users' environment that has no hubfleet in it). `ForkServer` is the asyncio client.
+
+A child started as a user is made that user before anything of the request runs: it leaves the server's session,
+closes every file the server holds, joins its cgroup, takes the user's groups, gid and uid, and sets no-new-privileges
+(it can never gain privileges again, e.g. through a setuid program); it cannot reach the server (its socket is the
+server owner's, mode 0600, in a folder only that owner enters) nor any other user's process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -43,9 +51,13 @@ STARTING_WAIT = 15.0
 # --- the server ------------------------------------------------------------------------------------------------------
 
 
+PR_SET_NO_NEW_PRIVS = 38
+
+
 def serve(socket_path: str, preload: Callable[[], None] = lambda: None) -> None:
     """Preload, listen on `socket_path` (mode 0600), say `ready` on stdout, and fork a child per request until
-    standard input closes."""
+    standard input closes. After `ready`, standard output goes where standard error goes (the children that keep the
+    server's output write there)."""
     preload()
     gc.collect()
     gc.freeze()  # imported objects stay in the shared pages: the children's reference counts do not copy them
@@ -68,6 +80,7 @@ def serve(socket_path: str, preload: Callable[[], None] = lambda: None) -> None:
     selector.register(sys.stdin, selectors.EVENT_READ, "owner")
     children: dict[int, socket.socket | None] = {}
     print("ready", flush=True)
+    os.dup2(2, 1)
     while True:
         for key, _ in selector.select():
             if key.data == "accept":
@@ -124,6 +137,24 @@ def _start_child(connection: socket.socket, listener: socket.socket, children: d
         os.close(pidfd)
 
 
+def _become_user(user: dict, cgroup_procs: list[str]) -> None:
+    """Join the cgroups (still as root), then take the user's groups, gid and uid for good."""
+    for path in cgroup_procs:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")  # 0: the writing process itself (cgroup v1 and v2)
+        finally:
+            os.close(fd)
+    os.setgroups([int(g) for g in user.get("groups", [])])
+    os.setgid(int(user["gid"]))
+    os.setuid(int(user["uid"]))
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise PermissionError("the child still runs as root")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
 def _reap(children: dict[int, socket.socket | None]) -> None:
     while True:
         try:
@@ -146,13 +177,19 @@ def _become(request: dict) -> None:
         for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(number, signal.SIG_DFL)
         os.setsid()
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # nothing of the server's reaches the child
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        output = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.close(output)
+        if request.get("log"):
+            output = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.dup2(output, 1)
+            os.dup2(output, 2)
+            os.close(output)
+        if "umask" in request:
+            os.umask(int(request["umask"]))
+        if request.get("user"):
+            _become_user(request["user"], request.get("cgroup_procs") or [])
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child's own standard streams
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -241,8 +278,9 @@ class ForkServer:
     """Runs a fork server (`python -m <server_module> <socket>`) and starts processes from it; restarts it when it
     died; `spawn` answers None while none is ready (the caller starts the process the plain way)."""
 
-    def __init__(self, server_module: str, socket_path: Path, log_path: Path, python: str = sys.executable):
-        self.argv = [python, "-m", server_module, str(socket_path)]
+    def __init__(self, argv: Sequence[str], socket_path: Path, log_path: Path | None):
+        self.argv = [*argv, str(socket_path)]
+        """The server's command line, to which the socket's path is added."""
         self.socket_path = socket_path
         self.log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
@@ -260,8 +298,14 @@ class ForkServer:
             return
         self._starting = asyncio.create_task(self._start(), name="fork server")
 
+    @classmethod
+    def of_module(cls, module: str, socket_path: Path, log_path: Path | None) -> ForkServer:
+        """A fork server that is `python -m module SOCKET` with this interpreter."""
+        return cls([sys.executable, "-m", module], socket_path, log_path)
+
     async def _start(self) -> None:
-        with open(self.log_path, "ab") as errors:
+        with contextlib.ExitStack() as stack:
+            errors = stack.enter_context(open(self.log_path, "ab")) if self.log_path is not None else None
             process = await asyncio.create_subprocess_exec(
                 *self.argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -287,13 +331,28 @@ class ForkServer:
         return self.ready
 
     async def spawn(
-        self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], log_path: Path
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path | None,
+        user: tuple[int, int, list[int]] | None = None,
+        cgroup_procs: Sequence[str] = (),
+        umask: int | None = None,
     ) -> ForkedProcess | None:
         """Start `argv` (which must be `python -m MODULE ARGS…`) as a fork; None when no server is ready (one that
         is starting is waited for: it is ready sooner than a plain start would be)."""
         if len(argv) < 3 or argv[1] != "-m" or not await self.wait_ready(STARTING_WAIT):
             return None
-        request = {"module": argv[2], "args": list(argv[3:]), "cwd": str(cwd), "env": env, "log": str(log_path)}
+        request: dict[str, object] = {"module": argv[2], "args": list(argv[3:]), "cwd": str(cwd), "env": env}
+        if log_path is not None:
+            request["log"] = str(log_path)
+        if user is not None:
+            uid, gid, groups = user
+            request |= {"user": {"uid": uid, "gid": gid, "groups": groups}, "cgroup_procs": list(cgroup_procs)}
+        if umask is not None:
+            request["umask"] = umask
         try:
             sock, answer, fds = await asyncio.to_thread(self._ask, request)
         except OSError as exc:
@@ -345,3 +404,32 @@ async def _discard(process: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python forkserver.py SOCKET [--preload MODULE …] [--absent MODULE …]`: serve with those modules imported
+    (and those marked absent: see `hubfleet.system.startup`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a fork server")
+    parser.add_argument("socket")
+    parser.add_argument("--preload", action="append", default=[], help="a module to import before forking")
+    parser.add_argument("--absent", action="append", default=[], help="a module to make absent (ImportError)")
+    args = parser.parse_args(argv)
+
+    def preload() -> None:
+        import importlib
+
+        for name in args.absent:
+            sys.modules.setdefault(name, None)  # type: ignore[assignment]
+        for name in args.preload:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # an optional part this environment lacks: forks import what they need
+                print(f"fork server: not preloaded: {name} ({exc})", file=sys.stderr, flush=True)
+
+    serve(args.socket, preload)
+
+
+if __name__ == "__main__":
+    main()

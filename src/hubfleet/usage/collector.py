@@ -38,11 +38,12 @@ from hubfleet import db
 from hubfleet.common.hubapi import HubAPI
 from hubfleet.common.periodic import every
 from hubfleet.common.settings import CHECK_USER
+from hubfleet.common.state import HubState, claimed
 from hubfleet.spec.models import Fleet, Profile
 from hubfleet.system import accounts, cgroups
 from hubfleet.usage import ledger
 from hubfleet.usage.budgets import budget_statuses, send_alerts, write_quota
-from hubfleet.usage.cost import NO_GROUP, price
+from hubfleet.usage.cost import NO_GROUP, PREWARMED, price
 from hubfleet.usage.tables import DASK, SERVER
 
 log = logging.getLogger("hubfleet.usage.collector")
@@ -176,7 +177,9 @@ class Collector:
         return result
 
     async def _view(self, fleet: Fleet, target: HubTarget) -> _HubView:
+        """The hub's users, groups, activity and running servers, from its REST API."""
         view = _HubView(target)
+        prewarmed = HubState(target.state_dir).prewarmed()
         async with HubAPI(target.api_url, target.token, timeout=10.0) as api:
             async for user in api.users():
                 name = user["name"]
@@ -193,7 +196,10 @@ class Collector:
                         continue
                     relpath = f"hubfleet/{target.name}/{unix}" + (f"-{server_name}" if server_name else "")
                     profile = (server.get("user_options") or {}).get("profile")
-                    view.servers.append(_Server(target.name, name, SERVER, relpath, profile))
+                    started = prewarmed.get(name) if not server_name else None
+                    # A server pre-warmed for a meeting is the pre-warm line's until its student comes to it.
+                    billed = PREWARMED if started is not None and not claimed(started, _seconds(view, name)) else name
+                    view.servers.append(_Server(target.name, billed, SERVER, relpath, profile))
                 view.servers.append(_Server(target.name, name, DASK, f"hubfleet/{target.name}/{unix}-dask", None))
         return view
 
@@ -440,3 +446,9 @@ class _Gauges:
             status = budgets.get(hub)
             if status is not None and status.fraction is not None:
                 self.budget.labels(hub).set(status.fraction)
+
+
+def _seconds(view: _HubView, user: str) -> float | None:
+    """The user's last activity as Unix time, if the hub knows one."""
+    when = view.activity.get(user)
+    return when.timestamp() if when is not None else None

@@ -38,6 +38,9 @@ from hubfleet.usage.tables import DASK, Coverage, Daily, GroupMember, HomeBytes
 GIB = 1024**3
 NO_GROUP = "(no group)"
 IDLE = "idle capacity"
+PREWARMED = "pre-warmed servers"
+"""The ledger's "user" of servers the fleet started before a course meeting until their student comes (no user has
+this name: names have no spaces); priced as a line of its own, not billed to anyone."""
 FEE = "hub fee"
 BILL_COMPONENTS = ("cpu", "memory", "storage", "fixed")
 
@@ -72,12 +75,15 @@ class HubPricing:
     users: dict[str, Amounts] = field(default_factory=lambda: defaultdict(Amounts))
     groups: dict[str, Amounts] = field(default_factory=lambda: defaultdict(Amounts))
     idle: Amounts = field(default_factory=Amounts)
+    prewarm: Amounts = field(default_factory=Amounts)
+    """Servers pre-warmed for course meetings that nobody had come to yet."""
     fee: float = 0.0
 
     @property
     def total(self) -> float:
-        """Users' cost + idle capacity + fee (groups re-attribute users and are not counted again)."""
-        return sum(a.cost for a in self.users.values()) + self.idle.cost + self.fee
+        """Users' cost + idle capacity + pre-warmed servers + fee (groups re-attribute users and are not counted
+        again)."""
+        return sum(a.cost for a in self.users.values()) + self.idle.cost + self.prewarm.cost + self.fee
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,9 @@ def price(session: Session, fleet: Fleet, first: dt.date, last: dt.date) -> dict
     else:
         _apply_rates(hubs, ledger, rates, months_in(first, last))
     for name, pricing in hubs.items():
+        prewarm = pricing.users.pop(PREWARMED, None)
+        if prewarm is not None:
+            pricing.prewarm = prewarm
         for user, amounts in pricing.users.items():
             groups = ledger.groups.get((name, user)) or [NO_GROUP]
             for group in groups:

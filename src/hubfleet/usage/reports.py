@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from hubfleet.spec.models import Fleet, PaidPlan, PilotPlan
 from hubfleet.usage.budgets import BudgetStatus, budget_period, budget_statuses
-from hubfleet.usage.cost import FEE, GIB, IDLE, NO_GROUP, Amounts, days_in_month, price, rate_cost
+from hubfleet.usage.cost import FEE, GIB, IDLE, NO_GROUP, PREWARMED, Amounts, days_in_month, price, rate_cost
 from hubfleet.usage.tables import DASK, Activity, Daily, GroupMember, HomeBytes
 
-CostKind = Literal["user", "group", "idle", "fee", "storage"]
+CostKind = Literal["user", "group", "idle", "prewarm", "fee", "storage"]
 UsageBy = Literal["user", "group", "day"]
 
 
@@ -130,6 +130,8 @@ def cost_report(session: Session, fleet: Fleet, *, month: dt.date) -> CostReport
             for group, amounts in sorted(hub_pricing.groups.items(), key=lambda item: -item[1].cost)
         ]
         lines.append(_line("idle", IDLE, hub_pricing.idle))
+        if hub_pricing.prewarm.cost or hub_pricing.prewarm.cpu_hours:
+            lines.append(_line("prewarm", PREWARMED, hub_pricing.prewarm))
         if hub_pricing.fee:
             lines.append(CostLine("fee", FEE, cost=hub_pricing.fee))
         budget, fraction = _budget(session, fleet, name, last, hub_pricing.total)
