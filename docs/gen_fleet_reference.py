@@ -59,6 +59,7 @@ SECTIONS = (
     "DaskLimits",
     "Course",
     "Meeting",
+    "CourseContent",
     "LTI",
     "LTIPlatform",
 )
