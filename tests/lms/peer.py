@@ -545,6 +545,19 @@ class PeerLMS:
         request = self.deep_link_request(context_id, **settings)
         return self.launch(client, sub=sub, context_id=context_id, tamper=tamper, deep_link=request)
 
+    def post_deep_link_return(self, client: httpx.Client, page: str) -> httpx.Response:
+        """What a browser does with the tool's response page: submit its form to this platform's return URL."""
+        form = _FormParser(f"{self.url}/deep_link_return/")
+        form.feed(page)
+        if not form.action:
+            raise AssertionError(f"no form posting to the platform in the page: {page[:500]}")
+        return client.post(form.action, data=form.fields, follow_redirects=False)
+
+    def links(self, context_id: str) -> dict[str, dict]:
+        """The resource links deep linking made in the course, by id."""
+        with self._lock:
+            return {link_id: dict(link) for link_id, link in self._courses[context_id].links.items()}
+
     def _link_launch(self, context_id: str, link_id: str) -> dict[str, t.Any]:
         """What a launch of a link deep linking made carries: its id, URL, title, custom parameters and line item."""
         link = self.links(context_id)[link_id]
