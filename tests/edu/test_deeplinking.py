@@ -10,6 +10,7 @@ with git `content`, a second course `other`) serves every test; the tests build 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import textwrap
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import nbformat
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from playwright import sync_api as playwright_api
 from sqlalchemy import select
 
 from hubfleet.common.settings import HubSettings
@@ -32,6 +34,7 @@ from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.edu.git_daemon import CourseRepository, git_daemon
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 from tests.lms.peer import DL_CLAIM, LTI_CLAIM, PeerLMS
+from tests.requirements import CHROMIUM, need
 
 H = unique_hub("dl")
 PASSWORD = "deeplink-test-password"
@@ -50,6 +53,7 @@ pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 def notebook(text: str) -> str:
     book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     book.cells = [nbformat.v4.new_markdown_cell(text)]
     return nbformat.writes(book)
 
@@ -157,11 +161,34 @@ def follow_launch(fleet: RunningFleet, browser: httpx.Client, response: httpx.Re
     name = spawn_url.path.rstrip("/").rsplit("/", 1)[-1]
     browser.get(spawn_url, follow_redirects=True)
     wait_ready(fleet, name)
+    # the server's own login (OAuth with the hub) happens on the first page of it the browser opens
+    opened = browser.get(f"{fleet.url}{target}", follow_redirects=True)
+    assert opened.status_code == 200, (str(opened.url), opened.text[:300])
     return name, target
 
 
+def server_headers(browser: httpx.Client, fleet: RunningFleet, user: str) -> dict[str, str]:
+    """What JupyterLab sends with its API calls (the server's XSRF cookie echoed)."""
+    path = f"/hubs/{H}/user/{user}/"
+    xsrf = [c.value for c in browser.cookies.jar if c.name == "_xsrf" and (c.path or "").startswith(path)]
+    return {"X-XSRFToken": xsrf[-1] if xsrf else "", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}
+
+
 def contents(browser: httpx.Client, fleet: RunningFleet, user: str, path: str) -> httpx.Response:
-    return browser.get(f"{fleet.hub_url(H)}user/{user}/api/contents/{path}", params={"content": "1"})
+    return browser.get(
+        f"{fleet.hub_url(H)}user/{user}/api/contents/{path}",
+        params={"content": "1"},
+        headers=server_headers(browser, fleet, user),
+    )
+
+
+def save(browser: httpx.Client, fleet: RunningFleet, user: str, path: str, book: Any) -> None:
+    saved = browser.put(
+        f"{fleet.hub_url(H)}user/{user}/api/contents/{path}",
+        json={"type": "notebook", "format": "json", "content": book},
+        headers=server_headers(browser, fleet, user),
+    )
+    assert saved.status_code == 200, saved.text[:300]
 
 
 def picker_session(page: str) -> str:
@@ -276,11 +303,7 @@ def test_an_assignment_link_fetches_it_into_the_home_and_grades_go_to_its_column
         # the student's work, then the link again: nothing is overwritten
         work = nbformat.from_dict(fetched.json()["content"])
         work.cells[0].source = "def square(x):\n    return x ** 2"
-        saved = browser.put(
-            f"{fleet.hub_url(H)}user/{name}/api/contents/ds/hw1/squares.ipynb",
-            json={"type": "notebook", "format": "json", "content": work},
-        )
-        assert saved.status_code == 200, saved.text[:300]
+        save(browser, fleet, name, "ds/hw1/squares.ipynb", work)
         again = browser.get(f"{fleet.url}{target}", follow_redirects=False)
         assert again.status_code == 302
         kept = contents(browser, fleet, name, "ds/hw1/squares.ipynb").json()["content"]["cells"][0]["source"]
@@ -335,10 +358,7 @@ def test_course_content_is_pulled_on_launch_and_a_second_pull_keeps_the_students
         assert first.status_code == 200, first.text[:300]
         edited = nbformat.from_dict(first.json()["content"])
         edited.cells.append(nbformat.v4.new_code_cell("print('my own work')"))
-        browser.put(
-            f"{fleet.hub_url(H)}user/{name}/api/contents/ds/material/week1.ipynb",
-            json={"type": "notebook", "format": "json", "content": edited},
-        ).raise_for_status()
+        save(browser, fleet, name, "ds/material/week1.ipynb", edited)
         repository.commit({"week2.ipynb": notebook("# Week 2"), "README.md": "Data Science, weeks 1-2\n"}, "week 2")
         again = lms.launch(browser, sub="s-ben", context_id=CONTEXT)
         _, second_target = follow_launch(fleet, browser, again)
@@ -363,11 +383,9 @@ def test_a_git_link_from_the_lms_and_a_git_pull_link_through_the_front_door(
         assert contents(browser, fleet, name, "ds-material/week1.ipynb").status_code == 200
         # the classic nbgitpuller link, through the front door: /hubs/<hub>/hub/user-redirect/git-pull?…
         query = urlencode({"repo": repo, "branch": "main", "targetpath": "shared-copy", "urlpath": "lab"})
-        redirected = browser.get(f"{fleet.hub_url(H)}hub/user-redirect/git-pull?{query}", follow_redirects=False)
-        assert redirected.status_code == 302
-        location = httpx.URL(fleet.url).join(redirected.headers["location"])
-        assert location.path == f"/hubs/{H}/user/{name}/git-pull"
-        pull(browser, fleet, name, f"{location.path}?{location.query.decode()}")
+        landed = browser.get(f"{fleet.hub_url(H)}hub/user-redirect/git-pull?{query}", follow_redirects=True)
+        assert landed.status_code == 200 and landed.url.path == f"/hubs/{H}/user/{name}/git-pull", landed.url
+        pull(browser, fleet, name, f"{landed.url.path}?{landed.url.query.decode()}")
         assert contents(browser, fleet, name, "shared-copy/README.md").status_code == 200
 
 
@@ -477,13 +495,15 @@ def test_links_with_bad_custom_parameters_and_foreign_assignments_are_refused(
     with httpx.Client(timeout=READY_TIMEOUT) as browser:
         for custom, words in (
             ({"notebook": "../../etc/shadow"}, "must stay inside"),
-            ({"git_repo": "ext::sh -c touch% /tmp/x"}, "not a git repository URL"),
+            ({"git_repo": "ext::sh"}, "not a git repository URL"),
+            ({"git_repo": "https://h/r.git --upload-pack=touch"}, "without spaces"),
             ({"assignment": "hw1", "notebook": "a.ipynb"}, "more than one destination"),
         ):
             refused = lms.launch(browser, sub="s-ana", context_id=CONTEXT, custom=custom)
             assert refused.status_code == 400 and words in refused.text, (custom, refused.text[:300])
+        assert lms.launch(browser, sub="s-ana", context_id=CONTEXT).status_code == 302  # logged in
         missing = browser.get(f"{fleet.hub_url(H)}hub/lti13/assignments/ds/nope")
-        assert missing.status_code == 404
+        assert missing.status_code == 404 and "not released" in missing.text
     with httpx.Client(timeout=60) as olga:  # a student of another course, with a password login
         olga.get(f"{fleet.hub_url(H)}hub/login")
         xsrf = next(c.value for c in olga.cookies.jar if c.name == "_xsrf")
@@ -501,3 +521,70 @@ def test_tool_configuration_offers_deep_linking(fleet: RunningFleet) -> None:
     assert placements["assignment_selection"]["message_type"] == "LtiDeepLinkingRequest"
     config = httpx.get(urls.config).json()
     assert config["moodle"]["supports_deep_linking"] and config["moodle"]["content_selection_url"] == urls.launch
+
+
+# --------------------------------------------------------------------------------------------- in a real browser
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "deeplink"
+"""Screenshots (the guides' pictures in docs/img come from here)."""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[playwright_api.Browser]:
+    need("chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def settle(page: playwright_api.Page, heading: str) -> None:
+    """JupyterLab shows the notebook (its heading rendered), its kernel is idle, the news question is answered."""
+    page.get_by_role("heading", name=heading).wait_for(timeout=READY_TIMEOUT * 1000)
+    with contextlib.suppress(playwright_api.Error):
+        page.get_by_role("button", name="No", exact=True).click(timeout=5000)
+    with contextlib.suppress(playwright_api.Error):
+        page.get_by_text("Idle").first.wait_for(timeout=60000)
+
+
+def test_in_a_browser_the_instructor_picks_and_students_land(
+    chromium: playwright_api.Browser, fleet: RunningFleet, lms: PeerLMS, links: dict[str, str]
+) -> None:
+    """The LMS's pages drive the browser (auto-submitted forms, as in Canvas): the picker, the response going back
+    to the LMS, a student's notebook open in JupyterLab, the course's git content pulled by nbgitpuller."""
+    instructor = chromium.new_context(viewport={"width": 1100, "height": 760}).new_page()
+    request = lms.deep_link_request(CONTEXT, data="from-the-browser")
+    instructor.goto(lms.login_url(sub="s-prof", context_id=CONTEXT, deep_link=request))
+    instructor.wait_for_selector("#deep-linking")
+    instructor.check('input[value="assignment:hw1"]')
+    instructor.check('input[value="notebook:week3/intro.ipynb"]')
+    instructor.screenshot(path=ARTIFACTS / "lti-deep-linking-picker.png", full_page=True)
+    instructor.click("#add")
+    instructor.wait_for_url(f"{lms.url}/deep_link_return/**")
+    assert "2 item(s) added" in instructor.content()
+    assert lms.deep_link_returns[-1]["data"] == "from-the-browser"
+    instructor.context.close()
+
+    student = chromium.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    student.goto(lms.link_login_url(sub="s-ana", context_id=CONTEXT, link_id=links["notebook"]))
+    student.wait_for_url("**/user/ana/lab/tree/courses/ds/week3/intro.ipynb", timeout=READY_TIMEOUT * 1000)
+    settle(student, "Week 3, in the course folder")
+    student.screenshot(path=ARTIFACTS / "lti-notebook-landing.png")
+    student.context.close()
+
+    puller = chromium.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    puller.goto(lms.login_url(sub="s-ben", context_id=CONTEXT))
+    puller.wait_for_url("**/user/ben/lab/tree/ds/material/week1.ipynb", timeout=READY_TIMEOUT * 1000)
+    settle(puller, "Week 1")
+    puller.screenshot(path=ARTIFACTS / "git-content-landing.png")
+    puller.context.close()
