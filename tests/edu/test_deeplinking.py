@@ -503,7 +503,7 @@ def test_links_with_bad_custom_parameters_and_foreign_assignments_are_refused(
             assert refused.status_code == 400 and words in refused.text, (custom, refused.text[:300])
         assert lms.launch(browser, sub="s-ana", context_id=CONTEXT).status_code == 302  # logged in
         missing = browser.get(f"{fleet.hub_url(H)}hub/lti13/assignments/ds/nope")
-        assert missing.status_code == 404 and "not released" in missing.text
+        assert missing.status_code == 404
     with httpx.Client(timeout=60) as olga:  # a student of another course, with a password login
         olga.get(f"{fleet.hub_url(H)}hub/login")
         xsrf = next(c.value for c in olga.cookies.jar if c.name == "_xsrf")
