@@ -397,6 +397,9 @@ def test_a_student_cannot_start_deep_linking(fleet: RunningFleet, lms: PeerLMS) 
         refused = lms.deep_link(browser, sub="s-ben", context_id=CONTEXT)
     assert refused.status_code == 403, refused.text[:300]
     assert "instructors and TAs" in refused.text and 'name="session"' not in refused.text
+    with httpx.Client(timeout=READY_TIMEOUT) as browser:
+        html_only = lms.deep_link(browser, sub="s-prof", context_id=CONTEXT, accept_types=["html"])
+    assert html_only.status_code == 400 and "accepts only html" in html_only.text
 
 
 def test_forged_and_replayed_deep_linking_requests_are_refused(fleet: RunningFleet, lms: PeerLMS) -> None:

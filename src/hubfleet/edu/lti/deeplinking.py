@@ -33,6 +33,7 @@ RESPONSE_MESSAGE_TYPE = "LtiDeepLinkingResponse"
 
 RESOURCE_LINK = "ltiResourceLink"
 LINK = "link"
+OFFERED_TYPES = (RESOURCE_LINK, LINK)
 """The content item types the tool makes: LTI resource links (notebooks, assignments, git content) and plain links
 (git content through the front door, for platforms that take no resource links)."""
 

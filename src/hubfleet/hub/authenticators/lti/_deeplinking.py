@@ -37,7 +37,6 @@ from hubfleet.edu.links import (
     git_pull_path,
 )
 from hubfleet.edu.lti.deeplinking import (
-    LINK,
     MAX_ITEMS,
     RESOURCE_LINK,
     LineItemRequest,
@@ -126,15 +125,7 @@ async def catalog(handler: _LTIHandler, db: Session, course: str) -> Catalog:
 async def render_picker(handler: _LTIHandler, session: PickSession, found: Catalog, error: str | None = None) -> None:
     settings = session.launch.deep_linking
     assert settings is not None
-    links = settings.accepts(RESOURCE_LINK)
-    if not links and not settings.accepts(LINK):
-        raise handler.fail(
-            LaunchError(
-                400,
-                f"the LMS accepts only {', '.join(settings.accept_types)} here: this hub adds LTI links"
-                f" ({RESOURCE_LINK}) or, for git content, plain links ({LINK})",
-            )
-        )
+    links = settings.accepts(RESOURCE_LINK)  # else only git content, as a plain link (checked at the launch)
     handler.set_status(400 if error else 200)
     page = await handler.render_template(
         PICKER_TEMPLATE,
@@ -199,7 +190,7 @@ class DeepLinkingResponseHandler(_LTIHandler):
         choice is not the course's, or more than the platform accepts)."""
         settings = session.launch.deep_linking
         assert settings is not None
-        choices = list(dict.fromkeys(self.get_body_arguments("item")))
+        choices = list(dict.fromkeys(self.get_body_arguments("item")[: MAX_ITEMS + 1]))
         if not choices:
             raise LaunchError(400, "choose something to add (or cancel)")
         if len(choices) > (MAX_ITEMS if settings.accept_multiple else 1):

@@ -15,6 +15,7 @@ from tornado import web
 from hubfleet.edu.exchange.lineitems import link_line_item
 from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.links import AssignmentLink, Destination, course_content
+from hubfleet.edu.lti.deeplinking import OFFERED_TYPES
 from hubfleet.edu.lti.launch import Launch, LaunchError
 from hubfleet.edu.lti.state import PendingLogin
 from hubfleet.hub.authenticators.lti._toolconfig import PREFIX, canvas_developer_key, tool_configuration
@@ -174,6 +175,9 @@ class LaunchHandler(_LTIHandler):
                 raise LaunchError(403, "only the course's instructors and TAs can add content from this hub")
             if launch.is_deep_linking and launch.context_id is None:
                 raise LaunchError(400, "content can be added from this hub only inside an LMS course")
+            if launch.deep_linking is not None and not set(OFFERED_TYPES) & set(launch.deep_linking.accept_types):
+                accepted, offered = ", ".join(launch.deep_linking.accept_types), ", ".join(OFFERED_TYPES)
+                raise LaunchError(400, f"the LMS accepts only {accepted} here: this hub offers {offered}")
             destination = self.lti.destination(launch)
             courses = OrmCourses(self.db)
             course = await self.lti.course_for(courses, launch)
