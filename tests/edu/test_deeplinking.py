@@ -557,7 +557,7 @@ def settle(page: playwright_api.Page, heading: str) -> None:
     with contextlib.suppress(playwright_api.Error):
         page.get_by_role("button", name="No", exact=True).click(timeout=5000)
     with contextlib.suppress(playwright_api.Error):
-        page.get_by_text("Idle").first.wait_for(timeout=60000)
+        page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=30000)
 
 
 def test_in_a_browser_the_instructor_picks_and_students_land(

@@ -39,6 +39,7 @@ from hubfleet.edu.links import (
 from hubfleet.edu.lti.deeplinking import (
     MAX_ITEMS,
     RESOURCE_LINK,
+    DeepLinkingSettings,
     LineItemRequest,
     PickSession,
     link_item,
@@ -217,7 +218,11 @@ class DeepLinkingResponseHandler(_LTIHandler):
         return items, notes
 
     def _link(
-        self, settings: Any, destination: Destination, title: str, line_item: LineItemRequest | None = None
+        self,
+        settings: DeepLinkingSettings,
+        destination: Destination,
+        title: str,
+        line_item: LineItemRequest | None = None,
     ) -> dict[str, Any]:
         if not settings.accepts(RESOURCE_LINK):
             raise LaunchError(400, f"the LMS takes no LTI links ({RESOURCE_LINK}) here: only git content can be added")
@@ -225,7 +230,7 @@ class DeepLinkingResponseHandler(_LTIHandler):
             settings, url=self.lti.urls.launch, title=title, custom=destination.custom(), line_item=line_item
         )
 
-    def _git_item(self, settings: Any) -> dict[str, Any]:
+    def _git_item(self, settings: DeepLinkingSettings) -> dict[str, Any]:
         field_value = {name: self.get_body_argument(name, "").strip()[:2048] for name in ("repo", "branch", "path")}
         try:
             content = git_content(field_value["repo"], field_value["branch"] or None, field_value["path"] or None)
