@@ -65,6 +65,8 @@ SECTIONS = (
     "DaskLimits",
     "Course",
     "Meeting",
+    "PreWarm",
+    "CourseContent",
     "LTI",
     "LTIPlatform",
 )

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access, group_properties, staff_role
-from hubfleet.spec.edu import COURSE_NAME_RE, COURSE_ROLES, Course, group_name, parse_group
+from hubfleet.spec.edu import COURSE_NAME_RE, COURSE_ROLES, Course, CourseContent, group_name, parse_group
 
 COURSE_NAMES = st.from_regex(COURSE_NAME_RE, fullmatch=True)
 
@@ -81,3 +81,5 @@ def test_fleet_file_groups_and_properties() -> None:
         "lti_context": "c1",
         "profile": "lab",
     }
+    with_content = course.model_copy(update={"content": CourseContent(repo="https://h/org/r.git", path="w1.ipynb")})
+    assert group_properties(with_content, "ta")["content"] == {"repo": "https://h/org/r.git", "path": "w1.ipynb"}

@@ -440,3 +440,38 @@ def test_initiation_limits_per_address_and_platform_log_once_per_burst() -> None
     again = limits.check("192.0.2.1", "lms")
     assert again.allowed
     assert again.log is not None and "19940 from address 192.0.2.1" in again.log
+
+
+DL_SETTINGS = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"
+
+
+def test_a_deep_linking_request_is_validated_like_a_launch(platform: Platform) -> None:
+    tool = Tool(platform)
+    login = tool.start()
+    settings = {"deep_link_return_url": "https://lms.example/return", "accept_types": ["ltiResourceLink"], "data": "d"}
+    claims = tool.claims(
+        login.nonce, lti_message_type="LtiDeepLinkingRequest", lti_resource_link=DROP, lti_roles=[INSTRUCTOR]
+    )
+    launch = tool.launch(platform.sign(claims | {DL_SETTINGS: settings}), tool.validator.take_login(login.state))
+    assert launch.is_deep_linking and launch.deep_linking is not None
+    assert launch.deep_linking.return_url == "https://lms.example/return" and launch.deep_linking.data == "d"
+    assert launch.resource_link_id is None and launch.auth_state()["deep_linking"] is None
+    # without its settings, a deep linking request cannot be answered
+    login = tool.start()
+    token = platform.sign(tool.claims(login.nonce, lti_message_type="LtiDeepLinkingRequest"))
+    _expect(tool.refused(token, tool.validator.take_login(login.state)), 400, "deep linking")
+
+
+@pytest.mark.parametrize(
+    ("custom", "status"),
+    [({"notebook": "a.ipynb", "points": 3, "graded": True}, None), (["x"], 400), ({"k": {"nested": 1}}, 400)],
+)
+def test_custom_parameters_are_kept_as_strings(platform: Platform, custom: Any, status: int | None) -> None:
+    tool = Tool(platform)
+    login = tool.start()
+    token = platform.sign(tool.claims(login.nonce, lti_custom=custom))
+    if status is None:
+        launch = tool.launch(token, tool.validator.take_login(login.state))
+        assert launch.custom == {"notebook": "a.ipynb", "points": "3", "graded": "true"}
+    else:
+        _expect(tool.refused(token, tool.validator.take_login(login.state)), status, "custom")

@@ -22,7 +22,17 @@ What is ours (the library ships no routes, no storage and is lax as a platform):
   score and line item validation, AGS's "older timestamp" rule (409);
 - paging: `page`/`limit` converted to int (the library adds 1 to the raw query string), a default `limit` so that
   NRPS and line item lists page at all, and the library's `next` turned into a `Link: <…>; rel="next"` header;
-- `set_down` (503 from the token and service endpoints), `tokens_issued`, `requests` (a log of service calls).
+- `set_down` (503 from the token and service endpoints), `tokens_issued`, `requests` (a log of service calls);
+- Deep Linking 2.0 as a platform (the library gives the request's `deep_linking_settings` claim builder, `set_dl`,
+  and `validate_deeplinking_resp`: the response's signature with the tool's key by `kid`, its message type and
+  the accepted item types): ours are the request's `accept_multiple` / `accept_lineitem` / `data` (the library
+  fixes the first and drops a `data` that is not a dict), a return URL per request, and the response's checks the
+  library leaves out — RS256 with a `kid`, `iss` == client_id, `aud` == the platform, `exp`/`iat`, a never-seen
+  `nonce`, the deployment, version 1.3.0, `data` echoed unchanged, at most one item unless `accept_multiple`, each
+  item's type accepted, `ltiResourceLink` URLs on the tool's host, custom parameters as strings, `lineItem`
+  validated; then the platform's part (§3.4.2): one resource link per item, with a line item bound to it
+  (`resourceLinkId`) when the item asks for one and the request accepted line items. Links are launched again
+  with their custom parameters and their line item in the AGS claim (`launch_link`).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import typing as t
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import tornado.httpclient
@@ -82,6 +92,10 @@ MEDIA_RESULTS = "application/vnd.ims.lis.v2.resultcontainer+json"
 MEDIA_MEMBERSHIPS = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json"
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+LTI_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+DL_CLAIM = "https://purl.imsglobal.org/spec/lti-dl/claim/"
+DL_SETTINGS_CLAIM = f"{DL_CLAIM}deep_linking_settings"
 DEFAULT_PAGE_SIZE = 10
 
 
@@ -181,11 +195,19 @@ class _LoginInitiation(OIDCLoginAbstract):
 
 
 class _Launch(LTIAdvantageMessageLaunchAbstract):
-    """A resource link launch; `tamper` may edit the claims before the library signs them."""
+    """A resource link launch, or a deep linking request (after `set_dl`, with `dl_settings` overriding what the
+    library fixes); `tamper` may edit the claims before the library signs them."""
 
-    def __init__(self, request: Request, config: _PlatformConfig, tamper: Callable[[dict], dict] | None):
+    def __init__(
+        self,
+        request: Request,
+        config: _PlatformConfig,
+        tamper: Callable[[dict], dict] | None,
+        dl_settings: dict[str, t.Any] | None = None,
+    ):
         super().__init__(request, config)
         self._tamper = tamper
+        self._dl_settings = dl_settings or {}
 
     def generate_launch_request(self) -> dict[str, str]:
         """The library's message and signature; `iat`/`exp` set here first so that `tamper` can change them too."""
@@ -193,6 +215,10 @@ class _Launch(LTIAdvantageMessageLaunchAbstract):
         message, state = self.get_launch_data()
         now = int(time.time())
         message = {**message, "iat": now, "exp": now + self.id_token_expiration}
+        if self._deep_linking_launch_data:  # what the library's own generate_launch_request does for set_dl
+            message[f"{LTI_CLAIM}message_type"] = "LtiDeepLinkingRequest"
+            claim = dict(self._deep_linking_launch_data[DL_SETTINGS_CLAIM]) | self._dl_settings
+            message[DL_SETTINGS_CLAIM] = {k: v for k, v in claim.items() if v is not None}
         if self._tamper is not None:
             message = self._tamper(message)
         return {"state": state, "id_token": self._registration.platform_encode_and_sign(message)}
@@ -209,19 +235,27 @@ class _Launch(LTIAdvantageMessageLaunchAbstract):
 
 
 class _FormParser(HTMLParser):
-    """The action and hidden inputs of the first form of a page (what a browser would auto-submit)."""
+    """The action and hidden inputs of the first form of a page (what a browser would auto-submit), or of the first
+    form whose action starts with `action_prefix`."""
 
-    def __init__(self) -> None:
+    def __init__(self, action_prefix: str = "") -> None:
         super().__init__()
         self.action: str | None = None
         self.fields: dict[str, str] = {}
+        self._prefix = action_prefix
+        self._in_form = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
-        if tag == "form" and self.action is None:
+        if tag == "form" and self.action is None and (values.get("action") or "").startswith(self._prefix):
             self.action = values.get("action") or ""
-        elif tag == "input" and values.get("name"):
+            self._in_form = True
+        elif tag == "input" and values.get("name") and self._in_form and values.get("type") == "hidden":
             self.fields[values["name"] or ""] = values.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
 
 
 # --- storage ------------------------------------------------------------------------------------------------------
@@ -245,6 +279,20 @@ class _Course:
     line_items: dict[str, dict] = field(default_factory=dict)  # id -> line item
     scores: list[dict] = field(default_factory=list)  # every score posted, in order
     results: dict[tuple[str, str], dict] = field(default_factory=dict)  # (line item id, user) -> result
+    links: dict[str, dict] = field(default_factory=dict)  # resource link id -> link made by deep linking
+
+
+@dataclass
+class _DeepLinkRequest:
+    """A deep linking request sent, waiting for the tool's response at its own return URL."""
+
+    id: str
+    context_id: str
+    accept_types: list[str]
+    accept_multiple: bool
+    accept_lineitem: bool | None
+    data: t.Any
+    answered: bool = False
 
 
 @dataclass
@@ -254,6 +302,10 @@ class _PendingLaunch:
     resource_link_id: str
     target_link_uri: str
     tamper: Callable[[dict], dict] | None
+    custom: dict[str, str] | None = None
+    lineitem: str | None = None
+    title: str | None = None
+    deep_link: _DeepLinkRequest | None = None
 
 
 class PeerError(Exception):
@@ -334,6 +386,9 @@ class PeerLMS:
         self._tokens: dict[str, float] = {}  # access token jti -> expiry
         self._tokens_issued = 0
         self._down = False
+        self._deep_links: dict[str, _DeepLinkRequest] = {}
+        self._seen_response_nonces: set[str] = set()
+        self.deep_link_returns: list[dict[str, t.Any]] = []  # every accepted deep linking response
         self._server = LoopbackServer(self._application())
         self.url = self._server.url
         self.issuer = issuer or self.url
@@ -393,6 +448,7 @@ class PeerLMS:
         """Register the tool's endpoints (its JWKS is fetched from `jwks_url` on every token request)."""
         with self._lock:
             self._registration.set_oidc_login_url(login_url).set_launch_url(launch_url).set_tool_key_set_url(jwks_url)
+            self._registration.set_deeplink_launch_url(launch_url)
 
     def add_person(
         self,
@@ -449,6 +505,193 @@ class PeerLMS:
         header = {"alg": "RS256", "kid": kid or signing_key.kid}
         return jwt.encode(header, claims, signing_key)
 
+    # deep linking
+
+    def deep_link_request(
+        self,
+        context_id: str,
+        *,
+        accept_types: t.Sequence[str] = ("ltiResourceLink",),
+        accept_multiple: bool = True,
+        accept_lineitem: bool | None = True,
+        data: t.Any = None,
+    ) -> _DeepLinkRequest:
+        """A deep linking request of `context_id`, with its own return URL (launch it with `login_url(deep_link=…)`
+        or `deep_link`)."""
+        request = _DeepLinkRequest(
+            id=secrets.token_urlsafe(12),
+            context_id=context_id,
+            accept_types=list(accept_types),
+            accept_multiple=accept_multiple,
+            accept_lineitem=accept_lineitem,
+            data=data,
+        )
+        with self._lock:
+            self._deep_links[request.id] = request
+        return request
+
+    def deep_link(
+        self,
+        client: httpx.Client,
+        *,
+        sub: str,
+        context_id: str,
+        tamper: Callable[[dict], dict] | None = None,
+        **settings: t.Any,
+    ) -> httpx.Response:
+        """An instructor adding the tool's content to `context_id`: the whole login flow as `launch`, with a deep
+        linking request (`settings`: as for `deep_link_request`); returns the tool's answer to the id_token POST
+        (its picker page, or a refusal)."""
+        request = self.deep_link_request(context_id, **settings)
+        return self.launch(client, sub=sub, context_id=context_id, tamper=tamper, deep_link=request)
+
+    def post_deep_link_return(self, client: httpx.Client, page: str) -> httpx.Response:
+        """What a browser does with the tool's response page: submit its form to this platform's return URL."""
+        form = _FormParser(f"{self.url}/deep_link_return/")
+        form.feed(page)
+        if not form.action:
+            raise AssertionError(f"no form posting to the platform in the page: {page[:500]}")
+        return client.post(form.action, data=form.fields, follow_redirects=False)
+
+    def links(self, context_id: str) -> dict[str, dict]:
+        """The resource links deep linking made in the course, by id."""
+        with self._lock:
+            return {link_id: dict(link) for link_id, link in self._courses[context_id].links.items()}
+
+    def _link_launch(self, context_id: str, link_id: str) -> dict[str, t.Any]:
+        """What a launch of a link deep linking made carries: its id, URL, title, custom parameters and line item."""
+        link = self.links(context_id)[link_id]
+        return {
+            "resource_link_id": link_id,
+            "target_link_uri": link.get("url"),
+            "custom": link.get("custom"),
+            "lineitem": link.get("lineitem"),
+            "title": link.get("title"),
+        }
+
+    def link_login_url(self, *, sub: str, context_id: str, link_id: str) -> str:
+        """The login initiation URL of a learner clicking a link deep linking made."""
+        return self.login_url(sub=sub, context_id=context_id, **self._link_launch(context_id, link_id))
+
+    def launch_link(self, client: httpx.Client, *, sub: str, context_id: str, link_id: str) -> httpx.Response:
+        """A learner clicking a link deep linking made, driven as `launch`."""
+        return self.launch(client, sub=sub, context_id=context_id, **self._link_launch(context_id, link_id))
+
+    def _tool_keys(self) -> KeySet:
+        """The tool's key set, fetched now from its registered JWKS URL (and given to the library)."""
+        jwks_url = self._registration.get_tool_key_set_url()
+        if not jwks_url:
+            raise PeerError(401, "no tool registered", "invalid_client")
+        try:
+            tool_keys = httpx.get(jwks_url, timeout=10).raise_for_status().json()
+            key_set = KeySet.import_key_set(tool_keys)
+        except (httpx.HTTPError, ValueError, JoseError) as error:
+            raise PeerError(401, f"cannot read the tool JWKS at {jwks_url}: {error}", "invalid_client") from error
+        self._registration.set_tool_key_set(tool_keys)
+        return key_set
+
+    def _receive_deep_link(self, request_id: str, token: str) -> dict[str, t.Any]:
+        """The deep linking return URL: verify the tool's response (see the module docstring), then make the links."""
+        if not token:
+            raise PeerError(400, "the deep linking response has no JWT")
+        key_set = self._tool_keys()
+        with self._lock:
+            request = self._deep_links.get(request_id)
+            if request is None:
+                raise PeerError(400, "no deep linking request has this return URL")
+            try:
+                header = jwt.decode(token, key_set, algorithms=["RS256"]).header
+                self._config.set_accepted_deeplinking_types(request.accept_types)
+                items = self._config.validate_deeplinking_resp({"JWT": token})  # the library's checks
+                claims = jwt.decode(token, key_set, algorithms=["RS256"]).claims
+                jwt.JWTClaimsRegistry(
+                    iss={"essential": True, "value": self.client_id},
+                    aud={"essential": True, "value": self.issuer},
+                    exp={"essential": True},
+                    iat={"essential": True},
+                    nonce={"essential": True},
+                    leeway=5,
+                ).validate(claims)
+            except (JoseError, ValueError) as error:
+                raise PeerError(401, f"deep linking response rejected: {error}", "invalid_token") from error
+            except Exception as error:  # the library's LtiException and friends: the tool's fault
+                raise PeerError(400, f"deep linking response rejected: {error}") from error
+            if not header.get("kid"):
+                raise PeerError(401, "the deep linking response's header names no key (kid)", "invalid_token")
+            if claims["nonce"] in self._seen_response_nonces:
+                raise PeerError(401, "deep linking response replayed (nonce already used)", "invalid_token")
+            if request.answered:
+                raise PeerError(400, "this deep linking request was answered already")
+            self._check_response(request, claims, items)
+            self._seen_response_nonces.add(claims["nonce"])
+            request.answered = True
+            made = [self._make_link(self._courses[request.context_id], request, item) for item in items]
+            answer = {
+                "request": request.id,
+                "items": items,
+                "links": made,
+                "data": claims.get(f"{DL_CLAIM}data"),
+                "msg": claims.get(f"{DL_CLAIM}msg"),
+                "header": header,
+                "claims": claims,
+            }
+            self.deep_link_returns.append(answer)
+            return answer
+
+    def _check_response(self, request: _DeepLinkRequest, claims: dict, items: list[dict]) -> None:
+        if claims.get(f"{LTI_CLAIM}message_type") != "LtiDeepLinkingResponse":
+            raise PeerError(400, "not an LtiDeepLinkingResponse")
+        if claims.get(f"{LTI_CLAIM}version") != "1.3.0":
+            raise PeerError(400, "version must be 1.3.0")
+        if claims.get(f"{LTI_CLAIM}deployment_id") != self.deployment_id:
+            raise PeerError(400, "deployment_id is not this tool's deployment")
+        if request.data is not None and claims.get(f"{DL_CLAIM}data") != request.data:
+            raise PeerError(400, "the data of the request was not echoed unchanged")
+        if not isinstance(items, list) or (len(items) > 1 and not request.accept_multiple):
+            raise PeerError(400, "more than one content item, but the request did not accept multiple")
+        tool_host = urlsplit(self._registration.get_launch_url() or "").netloc
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") not in request.accept_types:
+                raise PeerError(400, f"content item type {item.get('type')!r} was not accepted")
+            url = item.get("url")
+            if item["type"] == "ltiResourceLink" and url is not None and urlsplit(str(url)).netloc != tool_host:
+                raise PeerError(400, f"an ltiResourceLink's url {url!r} is not on the tool's host")
+            custom = item.get("custom", {})
+            if not isinstance(custom, dict) or not all(isinstance(v, str) for v in custom.values()):
+                raise PeerError(400, "custom parameters must be strings")
+            line_item = item.get("lineItem")
+            if line_item is not None:
+                maximum = line_item.get("scoreMaximum") if isinstance(line_item, dict) else None
+                if not isinstance(maximum, int | float) or isinstance(maximum, bool) or maximum <= 0:
+                    raise PeerError(400, "a lineItem needs a scoreMaximum > 0")
+
+    def _make_link(self, course: _Course, request: _DeepLinkRequest, item: dict) -> str:
+        """The platform's part: a resource link for an `ltiResourceLink` item (with its line item when asked for and
+        accepted), or a plain link; its id."""
+        link_id = f"dl-{len(course.links) + 1}"
+        link = {
+            "type": item["type"],
+            "title": item.get("title"),
+            "url": item.get("url"),
+            "custom": dict(item.get("custom") or {}),
+        }
+        line_item = item.get("lineItem")
+        if item["type"] == "ltiResourceLink" and line_item is not None and request.accept_lineitem:
+            item_id = str(len(course.line_items) + 1)
+            while item_id in course.line_items:
+                item_id = secrets.token_hex(4)
+            url = f"{self.lineitems_url(course.context_id)}/{item_id}"
+            course.line_items[item_id] = {
+                "id": url,
+                "label": line_item.get("label") or item.get("title") or link_id,
+                "scoreMaximum": line_item["scoreMaximum"],
+                "resourceLinkId": link_id,
+                **{key: line_item[key] for key in ("resourceId", "tag") if key in line_item},
+            }
+            link["lineitem"] = url
+        course.links[link_id] = link
+        return link_id
+
     # services: what the tool did
 
     def line_items(self, context_id: str) -> list[dict]:
@@ -475,19 +718,22 @@ class PeerLMS:
 
     # the launch
 
-    def launch(
+    def login_url(
         self,
-        client: httpx.Client,
         *,
         sub: str,
         context_id: str,
         resource_link_id: str = "rl-1",
         target_link_uri: str | None = None,
         tamper: Callable[[dict], dict] | None = None,
-        initiation: str = "GET",
-    ) -> httpx.Response:
-        """Drive a whole LTI 1.3 launch with `client` (which keeps the tool's cookies); returns the tool's answer to
-        the id_token POST, or the first answer that is not the next step of the flow (a refusal)."""
+        custom: dict[str, str] | None = None,
+        lineitem: str | None = None,
+        title: str | None = None,
+        deep_link: _DeepLinkRequest | None = None,
+    ) -> str:
+        """The tool's login initiation URL that starts a launch of `sub` in `context_id` (what the LMS's page sends a
+        browser to). `custom`: the link's custom parameters; `lineitem`: the line item bound to the link (AGS
+        claim); `deep_link`: a deep linking request instead (see `deep_link`)."""
         with self._lock:
             launch_url = self._registration.get_launch_url()
             if launch_url is None:
@@ -496,11 +742,27 @@ class PeerLMS:
                 raise KeyError(f"add_person({sub!r}) and add_course({context_id!r}) first")
             hint = secrets.token_urlsafe(16)
             target = target_link_uri or launch_url
-            self._pending[hint] = _PendingLaunch(sub, context_id, resource_link_id, target, tamper)
+            self._pending[hint] = _PendingLaunch(
+                sub, context_id, resource_link_id, target, tamper, custom, lineitem, title, deep_link
+            )
             login = _LoginInitiation(None, self._config)
             login.set_lti_message_hint(hint=hint)
             login.set_launch_url(target)
-            login_url = login.initiate_login(sub)
+            return login.initiate_login(sub)
+
+    def launch(
+        self,
+        client: httpx.Client,
+        *,
+        sub: str,
+        context_id: str,
+        initiation: str = "GET",
+        **launch: t.Any,
+    ) -> httpx.Response:
+        """Drive a whole LTI 1.3 launch with `client` (which keeps the tool's cookies); returns the tool's answer to
+        the id_token POST, or the first answer that is not the next step of the flow (a refusal). `launch`: as for
+        `login_url`."""
+        login_url = self.login_url(sub=sub, context_id=context_id, **launch)
         if initiation == "POST":
             base, _, query = login_url.partition("?")
             response = client.post(base, data=dict(parse_qsl(query)), follow_redirects=False)
@@ -540,7 +802,16 @@ class PeerLMS:
             person = self._people[pending.sub]
             course = self._courses[pending.context_id]
             roles, _status = course.enrollments.get(pending.sub, ([], "Active"))
-            launch = _Launch(_ParamsRequest(params), self._config, pending.tamper)
+            deep_link = pending.deep_link
+            dl_settings = None
+            if deep_link is not None:
+                dl_settings = {
+                    "accept_multiple": deep_link.accept_multiple,
+                    "accept_lineitem": deep_link.accept_lineitem,
+                    "accept_presentation_document_targets": ["iframe", "window"],
+                    "data": deep_link.data,
+                }
+            launch = _Launch(_ParamsRequest(params), self._config, pending.tamper, dl_settings)
             launch.set_launch_url(pending.target_link_uri)
             launch.set_user_data(pending.sub, roles, full_name=person.name, email_address=person.email)
             names = {"given_name": person.given_name, "family_name": person.family_name}
@@ -551,9 +822,15 @@ class PeerLMS:
                 context_title=course.title,
                 context_label=course.label,
             )
-            launch.set_resource_link_claim(pending.resource_link_id)
+            if deep_link is None:
+                launch.set_resource_link_claim(pending.resource_link_id, title=pending.title)
+            else:
+                return_url = f"{self.url}/deep_link_return/{deep_link.id}"
+                launch.set_dl(return_url, title=course.title or "", accept_types=set(deep_link.accept_types))
+            if pending.custom:
+                launch.set_custom_parameters_claim(dict(pending.custom))
             launch.set_launch_presentation_claim(document_target="iframe")
-            launch.set_ags(self.lineitems_url(course.context_id))
+            launch.set_ags(self.lineitems_url(course.context_id), lineitem_url=pending.lineitem)
             launch.set_nrps(self.nrps_url(course.context_id))
             try:
                 return launch.lti_launch()
@@ -712,6 +989,7 @@ class PeerLMS:
                 (r"/ags/([^/]+)/lineitems", _LineItemsHandler, peer),
                 (r"/ags/([^/]+)/lineitems/([^/]+)", _LineItemHandler, peer),
                 (r"/ags/([^/]+)/lineitems/([^/]+)/(scores|results)", _LineItemSubHandler, peer),
+                (r"/deep_link_return/([^/]+)", _DeepLinkReturnHandler, peer),
             ]
         )
 
@@ -933,6 +1211,19 @@ class _AuthHandler(_PeerHandler):
         self.finish(page)
 
     get = post = _handle
+
+
+class _DeepLinkReturnHandler(_PeerHandler):
+    """The deep linking return URL: the browser posts the tool's response (form field `JWT`) here."""
+
+    def post(self, request_id: str) -> None:
+        try:
+            answer = self.peer._receive_deep_link(request_id, self.get_body_argument("JWT", ""))
+        except PeerError as error:
+            self.fail(error)
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!doctype html><p>{len(answer['links'])} item(s) added to the course.</p>")
 
 
 class _TokenHandler(_PeerHandler):

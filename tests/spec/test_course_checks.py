@@ -61,3 +61,22 @@ def test_unknown_groups_name_the_course_groups_as_known(tmp_path: Path) -> None:
     body = "    profiles: [{name: lab, groups: [phys-student]}]\n    courses:\n      - {name: phys}\n"
     (found,) = problems(tmp_path, body)
     assert "unknown group 'phys-student'" in found[2]
+
+
+LTI = (
+    "    lti:\n      platforms:\n        - {issuer: https://lms.example, client_id: c, deployment_ids: [d],"
+    " auth_login_url: https://lms.example/a, token_url: https://lms.example/t, jwks_url: https://lms.example/j}\n"
+)
+
+
+def test_course_content_from_git_is_checked_and_needs_lti(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    content = "{repo: 'https://github.com/org/notes.git', branch: main, path: week1/intro.ipynb}"
+    path.write_text(HEAD + f"    courses:\n      - {{name: phys, content: {content}}}\n" + LTI, encoding="utf-8")
+    course = load(path).hubs["a"].courses[0]
+    assert course.content is not None and course.content.path == "week1/intro.ipynb"
+    (found,) = problems(tmp_path, f"    courses:\n      - {{name: phys, content: {content}}}\n")
+    assert found[0] == "hubs.a.courses[0].content" and "no lti: section" in found[2]
+    bad = "{repo: 'file:///etc', branch: '-x', path: '../up'}"
+    found = problems(tmp_path, f"    courses:\n      - {{name: phys, content: {bad}}}\n" + LTI)
+    assert {p for p, _, _ in found} == {f"hubs.a.courses[0].content.{k}" for k in ("repo", "branch", "path")}

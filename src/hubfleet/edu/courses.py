@@ -73,7 +73,7 @@ def group_properties(course: Course, role: str) -> dict[str, Any]:
 
     The same keys as a course created at run time (`hubfleet.hub.courses.ensure_course`): `course`, `role`, and
     what the hub side needs to know about the course without the fleet file: `title`, `lti_context`, `roster`,
-    `profile`, `folder`; `origin` says where the course was defined.
+    `profile`, `folder`, `content` (its git repository); `origin` says where the course was defined.
     """
     check_role(role)
     properties: dict[str, Any] = {
@@ -86,6 +86,8 @@ def group_properties(course: Course, role: str) -> dict[str, Any]:
     for key, value in (("title", course.title), ("lti_context", course.lms_context), ("profile", course.profile)):
         if value is not None:
             properties[key] = value
+    if course.content is not None:
+        properties["content"] = course.content.model_dump(exclude_none=True)
     return properties
 
 

@@ -365,6 +365,7 @@ def _configure_lti(c: Any, settings: HubSettings) -> None:
     c.LTI13Authenticator.hub_public_url = settings.public_url
     c.LTI13Authenticator.key_file = str(settings.state_dir / TOOL_KEY_FILE)
     c.LTI13Authenticator.database_url = settings.database_url
+    c.LTI13Authenticator.shared_root = str(settings.shared_root)  # the deep linking picker lists course folders
     # The fleet file's own people keep their names: an LMS person whose rule gives one of them gets a number.
     c.LTI13Authenticator.reserved_usernames = settings.named_users()
     c.Authenticator.enable_auth_state = True

@@ -294,9 +294,16 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
 
 
 def _check_courses(hub: Hub, at: tuple[str, ...]) -> Iterator[Finding]:
-    """A course's profile exists on the hub; nobody has two roles in one course."""
+    """A course's profile exists on the hub; nobody has two roles in one course; content comes with LTI launches."""
     profiles = {profile.name for profile in hub.profiles}
     for index, course in enumerate(hub.courses):
+        if course.content is not None and hub.lti is None:
+            yield (
+                (*at, "courses", index, "content"),
+                f"course '{course.name}' has content, which is pulled when students launch it from an LMS, but the"
+                " hub has no lti: section",
+                "add the hub's `lti:` registration, or share the content as a git-pull link (see the instructor guide)",
+            )
         if course.profile is not None and course.profile not in profiles:
             yield (
                 (*at, "courses", index, "profile"),

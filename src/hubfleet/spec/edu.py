@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import PurePosixPath
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, ValidationInfo, field_validator, model_validator
 
@@ -52,6 +54,85 @@ class PreWarm(SpecModel):
         return value
 
 
+GIT_URL_SCHEMES = ("https", "http", "git")
+"""How a course's or a link's git content may be reached: public repositories (no credentials on the hub)."""
+
+MAX_GIT_URL = 2048
+MAX_CONTENT_PATH = 512
+
+_GIT_REF_RE = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+
+
+def check_git_url(url: str) -> str:
+    """`url` if it is the URL of a git repository hubfleet may pull (https, http or git://, a host, no credentials,
+    no spaces); ValueError saying why not."""
+    if not url or len(url) > MAX_GIT_URL or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ValueError(f"a git repository URL of at most {MAX_GIT_URL} characters, without spaces")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError(f"{url!r} is not a URL") from None
+    if parts.scheme not in GIT_URL_SCHEMES or not host:
+        raise ValueError(f"{url!r} is not a git repository URL: use {', '.join(s + '://' for s in GIT_URL_SCHEMES)}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the repository URL must not hold credentials: only public repositories can be pulled")
+    return url
+
+
+def check_git_branch(branch: str) -> str:
+    """`branch` if it is a plausible git branch or tag name (no leading '-', no '..', no spaces)."""
+    if (
+        not _GIT_REF_RE.fullmatch(branch)
+        or branch.startswith(("-", "/", "."))
+        or branch.endswith(("/", ".", ".lock"))
+        or ".." in branch
+        or "//" in branch
+    ):
+        raise ValueError(f"{branch!r} is not a git branch name")
+    return branch
+
+
+def check_relative_path(path: str, what: str = "path") -> str:
+    """`path` if it is a relative path that stays inside its folder (no '..', not absolute, no control characters);
+    returned normalised (no '.' parts, no trailing '/')."""
+    if not path or len(path) > MAX_CONTENT_PATH or any(ord(ch) < 32 for ch in path) or "\\" in path:
+        raise ValueError(f"the {what} must be a relative path of at most {MAX_CONTENT_PATH} characters")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ValueError(f"the {what} {path!r} must stay inside its folder (relative, no '..')")
+    normal = "/".join(part for part in pure.parts if part != ".")
+    if not normal:
+        raise ValueError(f"the {what} {path!r} names no file or folder")
+    return normal
+
+
+class CourseContent(SpecModel):
+    """A course's material in a public git repository: pulled (nbgitpuller) into each student's home, as
+    `~/<course>/material`, every time they launch the course from the LMS; their own edits are kept."""
+
+    repo: str = Field(description="the repository's URL (https://, http:// or git://; public: no credentials)")
+    branch: str | None = Field(None, description="the branch to pull (default: the repository's default branch)")
+    path: str | None = Field(
+        None, description="what to open after the pull: a notebook or folder in the repository (default: its top)"
+    )
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, repo: str) -> str:
+        return check_git_url(repo)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, branch: str | None) -> str | None:
+        return None if branch is None else check_git_branch(branch)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str | None) -> str | None:
+        return None if path is None else check_relative_path(path)
+
+
 class Course(SpecModel):
     """A course taught on the hub: its people become JupyterHub groups and roles, its folder a shared folder."""
 
@@ -72,6 +153,9 @@ class Course(SpecModel):
         default_factory=list, description="weekly meetings: the hub stays awake and pre-warms servers before them"
     )
     prewarm: PreWarm = Field(default_factory=PreWarm, description="servers started before each meeting")
+    content: CourseContent | None = Field(
+        None, description="the course's material from git, pulled into each student's home when they launch it"
+    )
 
     @property
     def staff(self) -> set[str]:

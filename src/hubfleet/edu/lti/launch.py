@@ -5,7 +5,9 @@ What is checked, in order (IMS Security Framework 1.0 §5.1.3, LTI 1.3 §5): tok
 started with); `aud` holds the registration's client_id, and `azp` names it when there are several audiences;
 the signature, with the platform's key for the header's `kid` (the key set fetched again once on an unknown kid);
 `exp` and `iat` within the leeway; the `nonce` is the login's and was never used before; the deployment is
-registered; `version` is 1.3.0; the message type is a resource link launch; the required claims are there.
+registered; `version` is 1.3.0; the message type is a resource link launch or a deep linking request (whose
+`deep_linking_settings` are read by `hubfleet.edu.lti.deeplinking`); the required claims are there; custom
+parameters are a bounded mapping of strings.
 Every refusal is a `LaunchError` with the HTTP status to answer (400: malformed, 401: not authentic, 403: not
 allowed here, 502: the platform's keys could not be fetched) and a message safe to show.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from hubfleet.edu.lti.deeplinking import SETTINGS_CLAIM, DeepLinkingSettings
 from hubfleet.edu.lti.jwks import KeyLookupError, PlatformKeys
 from hubfleet.edu.lti.roles import course_role
 from hubfleet.edu.lti.state import LoginStore, PendingLogin, UsedNonces
@@ -36,6 +39,8 @@ NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
 AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
 RESOURCE_LINK_REQUEST = "LtiResourceLinkRequest"
 DEEP_LINKING_REQUEST = "LtiDeepLinkingRequest"
+MAX_CUSTOM = 32
+"""Most custom parameters kept from a launch (each key at most 64, each value at most 2048 characters)."""
 
 
 class LaunchError(Exception):
@@ -49,7 +54,8 @@ class LaunchError(Exception):
 
 @dataclass(frozen=True)
 class Launch:
-    """A validated LTI resource link launch: who, from which platform, in which course, with which roles."""
+    """A validated LTI launch (a resource link, or a deep linking request): who, from which platform, in which
+    course, with which roles."""
 
     issuer: str
     client_id: str
@@ -69,6 +75,14 @@ class Launch:
     resource_link_title: str | None = None
     nrps_url: str | None = None
     ags_endpoint: dict[str, Any] = field(default_factory=dict)
+    custom: dict[str, str] = field(default_factory=dict)
+    """The link's custom parameters (`https://purl.imsglobal.org/spec/lti/claim/custom`)."""
+    deep_linking: DeepLinkingSettings | None = None
+    """What a deep linking request asks for (None for a resource link launch)."""
+
+    @property
+    def is_deep_linking(self) -> bool:
+        return self.message_type == DEEP_LINKING_REQUEST
 
     @property
     def course_role(self) -> str | None:
@@ -76,8 +90,8 @@ class Launch:
         return course_role(self.roles)
 
     def auth_state(self) -> dict[str, Any]:
-        """What the hub keeps about the launch (JSON; no token, no secret)."""
-        return asdict(self) | {"roles": list(self.roles)}
+        """What the hub keeps about the launch (JSON; no token, no secret, not the deep linking settings)."""
+        return asdict(self) | {"roles": list(self.roles), "deep_linking": None}
 
 
 def _text(value: Any, limit: int = 1024) -> str | None:
@@ -216,9 +230,16 @@ class LaunchValidator:
         if claims.get(f"{CLAIM}version") != "1.3.0":
             raise LaunchError(400, "only LTI version 1.3.0 launches are supported")
         message_type = claims.get(f"{CLAIM}message_type")
-        if message_type != RESOURCE_LINK_REQUEST:
-            what = "deep linking is not supported" if message_type == DEEP_LINKING_REQUEST else "unknown message type"
-            raise LaunchError(400, f"{what}: only resource link launches ({RESOURCE_LINK_REQUEST}) are")
+        if message_type not in (RESOURCE_LINK_REQUEST, DEEP_LINKING_REQUEST):
+            raise LaunchError(
+                400, f"unknown message type: only {RESOURCE_LINK_REQUEST} and {DEEP_LINKING_REQUEST} are supported"
+            )
+        deep_linking = None
+        if message_type == DEEP_LINKING_REQUEST:
+            try:
+                deep_linking = DeepLinkingSettings.from_claim(claims.get(SETTINGS_CLAIM))
+            except ValueError as exc:
+                raise LaunchError(400, f"a deep linking request that cannot be answered: {exc}") from None
         sub = _text(claims.get("sub"), 255)
         if sub is None:
             raise LaunchError(400, "the id_token has no subject (sub): anonymous launches are not supported")
@@ -226,7 +247,7 @@ class LaunchValidator:
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise LaunchError(400, "the id_token has no roles claim (a list of role URIs)")
         link = _mapping(claims, f"{CLAIM}resource_link")
-        if _text(link.get("id"), 255) is None:
+        if _text(link.get("id"), 255) is None and deep_linking is None:
             raise LaunchError(400, "the id_token has no resource_link id")
         target = _text(claims.get(f"{CLAIM}target_link_uri"), 2048)
         if target is None:
@@ -253,7 +274,28 @@ class LaunchValidator:
             resource_link_title=_text(link.get("title"), 255),
             nrps_url=_text(nrps.get("context_memberships_url"), 2048),
             ags_endpoint=_json_safe(ags, {"lineitems", "lineitem", "scope"}),
+            custom=_custom(claims.get(f"{CLAIM}custom")),
+            deep_linking=deep_linking,
         )
+
+
+def _custom(value: Any) -> dict[str, str]:
+    """The custom parameters: string keys and values (numbers and booleans as text, as some platforms send them),
+    bounded; LaunchError 400 for anything else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_CUSTOM:
+        raise LaunchError(400, f"the custom claim must be an object of at most {MAX_CUSTOM} parameters")
+    custom: dict[str, str] = {}
+    for key, entry in value.items():
+        if isinstance(entry, bool):
+            entry = "true" if entry else "false"
+        elif isinstance(entry, int | float):
+            entry = str(entry)
+        if not isinstance(entry, str) or len(key) > 64 or len(entry) > 2048:
+            raise LaunchError(400, f"the custom parameter {key[:64]!r} is not a string of at most 2048 characters")
+        custom[key] = entry
+    return custom
 
 
 def _mapping(claims: dict[str, Any], name: str) -> dict[str, Any]:

@@ -17,6 +17,19 @@ from traitlets import Set as SetTrait
 
 from hubfleet.db import open_database
 from hubfleet.edu.course_store import find_course
+from hubfleet.edu.courses import course_folder_path
+from hubfleet.edu.links import (
+    AssignmentLink,
+    Destination,
+    GitContent,
+    LinkError,
+    Notebook,
+    course_folder_url,
+    destination_of,
+    git_pull_path,
+    notebook_path,
+)
+from hubfleet.edu.lti.deeplinking import PickSessions
 from hubfleet.edu.lti.identity import IdentityStore, Usernames
 from hubfleet.edu.lti.jwks import PlatformKeys
 from hubfleet.edu.lti.keys import ToolKey
@@ -26,10 +39,16 @@ from hubfleet.edu.lti.state import InitiationLimits, LoginStore, UsedNonces
 from hubfleet.edu.roster import sync_course
 from hubfleet.hub.authenticators import LoginRecorderMixin
 from hubfleet.hub.authenticators.lti import _handlers as handlers
+from hubfleet.hub.authenticators.lti._deeplinking import (
+    DEEP_LINKING_PATH,
+    DeepLinkingLaunchHandler,
+    DeepLinkingResponseHandler,
+)
 from hubfleet.hub.authenticators.lti._handlers import LaunchLogin
+from hubfleet.hub.authenticators.lti._landing import ASSIGNMENT_PATH, AssignmentLandingHandler, assignment_url
 from hubfleet.hub.authenticators.lti._toolconfig import PREFIX, ToolIdentity, ToolURLs
 from hubfleet.hub.courses import OrmCourses
-from hubfleet.spec.edu import COURSE_NAME_RE, COURSES_FOLDER, LTI, group_name
+from hubfleet.spec.edu import COURSE_NAME_RE, LTI, LTIPlatform, group_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 """The LTI pages' templates: JupyterHub's `template_paths` include this folder on LTI hubs."""
@@ -39,6 +58,9 @@ ROSTER_SYNC_INTERVAL = 300.0
 
 NONCE_MEMORY = 3600.0
 """Seconds used nonces are remembered: longer than any id_token lives (exp) plus the leeway."""
+
+PICK_TTL = 3600.0
+"""Seconds an instructor has to choose content on the deep linking picker page."""
 
 
 def course_slug(text: str) -> str:
@@ -55,6 +77,7 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
     key_file = Unicode(config=True, help="the tool's private key (PEM), made on first start")
     database_url = Unicode(config=True, help="the fleet database (LMS identities)")
     hub_name = Unicode(config=True, help="the hub's name (shown in the tool configuration)")
+    shared_root = Unicode(config=True, help="the fleet's shared root (course folders: <root>/<hub>/courses/<course>)")
     reserved_usernames = SetTrait(
         Unicode(), config=True, help="names no LMS person may get (the fleet file's own users)"
     )
@@ -76,6 +99,7 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
             UsedNonces(ttl=NONCE_MEMORY + settings.leeway, max_entries=10 * settings.max_pending_logins),
             leeway=settings.leeway,
         )
+        self.picks = PickSessions(ttl=PICK_TTL, max_entries=settings.max_pending_logins)
         self._background: set[asyncio.Task] = set()
         self._http = httpx.AsyncClient(timeout=30)
         self._services: dict[tuple[str, str], ServiceClient] = {}
@@ -86,10 +110,12 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
         return [
             *super().get_handlers(app),
             (f"/{PREFIX}/login", handlers.LoginInitiationHandler),
-            (f"/{PREFIX}/launch", handlers.LaunchHandler),
+            (f"/{PREFIX}/launch", DeepLinkingLaunchHandler),
             (f"/{PREFIX}/jwks", handlers.JWKSHandler),
             (f"/{PREFIX}/config", handlers.ToolConfigHandler),
             (f"/{PREFIX}/canvas.json", handlers.CanvasConfigHandler),
+            (DEEP_LINKING_PATH, DeepLinkingResponseHandler),
+            (ASSIGNMENT_PATH, AssignmentLandingHandler),
         ]
 
     async def authenticate(self, handler: Any, data: Any) -> dict | str | None:
@@ -151,13 +177,10 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
     async def sync_roster(self, courses: OrmCourses, course: str, launch: Launch) -> None:
         """Bring the course's groups in line with the LMS roster of the launch (failures are logged, not raised)."""
         platform = self.validator.platforms[(launch.issuer, launch.client_id)]
-        key = (platform.issuer, platform.client_id)
-        if key not in self._services:
-            self._services[key] = ServiceClient(platform, self.tool_key, http=self._http)
         try:
             report = await sync_course(
                 courses,
-                self._services[key],
+                self.services(platform),
                 course=course,
                 context_memberships_url=str(launch.nrps_url),
                 usernames=self.usernames.of_members(platform.issuer),
@@ -170,10 +193,48 @@ class LTI13Authenticator(LoginRecorderMixin, Authenticator):
         finally:
             self._syncing.discard(course)
 
-    def landing_url(self, base_url: str, username: str, course: str | None) -> str:
-        """Start (or open) the user's server, then land in the course's folder."""
-        path = f"lab/tree/{COURSES_FOLDER}/{course}" if course else "lab"
-        target = f"{base_url}user/{quote(username)}/{path}"
+    def services(self, platform: LTIPlatform) -> ServiceClient:
+        """The LTI Advantage services (NRPS, AGS) of `platform`, called with the tool's key (one client each)."""
+        key = (platform.issuer, platform.client_id)
+        if key not in self._services:
+            self._services[key] = ServiceClient(platform, self.tool_key, http=self._http)
+        return self._services[key]
+
+    def course_folder(self, course: str) -> Path:
+        """The course's shared folder on this machine."""
+        return course_folder_path(self.shared_root, self.hub_name, course)
+
+    @staticmethod
+    def destination(launch: Launch) -> Destination | None:
+        """Where the launched link says to land (its custom parameters); LaunchError 400 when they cannot be used."""
+        try:
+            destination = destination_of(launch.custom)
+        except LinkError as exc:
+            raise LaunchError(400, f"this link cannot be opened: {exc} (ask the course's instructor)") from None
+        if isinstance(destination, Notebook | AssignmentLink) and launch.context_id is None:
+            raise LaunchError(400, "this link names course content but was not launched from a course")
+        return destination
+
+    def landing_url(
+        self,
+        base_url: str,
+        username: str,
+        course: str | None,
+        destination: Destination | None = None,
+        content: GitContent | None = None,
+    ) -> str:
+        """Start (or open) the user's server, then land where the link says: a notebook of the course folder, an
+        assignment (fetched into the home first), content pulled from git; else the course's own content (pulled),
+        else the course's folder."""
+        server = f"{base_url}user/{quote(username)}/"
+        if isinstance(destination, AssignmentLink) and course:
+            target = assignment_url(base_url, course, destination.name)
+        elif isinstance(destination, Notebook) and course:
+            target = server + notebook_path(course, destination)
+        elif isinstance(destination, GitContent) or content is not None:
+            target = server + git_pull_path(destination if isinstance(destination, GitContent) else content)
+        else:
+            target = server + course_folder_url(course)
         return f"{base_url}hub/spawn/{quote(username)}?{urlencode({'next': target})}"
 
 

@@ -12,11 +12,15 @@ from urllib.parse import urlencode, urlparse
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
+from hubfleet.edu.exchange.lineitems import link_line_item
 from hubfleet.edu.exchange.lms import record_launch
+from hubfleet.edu.links import AssignmentLink, Destination, course_content
+from hubfleet.edu.lti.deeplinking import OFFERED_TYPES
 from hubfleet.edu.lti.launch import Launch, LaunchError
 from hubfleet.edu.lti.state import PendingLogin
 from hubfleet.hub.authenticators.lti._toolconfig import PREFIX, canvas_developer_key, tool_configuration
 from hubfleet.hub.courses import OrmCourses
+from hubfleet.spec.edu import group_name
 
 if TYPE_CHECKING:
     from hubfleet.hub.authenticators.lti._authenticator import LTI13Authenticator
@@ -27,6 +31,9 @@ MAX_PARAMETER = 4096
 
 NEW_WINDOW_TEMPLATE = "lti-new-window.html"
 """The page offering to open the launch in a window of its own (in this package's templates/)."""
+
+PICKING_ROLES = ("instructor", "ta")
+"""Course roles that may add the hub's content to the LMS course (deep linking)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,8 @@ class LoginInitiationHandler(_LTIHandler):
 
 
 class LaunchHandler(_LTIHandler):
-    """The launch (the platform's form POST of id_token and state) → logged in, in the course, on the server."""
+    """The launch (the platform's form POST of id_token and state) → logged in, in the course, on the server, where
+    the link's custom parameters say (`answer`)."""
 
     async def get(self) -> None:
         raise self.fail(LaunchError(405, "a launch is a form POST from the LMS"))
@@ -197,6 +205,14 @@ class LaunchHandler(_LTIHandler):
             if browser_state is None or browser_state.decode(errors="replace") != login.state:
                 await self.new_window(login)
                 return
+            if launch.is_deep_linking and launch.course_role not in PICKING_ROLES:
+                raise LaunchError(403, "only the course's instructors and TAs can add content from this hub")
+            if launch.is_deep_linking and launch.context_id is None:
+                raise LaunchError(400, "content can be added from this hub only inside an LMS course")
+            if launch.deep_linking is not None and not set(OFFERED_TYPES) & set(launch.deep_linking.accept_types):
+                accepted, offered = ", ".join(launch.deep_linking.accept_types), ", ".join(OFFERED_TYPES)
+                raise LaunchError(400, f"the LMS accepts only {accepted} here: this hub offers {offered}")
+            destination = self.lti.destination(launch)
             courses = OrmCourses(self.db)
             course = await self.lti.course_for(courses, launch)
             username = await self.lti.usernames.of(launch.issuer, launch.sub, email=launch.email, name=launch.name)
@@ -214,7 +230,30 @@ class LaunchHandler(_LTIHandler):
             )
             await self.lti.after_instructor_launch(courses, course, launch)
         self.log.info("LTI launch: %s (%s) in course %s", user.name, launch.course_role, course)
-        self.redirect(self.lti.landing_url(self.base_url, user.name, course))
+        await self.answer(launch, user.name, course, destination, courses)
+
+    async def answer(
+        self, launch: Launch, username: str, course: str | None, destination: Destination | None, courses: OrmCourses
+    ) -> None:
+        """Send the person where the link says (see the authenticator's `landing_url`). A link to an assignment
+        whose LMS launch names a line item (the link's own grade column) makes that its column for passback."""
+        line_item = launch.ags_endpoint.get("lineitem")
+        if isinstance(destination, AssignmentLink) and course and isinstance(line_item, str):
+            linked = await asyncio.to_thread(
+                link_line_item,
+                self.lti.sessions,
+                hub=self.lti.hub_name,
+                course=course,
+                name=destination.name,
+                line_item=line_item,
+            )
+            if linked:
+                self.log.info("LTI: grades of %s/%s go to the LMS line item %s", course, destination.name, line_item)
+        content = None
+        if destination is None and course is not None:
+            students = await courses.group(group_name(course, "student"))
+            content = course_content(course, (students or {}).get("properties") or {})
+        self.redirect(self.lti.landing_url(self.base_url, username, course, destination, content))
 
     async def new_window(self, login: PendingLogin) -> None:
         """This browser did not send back the login's cookie (an LMS iframe with third-party cookies blocked):

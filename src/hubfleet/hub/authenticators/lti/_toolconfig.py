@@ -76,6 +76,8 @@ def tool_configuration(lti: ToolIdentity) -> dict[str, Any]:
             "public_keyset": urls.jwks,
             "initiate_login_url": urls.login,
             "redirection_uris": [urls.launch],
+            "supports_deep_linking": True,
+            "content_selection_url": urls.launch,
             "services": {"ims_lti_names_and_role_provisioning": "use", "ims_lti_assignment_and_grade_services": "use"},
             "privacy": {"share_launcher_name": "always", "share_launcher_email": "always"},
         },
@@ -85,6 +87,8 @@ def tool_configuration(lti: ToolIdentity) -> dict[str, Any]:
             "tool_initiate_login_url": urls.login,
             "tool_public_key_mode": "Keyset URL",
             "tool_keyset_url": urls.jwks,
+            "deep_linking": True,
+            "deep_linking_launch_url": urls.launch,
             "request_username": True,
             "request_email": True,
         },
@@ -100,6 +104,8 @@ def canvas_developer_key(lti: ToolIdentity) -> dict[str, Any]:
     urls = lti.urls
     host = urlparse(urls.launch).hostname or ""
     placement = {"message_type": "LtiResourceLinkRequest", "target_link_uri": urls.launch, "windowTarget": "_blank"}
+    # Adding a module item or an assignment: the instructor picks a notebook, an assignment or git content.
+    picker = {"message_type": "LtiDeepLinkingRequest", "target_link_uri": urls.launch}
     return {
         "title": lti.name,
         "description": f"JupyterHub {lti.name}: your own Jupyter server, in your course's folder",
@@ -117,7 +123,8 @@ def canvas_developer_key(lti: ToolIdentity) -> dict[str, Any]:
                     "text": lti.name,
                     "placements": [
                         {"placement": "course_navigation", "text": lti.name, **placement},
-                        {"placement": "link_selection", "text": lti.name, **placement},
+                        {"placement": "link_selection", "text": lti.name, **picker},
+                        {"placement": "assignment_selection", "text": lti.name, **picker},
                     ],
                 },
             }
