@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nbformat
 from nbconvert import HTMLExporter
 
-__all__ = ["CellScore", "feedback_page"]
+__all__ = ["CellScore", "feedback_page", "notebooks_page"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,31 @@ def feedback_page(
         notebook.cells = cells
         body, _ = exporter.from_notebook_node(notebook)
         parts.append(f"<h2>{html.escape(path)}</h2>{body}")
+    return _page(f"{title} — feedback", "".join(parts))
+
+
+def notebooks_page(title: str, files: Mapping[str, bytes]) -> str:
+    """The notebooks among `files` (path → content) as one sanitised HTML page, in path order."""
+    exporter = HTMLExporter(template_name="basic")
+    exporter.sanitize_html = True
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    for path, data in sorted(files.items()):
+        if not path.endswith(".ipynb"):
+            continue
+        try:
+            body, _ = exporter.from_notebook_node(nbformat.reads(data.decode("utf-8"), as_version=4))
+        except (UnicodeDecodeError, ValueError) as exc:
+            body = f"<p>unreadable notebook: {html.escape(str(exc))}</p>"
+        parts.append(f"<h2>{html.escape(path)}</h2>{body}")
+    return _page(html.escape(title), "".join(parts))
+
+
+def _page(title: str, body: str) -> str:
+    """A standalone page (`title` already escaped)."""
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{title} — feedback</title>"
+        f"<title>{title}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}pre{white-space:pre-wrap}"
         ".score{background:#eef;border-left:4px solid #44a;padding:.3em .8em}</style>"
-        f"</head><body>{''.join(parts)}</body></html>"
+        f"</head><body>{body}</body></html>"
     )

@@ -8,6 +8,7 @@ import datetime as dt
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from hubfleet.edu.assignments import GradeResult, GradingSpec, SourceError, generate, grade_batch, load_source
 from hubfleet.edu.assignments import Submission as GradingSubmission
 from hubfleet.edu.assignments.autotest import sandbox_session
-from hubfleet.edu.assignments.feedback import CellScore, feedback_page
+from hubfleet.edu.assignments.feedback import CellScore, feedback_page, notebooks_page
 from hubfleet.edu.assignments.grader import limits_for
 from hubfleet.edu.assignments.nbgrader_course import load_any
 from hubfleet.edu.exchange.sources import read_course_folder
@@ -325,20 +326,22 @@ def regrade(
     return sum(grade.auto_score or 0.0 for grade in exchange.grades(submission.id))
 
 
-def make_feedback(exchange: Exchange, course: str, name: str) -> int:
-    """Make (or remake, after overrides) the feedback page of every graded collected submission; how many."""
+def make_feedback(
+    exchange: Exchange, course: str, name: str, *, on_page: Callable[[int, int], None] | None = None
+) -> int:
+    """Make (or remake, after overrides) the feedback page of every graded collected submission: students see
+    theirs from then on. How many; `on_page(made, of)` is told after each page (live progress)."""
     assignment = exchange.assignment(course, name)
-    made = 0
-    for row in exchange.gradebook(course, name):
-        if not row.graded:
-            continue
+    rows = [row for row in exchange.gradebook(course, name) if row.graded]
+    for made, row in enumerate(rows, start=1):
         notebooks = exchange.graded_files(row.submission_id) or {
             path: data for path, data in exchange.submission_files(row.submission_id).items() if path.endswith(".ipynb")
         }
         page = feedback_html(assignment, row.student, notebooks, exchange.grades(row.submission_id), row)
         exchange.set_feedback(row.submission_id, page)
-        made += 1
-    return made
+        if on_page is not None:
+            on_page(made, len(rows))
+    return len(rows)
 
 
 def feedback_html(
@@ -367,3 +370,33 @@ def feedback_html(
         raw_total=row.raw_total,
         kept=row.kept,
     )
+
+
+def graded_page(exchange: Exchange, course: str, name: str, submission_id: int) -> str:
+    """One submission's notebooks as the autograder ran them, each graded cell with its score, message and comment
+    (what the course's staff look at; the feedback page of the counting submission, before it is released)."""
+    assignment = exchange.assignment(course, name)
+    submission = exchange.submission(course, name, submission_id)
+    grades = exchange.grades(submission.id)
+    counting = next((row for row in exchange.gradebook(course, name) if row.submission_id == submission.id), None)
+    if counting is None:  # an earlier submission, or one not collected yet: its own scores, without the late policy
+        raw = round(sum(grade.score for grade in grades), 6)
+        counting = GradebookRow(
+            student=submission.student,
+            submission_id=submission.id,
+            submitted_at=submission.submitted_at,
+            late=submission.late,
+            graded=bool(grades),
+            raw_total=raw,
+            total=raw,
+            max_score=assignment.max_score,
+        )
+    notebooks = exchange.graded_files(submission.id) or {
+        path: data for path, data in exchange.submission_files(submission.id).items() if path.endswith(".ipynb")
+    }
+    return feedback_html(assignment, submission.student, notebooks, grades, counting)
+
+
+def preview_html(prepared: PreparedRelease) -> str:
+    """The student version's notebooks as students will get them (sanitised HTML; serve it sandboxed)."""
+    return notebooks_page(f"{prepared.spec.title} — student version", prepared.files)
