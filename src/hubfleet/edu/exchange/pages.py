@@ -190,6 +190,7 @@ class PageHandler(BaseHandler):
             when=when,
             number=number,
             utc_input=utc_input,
+            xsrf_token=self.xsrf_token.decode("ascii"),
             hub=self.service.settings.hub,
             hub_url=self.service.settings.hub_prefix,
             user=user.get("name"),
