@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import textwrap
 import zipfile
 from collections.abc import Iterator
@@ -362,6 +363,10 @@ def test_feedback_released_and_grades_held_by_the_lms(
         ["sa", "3.5", "3.5", "4"],
         ["sb", "0", "0", "4"],
     ]
+    # The command line reads the same gradebook and outbox as the pages (the same functions).
+    assert fleet.cli("assignment", "grades", H, "ds", "--csv").stdout == text
+    status = fleet.cli("assignment", "passback", H, "ds", ASSIGNMENT, "--status").stdout
+    assert re.search(r"\bsa\b.*\b3\.5\b.*\bsent\b", status) and re.search(r"\bsb\b.*\b0\b.*\bsent\b", status), status
     shoot(browser, page, "gradebook")
     page.context.close()
 

@@ -25,7 +25,7 @@ from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import FleetState
 from hubfleet.db import open_database
 from hubfleet.edu.course_store import FLEET_FILE_SOURCE, CourseView, load_courses, set_role
-from hubfleet.edu.roster import RosterError, SyncReport, sync_from_lms
+from hubfleet.edu.roster import RosterError, SyncReport, last_sync, sync_from_lms
 from hubfleet.fleet.control import ControlClient, NotRunning
 from hubfleet.spec.base import Username
 from hubfleet.spec.edu import COURSE_ROLES
@@ -127,6 +127,12 @@ def show(
     console.print(f"  defined in: {data['origin']}; students from: {data['roster']}")
     if data["lms_context"]:
         console.print(f"  LMS context: {escape(data['lms_context'])}")
+    synced = last_sync(open_database(settings.database_url), hub, course) if view.roster == "lms" else None
+    if synced is not None:
+        outcome = "ok" if synced.ok else f"failed: {escape(synced.error or '')}"
+        console.print(
+            f"  last roster sync from the LMS: {synced.synced_at:%Y-%m-%d %H:%M} UTC by {synced.by}, {outcome}"
+        )
     console.print(f"  profile: {escape(data['profile'] or 'the hub default')}")
     if data["folder"]:
         console.print(f"  folder: ~/courses/{escape(course)} (staff write, students read)")

@@ -173,27 +173,35 @@ class SubmissionProgress:
 class GradingProgress:
     """Live progress of a grading run, per submission (filled in by the grading threads, read by anyone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[GradingProgress], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._submissions: dict[int, SubmissionProgress] = {}
         self.started_at = time.monotonic()
         self.finished = False
         self.error: str | None = None  # what stopped the run as a whole
+        self.on_change = on_change  # told after every change (in the thread that made it)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     def waiting(self, submissions: list[Submission]) -> None:
         with self._lock:
             for submission in submissions:
                 self._submissions[submission.id] = SubmissionProgress(submission.id, submission.student)
+        self._changed()
 
     def set(self, submission_id: int, state: str, *, total: float | None = None, error: str | None = None) -> None:
         with self._lock:
             entry = self._submissions.get(submission_id)
             if entry is not None:
                 entry.state, entry.total, entry.error = state, total, error
+        self._changed()
 
     def done(self, error: str | None = None) -> None:
         with self._lock:
             self.finished, self.error = True, error
+        self._changed()
 
     def snapshot(self) -> list[SubmissionProgress]:
         """The submissions of the run, by student."""
