@@ -163,13 +163,18 @@ def pages(fleet: RunningFleet) -> str:
     return f"{fleet.hub_url(H)}services/{SERVICE_NAME}/"
 
 
-def log_in(browser: tuple[playwright_api.Browser, Path], fleet: RunningFleet, user: str, path: str) -> Any:
-    """A fresh browser session of `user`: open `path` of the course pages, log in through the hub's login form on
-    the way (OAuth), and land on it."""
-    context = browser[0].new_context(viewport={"width": 1280, "height": 800})
+def log_in(
+    browser: tuple[playwright_api.Browser, Path], fleet: RunningFleet, user: str, path: str, zone: str = "UTC"
+) -> Any:
+    """A fresh browser session of `user` (in time zone `zone`): open `path` of the course pages, log in through the
+    hub's login form on the way (OAuth), and land on it."""
+    context = browser[0].new_context(viewport={"width": 1280, "height": 800}, timezone_id=zone)
     page = context.new_page()
     page.goto(pages(fleet) + path)
-    page.wait_for_url(f"**/hubs/{H}/hub/login**")
+    try:
+        page.wait_for_url(f"**/hubs/{H}/hub/login**", timeout=60_000)
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"no login form: at {page.url}: {page.locator('body').inner_text()[:500]}") from None
     page.fill("#username_input", user)
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
@@ -421,3 +426,41 @@ def test_a_student_and_another_courses_instructor_get_403(
         assert refused is not None and refused.status == 403, path
         assert "not on the staff of course ds" in other.locator(".explanation").inner_text()
     other.context.close()
+
+
+def test_an_instructor_releases_from_the_course_folder_with_a_due_date_in_their_zone(
+    browser: tuple[playwright_api.Browser, Path], fleet: RunningFleet
+) -> None:
+    """A folder the instructor put in ~/courses/ds (here: written as root, where the hub keeps it) is picked, and
+    its due date is set in the browser's time zone (Berlin: UTC+1 in January)."""
+    folder = fleet.shared_root / H / "courses" / "ds" / "week2" / "hw2"
+    folder.mkdir(parents=True)
+    (folder / "assignment.yaml").write_text("name: hw2\ntitle: Doubling\n")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+            metadata={"nbgrader": _meta("double", solution=True)},
+        ),
+        nbformat.v4.new_code_cell("assert double(2) == 4", metadata={"nbgrader": _meta("t", grade=True, points=1)}),
+    ]
+    nbformat.write(notebook, str(folder / "doubling.ipynb"))
+    page = log_in(browser, fleet, "prof", "courses/ds/new", zone="Europe/Berlin")
+    page.select_option("#folder", "week2/hw2")
+    page.locator("#pick-form button").click()
+    page.wait_for_url("**/courses/ds/drafts/**")
+    assert "course folder week2/hw2" in page.locator("main p.meta").first.inner_text()
+    assert page.locator("#no_due").is_checked()  # the folder gives no due date
+    page.fill("#due", "2031-01-15T18:00")
+    page.check("#instant")
+    page.click("#release")
+    page.wait_for_url("**/courses/ds/assignments/hw2")
+    assert "due 2031-01-15 17:00 UTC" in page.locator(".flash").inner_text()
+    assert "instant feedback" in page.locator("main p.meta").first.inner_text()
+    listed = httpx.get(
+        f"{pages(fleet)}api/courses/ds/assignments",
+        headers={"Authorization": f"token {token(fleet, 'sa')}"},
+        timeout=60,
+    ).json()["assignments"]
+    assert {a["name"]: a["due"] for a in listed}["hw2"] == "2031-01-15T17:00:00+00:00"
+    page.context.close()
