@@ -63,7 +63,9 @@ function showGrading(section, job) {
       row.children[1].appendChild(document.createElement("span")).className = "state";
       body.appendChild(row);
     }
-    row.querySelector(".sub-state .state").textContent = entry.state;
+    const pill = row.querySelector(".sub-state .state");
+    pill.textContent = entry.state;
+    pill.className = "state " + ({ graded: "ok", failed: "bad", grading: "warn" }[entry.state] || "");
     row.querySelector(".sub-total").textContent =
       entry.state === "graded" || entry.state === "failed" ? String(entry.total ?? "") : "";
     row.querySelector(".sub-error").textContent = entry.error || "";
