@@ -159,7 +159,9 @@ class Service:
 
     def start_regrade(self, course: str, name: str, submission_id: int, *, by: str = "") -> bool:
         """Grade one submission again in the background; False when the assignment's grading runs."""
-        student = self.exchange.submission(course, name, submission_id).student
+        submission = self.exchange.submission(course, name, submission_id)
+        workflow.check_regradable(submission)
+        student = submission.student
         job = Job("grade", f"regrade of {student}'s submission {submission_id}", by, grading=workflow.GradingProgress())
         return self._start(
             course,

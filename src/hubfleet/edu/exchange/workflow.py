@@ -317,12 +317,19 @@ def autograde(
     return GradingSummary(collected=len(collected), already_graded=len(done), graded=graded)
 
 
+def check_regradable(submission: Submission) -> None:
+    """ExchangeError unless the submission was collected (grading works on collected submissions only)."""
+    if submission.collected_at is None:
+        raise ExchangeError(f"submission {submission.id} of {submission.student} is not collected: collect first")
+
+
 def regrade(
     exchange: Exchange, course: str, name: str, submission_id: int, *, progress: GradingProgress | None = None
 ) -> float:
     """Grade one submission again (after a fix to the tests, or a sandbox failure) and replace its grading in one
     transaction; manual scores and comments of its cells are kept. Its new automatic total."""
     submission = exchange.submission(course, name, submission_id)
+    check_regradable(submission)
     try:
         _grade(exchange, course, name, [submission], workers=1, replace=True, progress=progress)
     except Exception as exc:
