@@ -319,8 +319,9 @@ def test_a_manually_graded_cell_and_a_regrade(
     shoot(browser, page, "submission")
 
     page.click("#regrade")
+    # While it runs, the page says so and follows it; it reloads itself when the regrade is done.
     wait_until(lambda: page.locator("#regrading").count() == 0, 120, "the regrade to finish")
-    page.reload()
+    page.wait_for_load_state()
     assert page.locator('section.cell[data-cell="explain"]').get_attribute("data-score") == "1.5"  # kept
     assert page.locator("#score").inner_text() == "3.5 / 4"
     graded = page.frame_locator("iframe.preview").locator("body").inner_text()
