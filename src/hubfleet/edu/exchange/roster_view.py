@@ -47,10 +47,6 @@ class CourseRoster:
     link: LmsCourse | None = None
     last_sync: RosterSync | None = None
 
-    @property
-    def students(self) -> list[str]:
-        return [row.user for row in self.rows if row.role == "student"]
-
 
 def _server_state(model: dict[str, Any] | None) -> str:
     server = ((model or {}).get("servers") or {}).get("")

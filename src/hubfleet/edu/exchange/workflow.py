@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +175,6 @@ class GradingProgress:
     def __init__(self, on_change: Callable[[GradingProgress], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._submissions: dict[int, SubmissionProgress] = {}
-        self.started_at = time.monotonic()
-        self.finished = False
-        self.error: str | None = None  # what stopped the run as a whole
         self.on_change = on_change  # told after every change (in the thread that made it)
 
     def _changed(self) -> None:
@@ -196,11 +192,6 @@ class GradingProgress:
             entry = self._submissions.get(submission_id)
             if entry is not None:
                 entry.state, entry.total, entry.error = state, total, error
-        self._changed()
-
-    def done(self, error: str | None = None) -> None:
-        with self._lock:
-            self.finished, self.error = True, error
         self._changed()
 
     def snapshot(self) -> list[SubmissionProgress]:
@@ -303,17 +294,10 @@ def autograde(
     """Grade each student's collected submission that has no grade yet, in parallel sandboxes; every result is
     stored in its own transaction as soon as it is ready, so a killed run resumes with nothing lost or twice.
     `progress` (optional) follows each submission as it waits, is graded and gets its score."""
-    try:
-        collected = exchange.collected(course, name)
-        done = exchange.graded_ids(s.id for s in collected)
-        todo = [s for s in collected if s.id not in done]
-        graded = _grade(exchange, course, name, todo, workers=workers, replace=False, progress=progress)
-    except Exception as exc:
-        if progress is not None:
-            progress.done(str(exc))
-        raise
-    if progress is not None:
-        progress.done()
+    collected = exchange.collected(course, name)
+    done = exchange.graded_ids(s.id for s in collected)
+    todo = [s for s in collected if s.id not in done]
+    graded = _grade(exchange, course, name, todo, workers=workers, replace=False, progress=progress)
     return GradingSummary(collected=len(collected), already_graded=len(done), graded=graded)
 
 
@@ -330,14 +314,7 @@ def regrade(
     transaction; manual scores and comments of its cells are kept. Its new automatic total."""
     submission = exchange.submission(course, name, submission_id)
     check_regradable(submission)
-    try:
-        _grade(exchange, course, name, [submission], workers=1, replace=True, progress=progress)
-    except Exception as exc:
-        if progress is not None:
-            progress.done(str(exc))
-        raise
-    if progress is not None:
-        progress.done()
+    _grade(exchange, course, name, [submission], workers=1, replace=True, progress=progress)
     return sum(grade.auto_score or 0.0 for grade in exchange.grades(submission.id))
 
 
