@@ -6,35 +6,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright import sync_api as playwright_api
 
+from tests.browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.browser import chromium
 from tests.console.shared import HUB_ADMIN, OPERATOR, A, B, ConsoleFleet, password
-from tests.requirements import need
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+ARTIFACTS = BROWSER_ARTIFACTS / "console"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[playwright_api.Browser]:
-    need("chromium")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+    with chromium("console") as (browser, _):
         yield browser
-        browser.close()
 
 
 def log_in(browser: playwright_api.Browser, url: str, hub: str, user: str) -> playwright_api.Page:

@@ -69,17 +69,16 @@ def source(root: Path) -> Path:
     folder = root / "hw-source"
     folder.mkdir()
     (folder / "assignment.yaml").write_text("name: means\ntitle: Means\n")
-    grading = {"grade": True, "solution": False, "locked": True, "grade_id": "check", "points": 1}
+    answer = {"solution": True, "grade": False, "locked": False, "grade_id": "answer", "schema_version": 3}
+    grading = {"grade": True, "solution": False, "locked": True, "grade_id": "check", "points": 1, "schema_version": 3}
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell(
             "def mean(xs):\n    ### BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    ### END SOLUTION",
-            metadata={"nbgrader": {"solution": True, "grade": False, "locked": False, "grade_id": "answer"}},
+            metadata={"nbgrader": answer},
         ),
         nbformat.v4.new_code_cell("assert mean([1, 3]) == 2", metadata={"nbgrader": grading}),
     ]
-    for cell in notebook.cells:
-        cell.metadata["nbgrader"]["schema_version"] = 3
     nbformat.write(notebook, str(folder / "means.ipynb"))
     return folder
 

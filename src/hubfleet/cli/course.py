@@ -25,10 +25,7 @@ from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import FleetState
 from hubfleet.db import open_database
 from hubfleet.edu.course_store import FLEET_FILE_SOURCE, CourseView, load_courses, set_role
-from hubfleet.edu.lti.identity import IdentityStore, Usernames
-from hubfleet.edu.lti.keys import ToolKey
-from hubfleet.edu.lti.services import ServiceClient, ServiceError
-from hubfleet.edu.roster import SyncReport, sync_course
+from hubfleet.edu.roster import RosterError, SyncReport, last_sync, sync_from_lms
 from hubfleet.fleet.control import ControlClient, NotRunning
 from hubfleet.spec.base import Username
 from hubfleet.spec.edu import COURSE_ROLES
@@ -130,6 +127,12 @@ def show(
     console.print(f"  defined in: {data['origin']}; students from: {data['roster']}")
     if data["lms_context"]:
         console.print(f"  LMS context: {escape(data['lms_context'])}")
+    synced = last_sync(open_database(settings.database_url), hub, course) if view.roster == "lms" else None
+    if synced is not None:
+        outcome = "ok" if synced.ok else f"failed: {escape(synced.error or '')}"
+        console.print(
+            f"  last roster sync from the LMS: {synced.synced_at:%Y-%m-%d %H:%M} UTC by {synced.by}, {outcome}"
+        )
     console.print(f"  profile: {escape(data['profile'] or 'the hub default')}")
     if data["folder"]:
         console.print(f"  folder: ~/courses/{escape(course)} (staff write, students read)")
@@ -213,41 +216,6 @@ MEMBERSHIPS_OPTION: Any = typer.Option(
 )
 
 
-def _lms_platform(settings: HubSettings, issuer: str | None) -> Any:
-    """The hub's LMS registration a course's roster comes from: the course's issuer's, or the only one."""
-    platforms = settings.lti.platforms if settings.lti else []
-    matching = [p for p in platforms if issuer is None or p.issuer == issuer]
-    if len(matching) != 1:
-        which = f"issuer {issuer!r}" if issuer else "the course (it records no lti_issuer)"
-        raise fail(f"cannot tell which LMS registration of hub {settings.hub!r} serves {which}")
-    return matching[0]
-
-
-async def _sync_roster(api: HubAPI, settings: HubSettings, course: str, memberships_url: str | None) -> SyncReport:
-    from hubfleet.edu.lti.keys import TOOL_KEY_FILE  # the key the hub made on its first LTI start
-
-    view = _find(await _courses(api, settings), settings.hub, course)
-    if view.roster != "lms":
-        raise fail(f"course {course!r} takes its members from the fleet file (roster: fleet-file), not the LMS")
-    url = memberships_url or view.properties.get("lti_memberships_url")
-    if not url:
-        raise fail(f"no roster URL known for course {course!r}: launch it from the LMS once, or pass --memberships-url")
-    platform = _lms_platform(settings, view.properties.get("lti_issuer"))
-    key_file = settings.state_dir / TOOL_KEY_FILE
-    if not key_file.is_file():
-        raise fail(f"hub {settings.hub!r} has no LTI tool key yet ({key_file}): start it with `lti:` configured")
-    rule = settings.lti.username if settings.lti else "email"
-    usernames = Usernames(IdentityStore(open_database(settings.database_url)), rule, frozenset(settings.named_users()))
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ServiceClient(platform, ToolKey.load_or_create(key_file), http=http)
-        try:
-            return await sync_course(
-                api, client, course=course, context_memberships_url=url, usernames=usernames.of_members(platform.issuer)
-            )
-        except ServiceError as exc:
-            raise fail(f"the LMS at {platform.issuer} refused the roster sync: {exc.message}") from None
-
-
 @course_app.command("sync")
 def sync(
     hub: str = HUB_ARGUMENT,
@@ -262,7 +230,17 @@ def sync(
     settings = hub_settings(state_dir, hub)
     if settings.lti is None:
         raise fail(f"hub {hub!r} has no LTI registrations (`lti:` in the fleet file)")
-    report = run_on_hub(settings, lambda api: _sync_roster(api, settings, course, memberships_url))
+    sessions = open_database(settings.database_url)
+
+    async def sync_now(api: HubAPI) -> SyncReport:
+        try:
+            return await sync_from_lms(
+                api, settings, course, sessions=sessions, by="operator", memberships_url=memberships_url
+            )
+        except RosterError as exc:
+            raise fail(exc.message) from None
+
+    report = run_on_hub(settings, sync_now)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return

@@ -1,8 +1,9 @@
-"""The exchange's commands in `hubfleet assignment …`: release, collect, grade, status, feedback, grades, passback,
-export.
+"""The exchange's commands in `hubfleet assignment …`: release, collect, grade, regrade, grade-cell, status,
+feedback, grades, passback, export.
 
-They act on the fleet database directly (the same code the hub's exchange service runs), as the fleet's operator:
-no hub needs to be up for them, except that students fetch and submit through the running service.
+They act on the fleet database directly (the same code the hub's exchange service and its course pages run), as
+the fleet's operator: no hub needs to be up for them, except that students fetch and submit through the running
+service.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
@@ -32,6 +34,13 @@ EXCHANGE_HUB: Any = typer.Argument(..., help="the hub (see `hubfleet status`)")
 EXCHANGE_COURSE: Any = typer.Argument(..., help="the course's short name")
 EXCHANGE_NAME: Any = typer.Argument(..., help="the assignment's name (`name:` of its assignment.yaml)")
 OPTIONAL_NAME: Any = typer.Argument(None, help="an assignment: its students (default: every assignment)")
+STUDENT_ARGUMENT: Any = typer.Argument(..., help="the student (hub user name)")
+NOTEBOOK_ARGUMENT: Any = typer.Argument(..., help="the notebook's path in the assignment, e.g. hw1.ipynb")
+CELL_ARGUMENT: Any = typer.Argument(..., help="the cell's nbgrader id (grade_id)")
+SCORE_ARGUMENT: Any = typer.Argument(..., help="the cell's score (0 to its points)")
+COMMENT_OPTION: Any = typer.Option("", "--comment", help="a comment for the student (shown in the feedback)")
+GRADER_OPTION: Any = typer.Option("operator", "--by", help="who grades (shown with the comment)")
+STATUS_OPTION: Any = typer.Option(False, "--status", help="only show where each student's score is; send nothing")
 SOURCE_ARGUMENT: Any = typer.Argument(..., help="the assignment's source folder (notebooks, data, assignment.yaml)")
 BY_OPTION: Any = typer.Option("operator", "--by", help="who releases it (kept with the release)")
 INSTANT_OPTION: Any = typer.Option(
@@ -107,14 +116,73 @@ def grade_command(
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Autograde the collected submissions not graded yet (a run that was stopped resumes where it was)."""
-    from hubfleet.edu.exchange.workflow import autograde
+    from hubfleet.edu.exchange.workflow import GRADED, GradingProgress, autograde
 
     exchange, _ = _exchange(hub, state_dir)
-    summary = _refused(lambda: autograde(exchange, course, name, workers=workers))
+    columns = (TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("grading", total=None, now="")
+
+        def show(progress: GradingProgress) -> None:
+            entries = progress.snapshot()
+            busy = [entry.student for entry in entries if entry.state == "grading"]
+            finished = sum(entry.state in (GRADED, "failed") for entry in entries)
+            bar.update(task, total=len(entries), completed=finished, now=", ".join(busy[:3]))
+
+        summary = _refused(
+            lambda: autograde(exchange, course, name, workers=workers, progress=GradingProgress(on_change=show))
+        )
     console.print(
         f"graded {summary.graded} submission(s) of {course}/{name}; {summary.already_graded} graded before, "
         f"{summary.collected} collected"
     )
+
+
+def _counting(exchange: Exchange, course: str, name: str, student: str) -> Any:
+    counting = {s.student: s for s in _refused(lambda: exchange.collected(course, name))}
+    if student not in counting:
+        raise fail(f"{student} has no collected submission of {course}/{name} (collect first)")
+    return counting[student]
+
+
+def regrade_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    student: str = STUDENT_ARGUMENT,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Grade STUDENT's counting submission again (after fixing the tests, or a sandbox failure); the scores and
+    comments given by hand stay."""
+    from hubfleet.edu.exchange.workflow import regrade
+
+    exchange, _ = _exchange(hub, state_dir)
+    submission = _counting(exchange, course, name, student)
+    total = _refused(lambda: regrade(exchange, course, name, submission.id))
+    rows = {row.student: row for row in exchange.gradebook(course, name)}
+    console.print(
+        f"regraded {escape(student)}'s submission {submission.id} of {course}/{name}: {total:g} automatic points, "
+        f"{rows[student].total:g} / {rows[student].max_score:g} in all"
+    )
+
+
+def grade_cell_command(
+    hub: str = EXCHANGE_HUB,
+    course: str = EXCHANGE_COURSE,
+    name: str = EXCHANGE_NAME,
+    student: str = STUDENT_ARGUMENT,
+    notebook: str = NOTEBOOK_ARGUMENT,
+    cell: str = CELL_ARGUMENT,
+    score: float = SCORE_ARGUMENT,
+    comment: str = COMMENT_OPTION,
+    by: str = GRADER_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
+) -> None:
+    """Grade one cell of STUDENT's counting submission by hand (a manually graded answer, or an override of the
+    autograder): the score counts in the totals, feedback and passback from then on."""
+    exchange, _ = _exchange(hub, state_dir)
+    grade = _refused(lambda: exchange.override(course, name, student, notebook, cell, score, by, comment))
+    console.print(f"{escape(student)}, {escape(cell)}: {grade.score:g} / {grade.max_score:g} (by {escape(by)})")
 
 
 def status_command(
@@ -139,21 +207,21 @@ def status_command(
             )
         console.print(table)
         return
-    submitted = {s.student: s for s in _refused(lambda: exchange.latest(course, name))}
-    rows = {row.student: row for row in exchange.gradebook(course, name)}
+    progress = _refused(lambda: exchange.progress(course, name))
+    maximum = exchange.assignment(course, name).max_score
     table = Table(title=f"{course}/{name} on {hub}", title_justify="left")
-    for column in ("student", "last submitted", "late", "collected", "graded", "score"):
+    for column in ("student", "fetched", "last submitted", "late", "collected", "graded", "score"):
         table.add_column(column)
-    for student, submission in sorted(submitted.items()):
-        row = rows.get(student)
-        score = f"{row.total:g} / {row.max_score:g}" if row and row.graded else "-"
+    for row in progress:
+        collected = "no" if row.collected_id is None else ("yes" if row.collected_id == row.latest_id else "older")
         table.add_row(
-            escape(student),
-            f"{submission.submitted_at:%Y-%m-%d %H:%M:%S}",
-            "late" if submission.late else "",
-            "yes" if row and row.submission_id == submission.id else ("older" if row else "no"),
-            "yes" if row and row.graded else "no",
-            score,
+            escape(row.student),
+            f"{row.fetched_at:%Y-%m-%d %H:%M}" if row.fetched_at else "no",
+            f"{row.last_submitted:%Y-%m-%d %H:%M:%S}" if row.last_submitted else "-",
+            "late" if row.submissions and row.late else "",
+            collected if row.submissions else "-",
+            "yes" if row.graded else "no",
+            f"{row.total:g} / {maximum:g}" if row.graded and row.total is not None else "-",
         )
     console.print(table)
 
@@ -175,12 +243,28 @@ def feedback_command(
 def grades_command(
     hub: str = EXCHANGE_HUB,
     course: str = EXCHANGE_COURSE,
-    name: str = EXCHANGE_NAME,
+    name: str | None = OPTIONAL_NAME,
     as_csv: bool = CSV_OPTION,
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
-    """The gradebook of an assignment: each student's counting submission, cell scores and total."""
+    """The gradebook: of the course (each student's total per assignment), or of one assignment (each student's
+    counting submission, cell scores and total)."""
     exchange, _ = _exchange(hub, state_dir)
+    if name is None:
+        book = _refused(lambda: exchange.course_gradebook(course))
+        if as_csv:
+            print(book.csv(), end="")
+            return
+        table = Table(title=f"gradebook of {course}", title_justify="left")
+        table.add_column("student")
+        for assignment, maximum in book.assignments:
+            table.add_column(f"{assignment} /{maximum:g}", justify="right")
+        table.add_column("total", justify="right")
+        for row in book.rows:
+            scores = ["-" if row.scores[a] is None else f"{row.scores[a]:g}" for a, _ in book.assignments]
+            table.add_row(escape(row.student), *scores, f"{row.total:g} / {row.max_total:g}")
+        console.print(table)
+        return
     if as_csv:
         print(_refused(lambda: exchange.gradebook_csv(course, name)), end="")
         return
@@ -204,13 +288,23 @@ def passback_command(
     hub: str = EXCHANGE_HUB,
     course: str = EXCHANGE_COURSE,
     name: str = EXCHANGE_NAME,
+    status: bool = STATUS_OPTION,
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Send the assignment's scores to the LMS the course was launched from (only changed scores; kept in the
-    outbox while the LMS is down, and delivered later by the hub's exchange)."""
-    from hubfleet.edu.exchange.passback import Passback
+    outbox while the LMS is down, and delivered later by the hub's exchange). With --status: where each score is."""
+    from hubfleet.edu.exchange.passback import Passback, score_status
 
     exchange, service = _exchange(hub, state_dir)
+    if status:
+        table = Table(title=f"{course}/{name} in the LMS", title_justify="left")
+        for column in ("student", "score", "state", "in the LMS", "why not"):
+            table.add_column(column)
+        for entry in _refused(lambda: score_status(exchange, course, name)):
+            sent = "-" if entry.sent_score is None else f"{entry.sent_score:g}"
+            table.add_row(escape(entry.student), f"{entry.score:g}", entry.state, sent, escape(entry.error or ""))
+        console.print(table)
+        return
     if service is None:
         raise fail(f"hub {hub} has no exchange service settings yet (a hub with courses or LTI, started once)")
 
@@ -296,6 +390,8 @@ def register(assignment_app: typer.Typer) -> None:
     assignment_app.command("release")(release_command)
     assignment_app.command("collect")(collect_command)
     assignment_app.command("grade")(grade_command)
+    assignment_app.command("regrade")(regrade_command)
+    assignment_app.command("grade-cell")(grade_cell_command)
     assignment_app.command("status")(status_command)
     assignment_app.command("feedback")(feedback_command)
     assignment_app.command("grades")(grades_command)

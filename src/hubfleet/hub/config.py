@@ -56,6 +56,13 @@ FLEET_SERVICE_SCOPES = [
 
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
+EXCHANGE_SCOPES = ["list:users", "read:users", "read:servers", "list:groups", "read:groups"]
+"""What the assignment exchange reads for its course pages: the courses' members, their servers and activity."""
+
+EXCHANGE_ROSTER_SCOPES = ["admin:users", "groups"]
+"""What it needs on hubs with LTI, to sync a course's roster from the LMS ("sync now"): create users, change
+group members."""
+
 
 def configure(c: Any, settings: HubSettings) -> None:
     """Fill JupyterHub's config object `c` from `settings`."""
@@ -212,6 +219,8 @@ def _configure_exchange(c: Any, settings: HubSettings, services: list[dict], rol
             "display": True,
         }
     )
+    scopes = EXCHANGE_SCOPES + (EXCHANGE_ROSTER_SCOPES if settings.lti is not None else [])
+    roles.append({"name": "hubfleet-exchange", "scopes": scopes, "services": [EXCHANGE_SERVICE]})
     _grant_every_user(roles, EXCHANGE_ACCESS)
     scopes = c.Spawner.server_token_scopes if "server_token_scopes" in c.Spawner else SERVER_TOKEN_SCOPES
     c.Spawner.server_token_scopes = [*scopes, EXCHANGE_ACCESS]

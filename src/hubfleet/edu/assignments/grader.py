@@ -373,6 +373,7 @@ def grade_batch(
     submissions: Iterable[Submission],
     *,
     on_result: Callable[[GradeResult], None],
+    on_start: Callable[[str], None] | None = None,
     workers: int | None = None,
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass, safe as a default
     skip: Callable[[str], bool] | Collection[str] = (),
@@ -388,6 +389,8 @@ def grade_batch(
       database) are not graded again;
     * ``on_result`` runs in the calling thread, one result at a time; if it raises, the batch stops (results not
       yet delivered are dropped and will be graded again on the next run) and the exception propagates;
+    * ``on_start`` (optional) is told a submission's id when a sandbox starts on it (in that grading thread: keep
+      it short and thread-safe) — for live progress;
     * ``graded_root``: where the executed notebooks (and anything the code wrote) are kept, one folder per
       submission id (root-owned; replaced on regrading); ``None`` keeps nothing;
     * ``data_dir``: a folder with the assignment's data files (the source or student version): each submission
@@ -426,11 +429,11 @@ def grade_batch(
     slots = _Slots(lambda: Sandbox(limits=limits, python=python, work_root=work_root, driver=driver))
 
     def grade(submission: Submission) -> GradeResult | None:
-        return (
-            None
-            if slots.stopped.is_set()
-            else slots.use(lambda box: grade_submission(box, spec, submission, graded_root, data_dir))
-        )
+        if slots.stopped.is_set():
+            return None
+        if on_start is not None:
+            on_start(submission.id)
+        return slots.use(lambda box: grade_submission(box, spec, submission, graded_root, data_dir))
 
     graded = 0
     failure: BaseException | None = None

@@ -1,26 +1,30 @@
-"""The exchange service's HTTP face: tornado handlers that check who is asking and call into the exchange
+"""The exchange service's REST API: tornado handlers that check who is asking and call into the exchange
 (:mod:`.store`, :mod:`.workflow`) through the :class:`~.service.Service` they are given; no logic of their own.
+The course pages (HTML, for browsers) are in :mod:`.pages`.
 
-Who may do what comes from the user model the hub returns for the caller's token or OAuth cookie: its groups
-(`<course>-instructors`, `<course>-tas`, `<course>-students`). Staff (instructors and TAs of the course; hub admins)
-release, list, collect, grade, override and export; students fetch the released files and submit.
+Who may do what is :mod:`.access`: decided by the caller's course roles, from the groups of the user model the hub
+returns for their token or OAuth cookie. Staff (instructors and TAs) see, collect, grade and export; only
+instructors release, release feedback and send grades; students fetch the released files and submit.
 
 REST API (under the service prefix, JSON; files travel as ``{"files": {path: base64}}``)::
 
     GET  api/courses/C/assignments                      list (any member)
-    POST api/courses/C/assignments/A                    release a source folder (staff)
-    GET  api/courses/C/assignments/A/release            fetch the student version (any member)
+    POST api/courses/C/assignments/A                    release a source folder (instructor)
+    GET  api/courses/C/assignments/A/release            fetch the student version (any member; students' fetches
+                                                        are recorded)
     POST api/courses/C/assignments/A/submissions        submit (student); instant feedback queued if asked for
     GET  api/courses/C/assignments/A/submissions        own submissions (student), all of them (staff)
     GET  api/courses/C/assignments/A/submissions/ID     one submission's files (staff)
     GET  api/courses/C/assignments/A/submissions/ID/check   its instant feedback: visible tests (own; staff)
+    POST api/courses/C/assignments/A/submissions/ID/regrade grade it again, keeping manual scores (staff; 202)
     POST api/courses/C/assignments/A/collect            latest per student, marked collected (staff)
     POST api/courses/C/assignments/A/grade              autograde the collected submissions (staff; 202)
-    POST api/courses/C/assignments/A/feedback           make the feedback pages (staff; 202)
+    GET  api/courses/C/assignments/A/progress           grading per submission, feedback pages made (staff)
+    POST api/courses/C/assignments/A/feedback           make (release) the feedback pages (instructor; 202)
     GET  api/courses/C/assignments/A/feedback           own feedback page, HTML (student)
     GET  api/courses/C/assignments/A/grades[.csv]       the gradebook (staff)
     PUT  api/courses/C/assignments/A/grades/STUDENT     manual score of a cell (staff)
-    POST api/courses/C/assignments/A/passback           queue and deliver the scores to the LMS (staff)
+    POST api/courses/C/assignments/A/passback           queue and deliver the scores to the LMS (instructor)
     GET  api/courses/C/export                           the course's grades and submissions as a zip (staff)
 """
 
@@ -37,11 +41,10 @@ import tornado.web
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 
 from hubfleet.common.zipstream import send_zip, stream_zip
-from hubfleet.edu.courses import STAFF_ROLES
 from hubfleet.edu.exchange import export, workflow
+from hubfleet.edu.exchange.access import Roles
 from hubfleet.edu.exchange.settings import SERVICE_NAME
 from hubfleet.edu.exchange.store import Exchange, ExchangeError, Forbidden, check_name
-from hubfleet.spec.edu import parse_group
 
 if TYPE_CHECKING:
     from hubfleet.edu.exchange.service import Service
@@ -81,28 +84,6 @@ def decode_files(body: Any) -> dict[str, bytes]:
 
 
 log = logging.getLogger("hubfleet.exchange")
-
-
-class Roles:
-    """A caller's roles in the hub's courses, from the groups of their user model."""
-
-    def __init__(self, model: dict[str, Any]) -> None:
-        self.name: str = model["name"]
-        self.admin = bool(model.get("admin"))
-        self.courses: dict[str, set[str]] = {}
-        for group in model.get("groups") or []:
-            parsed = parse_group(group)
-            if parsed is not None:
-                self.courses.setdefault(parsed[0], set()).add(parsed[1])
-
-    def is_staff(self, course: str) -> bool:
-        return self.admin or bool(self.courses.get(course, set()) & set(STAFF_ROLES))
-
-    def is_student(self, course: str) -> bool:
-        return "student" in self.courses.get(course, set())
-
-    def is_member(self, course: str) -> bool:
-        return self.admin or course in self.courses
 
 
 class BaseHandler(HubOAuthenticated, tornado.web.RequestHandler):
@@ -184,16 +165,17 @@ class ApiHandler(BaseHandler):
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ExchangeError("the request body is not JSON") from None
 
-    def course(self, course: str, *, staff: bool = False, student: bool = False) -> Roles:
-        """The caller's roles, after checking they may act in `course` as staff / student / member."""
+    def course(self, course: str, action: str | None = None, *, student: bool = False) -> Roles:
+        """The caller's roles, after checking they are a member of `course` who may do `action`
+        (`hubfleet.edu.exchange.access`), or a student of it."""
         check_name("course", course)
         roles = self.roles()
-        if staff and not roles.is_staff(course):
-            raise Forbidden(f"only instructors and TAs of {course} may do this")
-        if student and not roles.is_student(course):
-            raise Forbidden(f"only students of {course} may do this")
         if not roles.is_member(course):
             raise Forbidden(f"{roles.name} is not in course {course}")
+        if action is not None:
+            roles.require(course, action)
+        if student and not roles.is_student(course):
+            raise Forbidden(f"only students of {course} may do this")
         return roles
 
 
@@ -231,7 +213,7 @@ class AssignmentsHandler(ApiHandler):
 class AssignmentHandler(ApiHandler):
     async def post(self, course: str, name: str) -> None:
         """Release: the body carries the source folder (with assignment.yaml); the student version is made here."""
-        roles = self.course(course, staff=True)
+        roles = self.course(course, "release")
         files = decode_files(self.json_body())
         assignment = await self.service.run(
             workflow.release_source_files,
@@ -247,8 +229,9 @@ class AssignmentHandler(ApiHandler):
 
 class ReleaseHandler(ApiHandler):
     async def get(self, course: str, name: str) -> None:
-        self.course(course)
-        files = await self.service.run(self.exchange.release_files, course, name)
+        roles = self.course(course)
+        student = roles.name if roles.is_student(course) else None  # who fetched: the course pages show it
+        files = await self.service.run(self.exchange.release_files, course, name, fetched_by=student)
         self.send_json({"course": course, "name": name, "files": encode_files(files)})
 
 
@@ -295,7 +278,7 @@ class CheckHandler(ApiHandler):
 
 class SubmissionHandler(ApiHandler):
     async def get(self, course: str, name: str, submission_id: str) -> None:
-        self.course(course, staff=True)
+        self.course(course, "view")
         submission = await self.service.run(self.exchange.submission, course, name, int(submission_id))
         files = await self.service.run(self.exchange.submission_files, submission.id)
         self.send_json({**_submission_document(submission), "files": encode_files(files)})
@@ -303,24 +286,41 @@ class SubmissionHandler(ApiHandler):
 
 class CollectHandler(ApiHandler):
     async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
+        self.course(course, "collect")
         collected = await self.service.run(self.exchange.collect, course, name)
         self.send_json({"collected": [_submission_document(s) for s in collected]})
 
 
 class GradeHandler(ApiHandler):
     async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
+        roles = self.course(course, "grade")
         await self.service.run(self.exchange.assignment, course, name)  # 404 before starting anything
-        started = self.service.start_grading(course, name)
+        started = self.service.start_grading(course, name, by=roles.name)
         self.send_json({"grading": "started" if started else "running"}, status=202)
+
+
+class RegradeHandler(ApiHandler):
+    async def post(self, course: str, name: str, submission_id: str) -> None:
+        roles = self.course(course, "grade")
+        await self.service.run(self.exchange.submission, course, name, int(submission_id))
+        started = self.service.start_regrade(course, name, int(submission_id), by=roles.name)
+        self.send_json({"grading": "started" if started else "running"}, status=202)
+
+
+class ProgressHandler(ApiHandler):
+    """The assignment's background work as it goes: grading per submission, feedback pages made (staff)."""
+
+    async def get(self, course: str, name: str) -> None:
+        self.course(course, "view")
+        await self.service.run(self.exchange.assignment, course, name)
+        self.send_json(self.service.progress(course, name))
 
 
 class FeedbackHandler(ApiHandler):
     async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
+        roles = self.course(course, "feedback")
         await self.service.run(self.exchange.assignment, course, name)
-        started = self.service.start_feedback(course, name)
+        started = self.service.start_feedback(course, name, by=roles.name)
         self.send_json({"feedback": "started" if started else "running"}, status=202)
 
     async def get(self, course: str, name: str) -> None:
@@ -337,7 +337,7 @@ class FeedbackHandler(ApiHandler):
 
 class GradesHandler(ApiHandler):
     async def get(self, course: str, name: str, extension: str | None = None) -> None:
-        self.course(course, staff=True)
+        self.course(course, "view")
         if extension == ".csv":
             text = await self.service.run(self.exchange.gradebook_csv, course, name)
             self.set_header("Content-Type", "text/csv; charset=utf-8")
@@ -356,7 +356,7 @@ class GradesHandler(ApiHandler):
 
 class OverrideHandler(ApiHandler):
     async def put(self, course: str, name: str, student: str) -> None:
-        roles = self.course(course, staff=True)
+        roles = self.course(course, "grade")
         body = self.json_body()
         if not isinstance(body, dict):
             raise ExchangeError("expected a JSON object")
@@ -374,7 +374,7 @@ class OverrideHandler(ApiHandler):
 
 class PassbackHandler(ApiHandler):
     async def post(self, course: str, name: str) -> None:
-        self.course(course, staff=True)
+        self.course(course, "passback")
         report = await self.service.passback.send_assignment(course, name)
         self.send_json(report.__dict__)
 
@@ -382,7 +382,7 @@ class PassbackHandler(ApiHandler):
 class CourseExportHandler(ApiHandler):
     async def get(self, course: str) -> None:
         """The course's grades and submissions as a zip (`hubfleet.edu.exchange.export`), streamed."""
-        self.course(course, staff=True)
+        self.course(course, "export")
         planned = await self.service.run(export.plan, self.exchange, course)
         loop = asyncio.get_running_loop()
         chunks = stream_zip(
@@ -408,26 +408,13 @@ class HealthHandler(tornado.web.RequestHandler):
         self.finish({"ok": True})
 
 
-class IndexHandler(BaseHandler):
-    """A browser's view: the caller's courses and their assignments (log in through the hub first)."""
-
-    @tornado.web.authenticated
-    async def get(self) -> None:
-        roles = self.roles()
-        courses = {}
-        for course in sorted(roles.courses):
-            assignments = await self.service.run(self.exchange.assignments, course)
-            courses[course] = [a.name for a in assignments]
-        self.send_json({"user": roles.name, "courses": courses})
-
-
 def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] | tuple[str, type]]:
-    """The service's URL routes under its prefix, each with the arguments its handler is initialised with."""
+    """The REST API's URL routes under the service's prefix, each with the arguments its handler is initialised
+    with."""
     prefix = service.settings.prefix.rstrip("/")
     assignment = rf"{prefix}/api/courses/([^/]+)/assignments/([^/]+)"
     arguments = {"service": service, "hub_auth": hub_auth}
     return [
-        (rf"{prefix}/?", IndexHandler, arguments),
         (rf"{prefix}/oauth_callback", OAuthCallbackHandler, arguments),
         (rf"{prefix}/api/health", HealthHandler),
         (rf"{prefix}/api/courses/([^/]+)/assignments/?", AssignmentsHandler, arguments),
@@ -436,8 +423,10 @@ def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] 
         (rf"{assignment}/submissions/?", SubmissionsHandler, arguments),
         (rf"{assignment}/submissions/([0-9]{{1,12}})", SubmissionHandler, arguments),
         (rf"{assignment}/submissions/([0-9]{{1,12}})/check", CheckHandler, arguments),
+        (rf"{assignment}/submissions/([0-9]{{1,12}})/regrade", RegradeHandler, arguments),
         (rf"{assignment}/collect", CollectHandler, arguments),
         (rf"{assignment}/grade", GradeHandler, arguments),
+        (rf"{assignment}/progress", ProgressHandler, arguments),
         (rf"{assignment}/feedback", FeedbackHandler, arguments),
         (rf"{assignment}/grades(\.csv)?", GradesHandler, arguments),
         (rf"{assignment}/grades/([^/]+)", OverrideHandler, arguments),

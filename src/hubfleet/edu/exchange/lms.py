@@ -9,8 +9,8 @@ from hubfleet.edu.lti.launch import Launch
 
 
 def record_launch(sessions: sessionmaker[Session], *, hub: str, course: str, launch: Launch) -> None:
-    """Remember the launch's platform, context and AGS line-items URL for `course` (idempotent; a launch without
-    the AGS claim keeps the URL an earlier launch gave)."""
+    """Remember the launch's platform, context, AGS line-items URL and NRPS roster URL for `course` (idempotent; a
+    launch without the AGS or NRPS claim keeps the URL an earlier launch gave)."""
     if not launch.context_id:
         return
     lineitems = launch.ags_endpoint.get("lineitems")
@@ -22,6 +22,8 @@ def record_launch(sessions: sessionmaker[Session], *, hub: str, course: str, lau
         link.context_id = launch.context_id
         if isinstance(lineitems, str) and lineitems:
             link.lineitems_url = lineitems
+        if launch.nrps_url:
+            link.memberships_url = launch.nrps_url
         link.updated_at = utcnow()
         session.add(link)
 

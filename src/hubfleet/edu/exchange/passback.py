@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -29,6 +30,50 @@ log = logging.getLogger("hubfleet.exchange.passback")
 
 CLAIM_SECONDS = 120
 """How long a deliverer holds a score it is posting (longer than every retry of one post takes)."""
+
+
+SENT, QUEUED, FAILED, NOT_SENT = "sent", "queued", "failed", "not sent"
+"""A student's score as the LMS has it: acknowledged; waiting for delivery; its last delivery failed (the error
+says why; it is retried); or not in the outbox (never sent, or the grade changed after the last "send grades")."""
+
+
+@dataclass
+class ScoreStatus:
+    """One graded student's score on its way to the LMS."""
+
+    student: str
+    state: str  # SENT, QUEUED, FAILED or NOT_SENT
+    score: float  # the gradebook's total now
+    maximum: float
+    sent_score: float | None = None  # what the LMS acknowledged last
+    sent_at: dt.datetime | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+def score_status(exchange: Exchange, course: str, name: str) -> list[ScoreStatus]:
+    """Every graded student of the assignment: where their score is on its way to the LMS, by name."""
+    assignment = exchange.assignment(course, name)
+    with exchange.sessions() as session:
+        outbox = {
+            o.student: o for o in session.scalars(select(ScoreOut).where(ScoreOut.assignment_id == assignment.id))
+        }
+    statuses = []
+    for row in exchange.gradebook(course, name):
+        if not row.graded:
+            continue
+        status = ScoreStatus(row.student, NOT_SENT, row.total, assignment.max_score)
+        out = outbox.get(row.student)
+        if out is not None:
+            status.sent_score, status.sent_at, status.attempts = out.delivered_score, out.delivered_at, out.attempts
+            if out.score != row.total or out.maximum != assignment.max_score:
+                status.state = NOT_SENT
+            elif not out.pending:
+                status.state = SENT
+            else:
+                status.state, status.error = (FAILED, out.last_error) if out.last_error else (QUEUED, None)
+        statuses.append(status)
+    return statuses
 
 
 @dataclass
@@ -80,6 +125,13 @@ class Passback:
                 platform, tool_key, http=self._http, retries=self.retries, backoff=self.backoff
             )
         return self._clients[key]
+
+    async def line_items(self, course: str) -> list[dict[str, Any]]:
+        """The line items the LMS has in the course's context (ExchangeError: not linked; ServiceError: the LMS)."""
+        link = course_link(self.exchange.sessions, self.exchange.hub, course)
+        if link is None or not link.lineitems_url:
+            raise ExchangeError(f"course {course} is not linked to an LMS with grades (no LTI launch with AGS yet)")
+        return await self._client(link).line_items(link.lineitems_url)
 
     def queue(self, course: str, name: str) -> int:
         """Put the graded students' totals in the outbox; the number that differ from what the LMS has."""

@@ -25,6 +25,7 @@ from hubfleet.edu.exchange.tables import (
     Blob,
     Check,
     Feedback,
+    Fetch,
     Grade,
     GradedFile,
     Grading,
@@ -136,6 +137,53 @@ class GradebookRow:
     max_score: float = 0.0
 
 
+@dataclass
+class StudentProgress:
+    """Where one student is with an assignment: fetched, submitted (late?), collected, graded, feedback made."""
+
+    student: str
+    fetched_at: dt.datetime | None = None  # the first fetch
+    fetches: int = 0
+    submissions: int = 0
+    last_submitted: dt.datetime | None = None
+    late: bool = False  # the latest submission
+    latest_id: int | None = None
+    collected_id: int | None = None  # the counting submission (the latest collected one)
+    graded: bool = False
+    total: float | None = None  # the counting submission's score, once graded
+    grading_error: str | None = None
+    feedback_at: dt.datetime | None = None
+    feedback_stale: bool = False  # grades changed after the feedback page was made
+
+
+@dataclass
+class CourseGradebookRow:
+    """One student's totals across the course's assignments (None: nothing graded for that assignment)."""
+
+    student: str
+    scores: dict[str, float | None]
+    total: float
+    max_total: float
+
+
+@dataclass
+class CourseGradebook:
+    """Students by assignment: each student's counting total per assignment, and the course total."""
+
+    assignments: list[tuple[str, float]]  # (name, max_score), oldest release first
+    rows: list[CourseGradebookRow]
+
+    def csv(self) -> str:
+        """student, one column per assignment (its total; empty: not graded), total, max_total."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["student", *(name for name, _ in self.assignments), "total", "max_total"])
+        for row in self.rows:
+            scores = (_number(row.scores.get(name)) for name, _ in self.assignments)
+            writer.writerow([row.student, *scores, _number(row.total), _number(row.max_total)])
+        return out.getvalue()
+
+
 def _late(assignment: Assignment, when: dt.datetime) -> bool:
     return assignment.due is not None and when > assignment.due
 
@@ -209,11 +257,28 @@ class Exchange:
             )
             return assignment
 
-    def release_files(self, course: str, name: str) -> dict[str, bytes]:
-        """The released student version's files."""
+    def release_files(self, course: str, name: str, *, fetched_by: str | None = None) -> dict[str, bytes]:
+        """The released student version's files; `fetched_by` (a student) is recorded as having fetched them."""
+        now = utcnow()
+        with self.sessions.begin() as session:
+            assignment = self._assignment(session, course, name)
+            if fetched_by is not None:
+                insert = _insert(session, Fetch).values(
+                    assignment_id=assignment.id, student=fetched_by, first_at=now, last_at=now, count=1
+                )
+                session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["assignment_id", "student"], set_={"last_at": now, "count": Fetch.count + 1}
+                    )
+                )
+            return _files(session, ReleaseFile, ReleaseFile.assignment_id, assignment.id)
+
+    def fetches(self, course: str, name: str) -> dict[str, Fetch]:
+        """Who fetched the assignment: student → their fetches (first, last, how many)."""
         with self.sessions() as session:
             assignment = self._assignment(session, course, name)
-            return _files(session, ReleaseFile, ReleaseFile.assignment_id, assignment.id)
+            rows = session.scalars(select(Fetch).where(Fetch.assignment_id == assignment.id))
+            return {row.student: row for row in rows}
 
     # -- submissions -------------------------------------------------------------------------------------------
 
@@ -331,19 +396,34 @@ class Exchange:
         *,
         error: str | None = None,
         graded_files: dict[str, bytes] | None = None,
+        replace: bool = False,
     ) -> bool:
         """Store a submission's grading, its cells and its graded notebooks in one transaction; False (nothing
-        written) when the submission was graded already, so a resumed or concurrent grader never duplicates."""
+        written) when the submission was graded already, so a resumed or concurrent grader never duplicates.
+
+        With `replace` (a regrade), an earlier grading is replaced in the same transaction; the manual scores and
+        comments of cells that are still there are kept (capped at the cell's points)."""
+        manual: dict[tuple[str, str], Grade] = {}
         with self.sessions.begin() as session:
-            if session.get(Grading, submission_id) is not None:
+            previous = session.get(Grading, submission_id)
+            if previous is not None and not replace:
                 return False
+            if previous is not None:
+                for grade in session.scalars(select(Grade).where(Grade.submission_id == submission_id)):
+                    if grade.manual_score is not None or grade.comment:
+                        manual[(grade.notebook, grade.cell)] = grade
+                    session.delete(grade)
+                for graded in session.scalars(select(GradedFile).where(GradedFile.submission_id == submission_id)):
+                    session.delete(graded)
+                session.delete(previous)
+                session.flush()
             session.add(Grading(submission_id=submission_id, graded_at=utcnow(), error=error))
             shas = _store_blobs(session, graded_files) if graded_files else {}
             session.add_all(
                 GradedFile(submission_id=submission_id, path=path, sha256=sha) for path, sha in shas.items()
             )
-            session.add_all(
-                Grade(
+            for cell in cells:
+                grade = Grade(
                     submission_id=submission_id,
                     notebook=cell.notebook,
                     cell=cell.cell,
@@ -352,9 +432,18 @@ class Exchange:
                     status=cell.status,
                     output=cell.output[:20_000],
                 )
-                for cell in cells
-            )
+                kept = manual.get((cell.notebook, cell.cell))
+                if kept is not None:
+                    if kept.manual_score is not None:
+                        grade.manual_score = min(kept.manual_score, cell.max_score)
+                    grade.grader, grade.comment, grade.overridden_at = kept.grader, kept.comment, kept.overridden_at
+                session.add(grade)
             return True
+
+    def grading(self, submission_id: int) -> Grading | None:
+        """A submission's grading record (when, and what went wrong for the submission as a whole), if graded."""
+        with self.sessions() as session:
+            return session.get(Grading, submission_id)
 
     def graded_files(self, submission_id: int) -> dict[str, bytes]:
         """The notebooks of a submission as the autograder ran them."""
@@ -418,6 +507,69 @@ class Exchange:
                 )
             )
         return rows
+
+    def progress(self, course: str, name: str, students: Iterable[str] = ()) -> list[StudentProgress]:
+        """Every student's way through the assignment (fetched, submitted, collected, graded, feedback), by name:
+        those who did anything, and `students` (e.g. the course's roster) even if they did nothing yet."""
+        with self.sessions() as session:
+            assignment = self._assignment(session, course, name)
+            rows = {student: StudentProgress(student) for student in students}
+            for fetch in session.scalars(select(Fetch).where(Fetch.assignment_id == assignment.id)):
+                row = rows.setdefault(fetch.student, StudentProgress(fetch.student))
+                row.fetched_at, row.fetches = fetch.first_at, fetch.count
+            query = select(Submission).where(Submission.assignment_id == assignment.id).order_by(Submission.id)
+            for submission in session.scalars(query):
+                row = rows.setdefault(submission.student, StudentProgress(submission.student))
+                row.submissions += 1
+                row.last_submitted, row.late, row.latest_id = submission.submitted_at, submission.late, submission.id
+                if submission.collected_at is not None:
+                    row.collected_id = submission.id
+            counting = [row.collected_id for row in rows.values() if row.collected_id is not None]
+            gradings = {
+                g.submission_id: g for g in session.scalars(select(Grading).where(Grading.submission_id.in_(counting)))
+            }
+            feedback = {
+                f.submission_id: f.generated_at
+                for f in session.scalars(select(Feedback).where(Feedback.submission_id.in_(counting)))
+            }
+            changed: dict[int, dt.datetime] = {}
+            for grade in session.scalars(select(Grade).where(Grade.submission_id.in_(counting))):
+                if grade.overridden_at is not None:
+                    changed[grade.submission_id] = max(
+                        changed.get(grade.submission_id, grade.overridden_at), grade.overridden_at
+                    )
+        totals = {row.submission_id: row.total for row in self.gradebook(course, name)}
+        for row in rows.values():
+            grading = gradings.get(row.collected_id) if row.collected_id is not None else None
+            if grading is None:
+                continue
+            row.graded, row.total, row.grading_error = True, totals.get(row.collected_id), grading.error
+            made = feedback.get(grading.submission_id)
+            if made is not None:
+                last_change = max(grading.graded_at, changed.get(grading.submission_id, grading.graded_at))
+                row.feedback_at, row.feedback_stale = made, made < last_change
+        return [rows[student] for student in sorted(rows)]
+
+    def course_gradebook(self, course: str, students: Iterable[str] = ()) -> CourseGradebook:
+        """Students by assignment: each student's counting total per assignment (late policy applied) and the sum,
+        for the students with a graded submission and `students` (the roster)."""
+        assignments = self.assignments(course)
+        scores: dict[str, dict[str, float | None]] = {student: {} for student in students}
+        for assignment in assignments:
+            for row in self.gradebook(course, assignment.name):
+                if row.graded:
+                    scores.setdefault(row.student, {})[assignment.name] = row.total
+        max_total = sum(a.max_score for a in assignments)
+        rows = [
+            CourseGradebookRow(
+                student=student,
+                scores={a.name: scores[student].get(a.name) for a in assignments},
+                total=round(sum(s for s in scores[student].values() if s is not None), 6),
+                max_total=max_total,
+            )
+            for student in sorted(scores)
+        ]
+        return CourseGradebook(assignments=[(a.name, a.max_score) for a in assignments], rows=rows)
 
     def gradebook_csv(self, course: str, name: str) -> str:
         """The gradebook as CSV: student, submitted_at, late, graded, one column per cell, raw total, fraction kept
@@ -504,6 +656,15 @@ def _latest(session: Session, assignment: Assignment, *, collected: bool = False
     return list(session.scalars(query))
 
 
+def _insert(session: Session, table: Any) -> Any:
+    """An INSERT of `table` in the database's dialect (with ON CONFLICT clauses: SQLite and PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 def _store_blobs(session: Session, files: dict[str, bytes]) -> dict[str, str]:
     """Store each distinct content once (concurrent writers of the same bytes do not clash); path → sha256."""
     shas = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
@@ -511,14 +672,6 @@ def _store_blobs(session: Session, files: dict[str, bytes]) -> dict[str, str]:
     present = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(list(by_sha)))))
     for sha, data in by_sha.items():
         if sha not in present:
-            session.execute(_insert_ignoring_duplicates(session).values(sha256=sha, size=len(data), data=data))
+            insert = _insert(session, Blob).on_conflict_do_nothing(index_elements=["sha256"])
+            session.execute(insert.values(sha256=sha, size=len(data), data=data))
     return shas
-
-
-def _insert_ignoring_duplicates(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(Blob).on_conflict_do_nothing(index_elements=["sha256"])

@@ -108,6 +108,18 @@ class Submission(Base):
     collected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class Fetch(Base):
+    """A student's fetches of an assignment's student version (how many, first and last): who has started."""
+
+    __tablename__ = "exchange_fetches"
+
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("exchange_assignments.id"), primary_key=True)
+    student: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+
+
 class SubmissionFile(Base):
     """One file of a submission."""
 
@@ -204,7 +216,22 @@ class LmsCourse(Base):
     deployment_id: Mapped[str] = mapped_column(String(256))
     context_id: Mapped[str] = mapped_column(String(256))
     lineitems_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    memberships_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)  # NRPS: the LMS roster
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class RosterSync(Base):
+    """The last roster sync of a course from its LMS (NRPS): when, who asked, what it changed or why it failed."""
+
+    __tablename__ = "exchange_roster_syncs"
+
+    hub: Mapped[str] = mapped_column(String(64), primary_key=True)
+    course: Mapped[str] = mapped_column(String(64), primary_key=True)
+    synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    by: Mapped[str] = mapped_column(String(128))  # a user name, or "operator" for the CLI
+    ok: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)  # `hubfleet.edu.roster.SyncReport.to_dict()`
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ScoreOut(Base):
