@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
 import textwrap
 import zipfile
 from collections.abc import Iterator
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nbformat
 import pytest
 
 from hubfleet.edu.exchange.settings import SERVICE_NAME
 from tests.helpers import RunningFleet, hubfleet, running_fleet, unique_hub, wait_until, wipe_hub
-from tests.lms.courses import link_course, peer_with_course
+from tests.lms.courses import answered, link_course, peer_with_course, source
 from tests.lms.peer import PeerLMS
 
 pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
@@ -64,25 +62,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[Ru
         yield running
 
 
-def source(root: Path) -> Path:
-    """An assignment whose one test cell (1 point) passes when `mean` is right."""
-    folder = root / "hw-source"
-    folder.mkdir()
-    (folder / "assignment.yaml").write_text("name: means\ntitle: Means\n")
-    answer = {"solution": True, "grade": False, "locked": False, "grade_id": "answer", "schema_version": 3}
-    grading = {"grade": True, "solution": False, "locked": True, "grade_id": "check", "points": 1, "schema_version": 3}
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "def mean(xs):\n    ### BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    ### END SOLUTION",
-            metadata={"nbgrader": answer},
-        ),
-        nbformat.v4.new_code_cell("assert mean([1, 3]) == 2", metadata={"nbgrader": grading}),
-    ]
-    nbformat.write(notebook, str(folder / "means.ipynb"))
-    return folder
-
-
 _tokens: dict[str, str] = {}
 
 
@@ -99,13 +78,6 @@ def call(fleet: RunningFleet, user: str | None, method: str, path: str, **kwargs
     headers = {"Authorization": f"token {_tokens[user]}"} if user else {}
     url = f"{fleet.hub_url(H)}services/{SERVICE_NAME}/{path}"
     return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
-
-
-def answered(files: dict[str, str], body: str) -> dict[str, Any]:
-    """The released files with `mean` answered by `body`, as a submission's JSON body."""
-    notebook = json.loads(base64.b64decode(files["means.ipynb"]))
-    notebook["cells"][0]["source"] = f"def mean(xs):\n    return {body}"
-    return {"files": {**files, "means.ipynb": base64.b64encode(json.dumps(notebook).encode()).decode()}}
 
 
 def archive(data: bytes) -> dict[str, bytes]:

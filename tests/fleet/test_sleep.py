@@ -25,6 +25,7 @@ from hubfleet.hub.authenticators.lti import ToolURLs
 from hubfleet.usage.metrics import metrics_token
 from hubfleet.usage.tables import Coverage, Sample
 from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub, wait_until
+from tests.lms.courses import answered, source
 from tests.lms.peer import PeerLMS
 
 S, L, K = unique_hub("zs"), unique_hub("zl"), unique_hub("zk")
@@ -68,6 +69,7 @@ def lms() -> Iterator[PeerLMS]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     os.environ["HUBFLEET_SLEEP_SWEEP_EVERY"] = "1"  # look for idle hubs every second (10 s in production)
+    os.environ["HUBFLEET_OUTBOX_EVERY"] = "2"  # sleeping hubs' scores every 2 s (30 s in production)
     try:
         root = tmp_path_factory.mktemp("sleep")
         usage = "usage: {metering: {interval: 2}}"
@@ -77,6 +79,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[Ru
             yield running
     finally:
         os.environ.pop("HUBFLEET_SLEEP_SWEEP_EVERY", None)
+        os.environ.pop("HUBFLEET_OUTBOX_EVERY", None)
 
 
 def hub_status(fleet: RunningFleet, hub: str) -> dict:
@@ -187,6 +190,38 @@ def test_an_lti_login_initiation_posted_to_a_sleeping_hub_goes_on_to_the_lms(fle
     assert response.status_code == 302
     assert response.headers["location"].startswith(lms.auth_login_url)
     assert "state=" in response.headers["location"]
+
+
+def test_scores_pending_for_the_lms_are_sent_while_the_hub_sleeps(
+    fleet: RunningFleet, lms: PeerLMS, tmp_path: Path
+) -> None:
+    """ann (who launched course c1 from the LMS above) submits; the score is queued while the LMS is down; the hub
+    falls asleep; when the LMS is back the supervisor delivers it, and the hub sleeps on."""
+    fleet.cli("assignment", "release", L, "c1", str(source(tmp_path)), "--by", "operator")
+    service = {"Authorization": f"token {fleet.service_token(L)}"}
+    token = (
+        httpx.post(f"{fleet.hub_url(L)}hub/api/users/ann/tokens", headers=service, json={"expires_in": 600}, timeout=90)
+        .raise_for_status()
+        .json()["token"]
+    )
+    exchange = f"{fleet.hub_url(L)}services/assignments/api/courses/c1/assignments/means"
+    ann = {"Authorization": f"token {token}"}
+    released = httpx.get(f"{exchange}/release", headers=ann, timeout=90).raise_for_status().json()
+    body = answered(released["files"], "sum(xs) / len(xs)")
+    httpx.post(f"{exchange}/submissions", headers=ann, json=body, timeout=90).raise_for_status()
+    fleet.cli("assignment", "collect", L, "c1", "means")
+    fleet.cli("assignment", "grade", L, "c1", "means")
+    lms.set_down(True)
+    try:
+        queued = fleet.cli("assignment", "passback", L, "c1", "means", check=False)
+        assert queued.returncode == 2 and "1 pending" in queued.stdout, queued.stdout + queued.stderr
+        wakes = wait_asleep(fleet, L)["wakes"]
+    finally:
+        lms.set_down(False)
+    wait_until(lambda: lms.scores("ctx-1"), 60, "the score at the LMS")
+    assert lms.scores("ctx-1")[-1]["scoreGiven"] == 1
+    status = hub_status(fleet, L)
+    assert status["state"] == "asleep" and status["wakes"] == wakes
 
 
 def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:

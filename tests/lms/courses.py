@@ -4,9 +4,15 @@ can then use password logins)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
 
 from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
@@ -52,3 +58,29 @@ def link_course(
         ags_endpoint={"lineitems": lms.lineitems_url(context)},
     )
     record_launch(sessions, hub=hub, course=course, launch=launch)
+
+
+def source(root: Path) -> Path:
+    """An assignment whose one test cell (1 point) passes when `mean` is right."""
+    folder = root / "hw-source"
+    folder.mkdir()
+    (folder / "assignment.yaml").write_text("name: means\ntitle: Means\n")
+    answer = {"solution": True, "grade": False, "locked": False, "grade_id": "answer", "schema_version": 3}
+    grading = {"grade": True, "solution": False, "locked": True, "grade_id": "check", "points": 1, "schema_version": 3}
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "def mean(xs):\n    ### BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    ### END SOLUTION",
+            metadata={"nbgrader": answer},
+        ),
+        nbformat.v4.new_code_cell("assert mean([1, 3]) == 2", metadata={"nbgrader": grading}),
+    ]
+    nbformat.write(notebook, str(folder / "means.ipynb"))
+    return folder
+
+
+def answered(files: dict[str, str], body: str) -> dict[str, Any]:
+    """The released files with `mean` answered by `body`, as a submission's JSON body."""
+    notebook = json.loads(base64.b64decode(files["means.ipynb"]))
+    notebook["cells"][0]["source"] = f"def mean(xs):\n    return {body}"
+    return {"files": {**files, "means.ipynb": base64.b64encode(json.dumps(notebook).encode()).decode()}}

@@ -18,11 +18,13 @@ from tornado.httpserver import HTTPServer
 from hubfleet.common.periodic import every
 from hubfleet.common.state import FleetState, database_url
 from hubfleet.common.status import FleetStatus, HubStatus
+from hubfleet.edu.lti.keys import TOOL_KEY_FILE, ToolKey
 from hubfleet.fleet import backend as backend_port
 from hubfleet.fleet import control
 from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
+from hubfleet.fleet.outbox import DELIVER_EVERY, OutboxRelay
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.prewarm import LOOK_EVERY as PREWARM_EVERY
 from hubfleet.fleet.prewarm import PreWarmer
@@ -34,6 +36,9 @@ from hubfleet.system.forkserver import ForkServer
 from hubfleet.usage.collector import Collector, HubTarget
 
 log = logging.getLogger("hubfleet.supervisor")
+
+JWKS_PATH = "/hub/lti13/jwks"
+"""Below a hub's prefix: its LTI tool's public keys (`hubfleet.hub.authenticators.lti`)."""
 
 
 class Supervisor:
@@ -59,6 +64,8 @@ class Supervisor:
             name: backend_class(fleet, self.state, host) for name, backend_class in backend_port.registered().items()
         }
         self.culler = Culler(lambda: self.fleet, self.running_hubs)
+        # Sleeping hubs' scores still reach the LMS (an awake hub's exchange sends its own).
+        self.outbox = OutboxRelay(self.running_hubs)
         self.failed: dict[str, str] = {}
         self._statuses: dict[str, HubStatus] = {}
         self._stop = asyncio.Event()
@@ -99,6 +106,7 @@ class Supervisor:
                     (SWEEP_EVERY, self.keeper.sweep, "putting idle hubs to sleep"),
                     (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
                     (PREWARM_EVERY, self.prewarmer.sweep, "pre-warming course meetings"),
+                    (DELIVER_EVERY, self.outbox.deliver, "sending sleeping hubs' scores to the LMS"),
                 )
             ]
             self._sweeping = asyncio.create_task(self.scratch.run())
@@ -179,6 +187,15 @@ class Supervisor:
     def proxy_url(self) -> str:
         return self.front_door.internal_url
 
+    def asleep_answer(self, hub: str, path: str) -> dict | None:
+        """The tool keys of a sleeping LTI hub (an LMS fetches them to check a score's signed request: sending a
+        sleeping hub's scores must not wake it)."""
+        spec = self.fleet.hubs.get(hub)
+        key_file = self.state.hub(hub).root / TOOL_KEY_FILE
+        if path.rstrip("/") != JWKS_PATH or spec is None or spec.lti is None or not key_file.exists():
+            return None
+        return ToolKey.load_or_create(key_file).jwks()
+
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""
         for loop in self._loops:
@@ -197,6 +214,7 @@ class Supervisor:
         for backend in self.backends.values():
             await backend.close()
         await self.forkserver.close()
+        await self.outbox.close()
         await self.front_door.stop()
         if self._control is not None:
             self._control.stop()

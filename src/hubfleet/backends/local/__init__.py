@@ -211,7 +211,19 @@ class LocalHub:
         group = driver.open(f"hubfleet/{self.name}") if driver else None
         if group is not None and group.pids():
             return "processes of its users run (e.g. a Dask cluster)"
-        return None
+        return await self._exchange_busy()
+
+    async def _exchange_busy(self) -> str | None:
+        """What the hub's assignment exchange is doing (grading, sending scores), if it has one and is busy."""
+        if not wants_exchange(self.spec) or self.ports.exchange is None:
+            return None
+        settings = render_exchange_settings(self.fleet, self.spec, self.state, self.address)
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                health = (await client.get(f"http://{settings.address}{settings.prefix}api/health")).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"its exchange does not answer ({type(exc).__name__})"
+        return health.get("busy") or None
 
     async def reconfigure(self, fleet: Fleet, hub: Hub, change: HubChange) -> None:
         """Apply a new spec: restart the hub process if its settings changed, then user/group changes live.

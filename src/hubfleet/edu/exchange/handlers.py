@@ -402,10 +402,14 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    """Answers 200 while the service runs (the supervisor's readiness check; no authentication, no data)."""
+    """Answers 200 while the service runs, and whether it is busy (the supervisor's readiness check and what keeps a
+    hub awake; no authentication, no course data)."""
+
+    def initialize(self, service: Service) -> None:
+        self.service = service
 
     def get(self) -> None:
-        self.finish({"ok": True})
+        self.finish({"ok": True, "busy": self.service.busy()})
 
 
 def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] | tuple[str, type]]:
@@ -416,7 +420,7 @@ def routes(service: Service, hub_auth: HubOAuth) -> list[tuple[str, type, dict] 
     arguments = {"service": service, "hub_auth": hub_auth}
     return [
         (rf"{prefix}/oauth_callback", OAuthCallbackHandler, arguments),
-        (rf"{prefix}/api/health", HealthHandler),
+        (rf"{prefix}/api/health", HealthHandler, {"service": service}),
         (rf"{prefix}/api/courses/([^/]+)/assignments/?", AssignmentsHandler, arguments),
         (rf"{assignment}/?", AssignmentHandler, arguments),
         (rf"{assignment}/release", ReleaseHandler, arguments),

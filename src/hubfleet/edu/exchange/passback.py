@@ -105,6 +105,8 @@ class Passback:
         self.backoff = backoff
         self._clients: dict[tuple[str, str], ServiceClient] = {}
         self._http: httpx.AsyncClient | None = None
+        self.delivering = 0
+        """Deliveries under way (a hub stays awake while one is)."""
 
     async def close(self) -> None:
         if self._http is not None:
@@ -161,6 +163,17 @@ class Passback:
 
     async def deliver_pending(self, assignment_id: int | None = None) -> PassbackReport:
         """Post every pending score (of one assignment, or of the whole hub); stop at the first LMS outage."""
+        self.delivering += 1
+        try:
+            return await self._deliver_pending(assignment_id)
+        finally:
+            self.delivering -= 1
+
+    def pending(self) -> int:
+        """How many scores of the hub wait to be sent."""
+        return self._count_pending(None)
+
+    async def _deliver_pending(self, assignment_id: int | None) -> PassbackReport:
         report = PassbackReport()
         with self.exchange.sessions() as session:
             query = select(Assignment).where(Assignment.hub == self.exchange.hub)

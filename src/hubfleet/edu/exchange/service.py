@@ -25,6 +25,7 @@ from sqlalchemy import select
 from tornado.httpserver import HTTPServer
 
 from hubfleet.common.hubapi import HubAPI
+from hubfleet.common.periodic import every
 from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import HubState
 from hubfleet.db import open_database
@@ -130,6 +131,16 @@ class Service:
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking work (database, files) off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: function(*args, **kwargs))
+
+    def busy(self) -> str | None:
+        """What the service is doing that the hub must stay awake for (a grading or feedback job, scores being
+        delivered to the LMS), or None."""
+        running = [job.what for job in self.jobs.values() if job.state == "running"]
+        if running:
+            return f"{running[0]} under way"
+        if self.passback.delivering:
+            return "scores being sent to the LMS"
+        return None
 
     def job(self, kind: str, course: str, name: str) -> Job | None:
         """The assignment's last job of `kind` (running or finished), if any."""
@@ -238,13 +249,8 @@ async def serve(settings: ExchangeSettings, hub_settings: HubSettings | None = N
     server.listen(int(port), address=host)
     log.info("exchange of hub %s listening on %s%s", settings.hub, settings.address, settings.prefix)
     await service.run(service.warm_if_wanted)
-    try:
-        while True:
-            await asyncio.sleep(settings.passback_every)
-            try:
-                await service.passback.deliver_pending()
-            except Exception:  # the loop must outlive any one failure; the outbox keeps what was not delivered
-                log.exception("passback delivery failed")
+    try:  # the loop outlives any one failure; the outbox keeps what was not delivered
+        await every(settings.passback_every, service.passback.deliver_pending, log=log, what="passback", first=False)
     finally:
         await service.close()
 
