@@ -24,13 +24,13 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @contextmanager
-def chromium(area: str) -> Iterator[tuple[playwright_api.Browser, Path]]:
-    """A running headless Chromium, and the folder for `area`'s screenshots (created)."""
+def chromium(area: str, *flags: str) -> Iterator[tuple[playwright_api.Browser, Path]]:
+    """A running headless Chromium (with `flags` added), and the folder for `area`'s screenshots (created)."""
     need("chromium")
     artifacts = ARTIFACTS / area
     artifacts.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *flags])
         try:
             yield browser, artifacts
         finally:

@@ -34,7 +34,7 @@ from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.edu.git_daemon import CourseRepository, git_daemon
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 from tests.lms.peer import DL_CLAIM, LTI_CLAIM, PeerLMS
-from tests.requirements import CHROMIUM, need
+from tests.browser import chromium
 
 H = unique_hub("dl")
 PASSWORD = "deeplink-test-password"
@@ -528,27 +528,11 @@ def test_tool_configuration_offers_deep_linking(fleet: RunningFleet) -> None:
 
 # --------------------------------------------------------------------------------------------- in a real browser
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "deeplink"
-"""Screenshots (the guides' pictures in docs/img come from here)."""
-
-
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[playwright_api.Browser]:
-    need("chromium")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
+def browser() -> Iterator[tuple[playwright_api.Browser, Path]]:
+    """Chromium, and the folder for screenshots (the guides' pictures in docs/img come from there)."""
+    with chromium("deeplink") as running:
+        yield running
 
 
 def settle(page: playwright_api.Page, heading: str) -> None:
@@ -561,17 +545,18 @@ def settle(page: playwright_api.Page, heading: str) -> None:
 
 
 def test_in_a_browser_the_instructor_picks_and_students_land(
-    chromium: playwright_api.Browser, fleet: RunningFleet, lms: PeerLMS, links: dict[str, str]
+    browser: tuple[playwright_api.Browser, Path], fleet: RunningFleet, lms: PeerLMS, links: dict[str, str]
 ) -> None:
     """The LMS's pages drive the browser (auto-submitted forms, as in Canvas): the picker, the response going back
     to the LMS, a student's notebook open in JupyterLab, the course's git content pulled by nbgitpuller."""
+    chromium, artifacts = browser
     instructor = chromium.new_context(viewport={"width": 1100, "height": 760}).new_page()
     request = lms.deep_link_request(CONTEXT, data="from-the-browser")
     instructor.goto(lms.login_url(sub="s-prof", context_id=CONTEXT, deep_link=request))
     instructor.wait_for_selector("#deep-linking")
     instructor.check('input[value="assignment:hw1"]')
     instructor.check('input[value="notebook:week3/intro.ipynb"]')
-    instructor.screenshot(path=ARTIFACTS / "lti-deep-linking-picker.png", full_page=True)
+    instructor.screenshot(path=artifacts / "lti-deep-linking-picker.png", full_page=True)
     instructor.click("#add")
     instructor.wait_for_url(f"{lms.url}/deep_link_return/**")
     assert "2 item(s) added" in instructor.content()
@@ -582,12 +567,12 @@ def test_in_a_browser_the_instructor_picks_and_students_land(
     student.goto(lms.link_login_url(sub="s-ana", context_id=CONTEXT, link_id=links["notebook"]))
     student.wait_for_url("**/user/ana/lab/tree/courses/ds/week3/intro.ipynb", timeout=READY_TIMEOUT * 1000)
     settle(student, "Week 3, in the course folder")
-    student.screenshot(path=ARTIFACTS / "lti-notebook-landing.png")
+    student.screenshot(path=artifacts / "lti-notebook-landing.png")
     student.context.close()
 
     puller = chromium.new_context(viewport={"width": 1280, "height": 720}).new_page()
     puller.goto(lms.login_url(sub="s-ben", context_id=CONTEXT))
     puller.wait_for_url("**/user/ben/lab/tree/ds/material/week1.ipynb", timeout=READY_TIMEOUT * 1000)
     settle(puller, "Week 1")
-    puller.screenshot(path=ARTIFACTS / "git-content-landing.png")
+    puller.screenshot(path=artifacts / "git-content-landing.png")
     puller.context.close()

@@ -13,14 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.console.test_console_browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.browser import chromium
 from tests.helpers import RunningFleet, free_port, running_fleet, unique_hub, wait_until
-from tests.requirements import need
 from tests.tls import LocalCA, served_certificate
 
 PASSWORD = "https-test-2026"
 HSTS = "max-age=31536000"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "https"
 
 
 def hubs(awake: str, sleepy: str) -> str:
@@ -146,25 +144,16 @@ def spki_hash(chain: Path) -> str:
 
 def browser_logs_in(fleet: RunningFleet, hub: str, cert: Path) -> None:
     """Debian's Chromium (Playwright) trusts exactly the front door's key and logs in through the hub's form."""
-    need("chromium")
-    from playwright import sync_api as playwright_api
-
-    flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"]
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
-        try:
-            page = browser.new_context().new_page()
-            page.goto(fleet.hub_url(hub) + "hub/login")
-            assert page.evaluate("window.isSecureContext") is True  # no plain-HTTP warning on the login page
-            page.fill("#username_input", "ada")
-            page.fill("#password_input", PASSWORD)
-            page.click("#login_submit")
-            page.wait_for_url("**/hubs/*/**", timeout=60_000)
-            cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
-            session = cookies["jupyterhub-session-id"]
-            assert session["secure"] and session["httpOnly"]
-            assert all(cookie["secure"] for cookie in cookies.values()), cookies
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=ARTIFACTS / "https-login.png")
-        finally:
-            browser.close()
+    with chromium("https", f"--ignore-certificate-errors-spki-list={spki_hash(cert)}") as (browser, artifacts):
+        page = browser.new_context().new_page()
+        page.goto(fleet.hub_url(hub) + "hub/login")
+        assert page.evaluate("window.isSecureContext") is True  # no plain-HTTP warning on the login page
+        page.fill("#username_input", "ada")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_url("**/hubs/*/**", timeout=60_000)
+        cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
+        session = cookies["jupyterhub-session-id"]
+        assert session["secure"] and session["httpOnly"]
+        assert all(cookie["secure"] for cookie in cookies.values()), cookies
+        page.screenshot(path=artifacts / "https-login.png")
