@@ -89,7 +89,7 @@ def fleet_document(count: int, front: int, ports: tuple[int, int], shared: Path,
 
 def fleet_memory(state_dir: Path) -> dict[str, float]:
     """Summed PSS and RSS (MiB) of every process of the fleet: the supervisor and all its descendants."""
-    supervisor = psutil.Process(int((state_dir / "supervisor.pid").read_text()))
+    supervisor = psutil.Process(int((state_dir / "supervisor.pid").read_text().split()[0]))
     processes = [supervisor, *supervisor.children(recursive=True)]
     pss = rss = 0
     for process in processes:

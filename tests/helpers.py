@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from hubfleet.backends.local.render import hub_address
-from hubfleet.common.settings import HubAddress, HubPorts, ProxyLink
+from hubfleet.common.settings import HubAddress, HubPorts, HubSettings, ProxyLink
 from hubfleet.health.client import HubUser, PasswordLogin
 from hubfleet.spec.models import Hub
 from hubfleet.system import accounts, homes
@@ -31,6 +31,11 @@ from tests.requirements import need
 USER_ENV = Path(os.environ.get("HUBFLEET_TEST_USER_ENV", "/opt/hubfleet/user-env"))
 HOME_ROOT = Path("/home")
 """Where test fleets' homes are (the fleet file's default `paths.home_root`)."""
+
+
+def hub_cgroup(state_dir: Path, hub: str) -> str:
+    """The cgroup of hub `hub` of the fleet whose state directory is `state_dir` (`hubfleet/<fleet>-<hash>/<hub>`)."""
+    return HubSettings.read(state_dir / "hubs" / hub / "settings.json").cgroup
 
 
 def free_port() -> int:
@@ -84,6 +89,10 @@ class RunningFleet:
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json", check=False).stdout)
+
+    def cgroup(self, hub: str) -> str:
+        """Hub `hub`'s cgroup (relative to each hierarchy's root), as its settings name it."""
+        return hub_cgroup(self.state_dir, hub)
 
     def service_token(self, hub: str) -> str:
         return (self.state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()

@@ -125,7 +125,7 @@ def as_unix_user(user: str, script: str) -> subprocess.CompletedProcess:
 
 
 def hub_pid(fleet: RunningFleet) -> int:
-    return int((fleet.state_dir / "hubs" / H / "hub.pid").read_text())
+    return int((fleet.state_dir / "hubs" / H / "hub.pid").read_text().split()[0])
 
 
 def course_cli(fleet: RunningFleet, *args: str, code: int = 0) -> Result:
@@ -191,7 +191,7 @@ def test_a_ta_manages_the_servers_of_their_course_only(fleet: RunningFleet) -> N
     # Course A's student: start (with the course's profile), read, stop.
     assert status(fleet, ta, "POST", "/users/sa1/server") in (201, 202)
     on_hub(fleet, lambda api: wait_ready(api, "sa1"), ta)
-    group = cgroups.detect().open(f"hubfleet/{H}/{accounts.unix_username(H, 'sa1')}")
+    group = cgroups.detect().open(f"{fleet.cgroup(H)}/{accounts.unix_username(H, 'sa1')}")
     assert group is not None and group.limits().memory_bytes == 320 * 1024**2  # profile `lab` of course ca
     # Course B's people may not use course A's profile.
     refused = status(fleet, fleet.service_token(H), "POST", "/users/ib/server", json={"profile": "lab"})

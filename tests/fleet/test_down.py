@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 
 import httpx
-import pytest
 
 from hubfleet.fleet.ports import port_is_free
 from hubfleet.health.client import HubUser, PasswordLogin
-from hubfleet.system import accounts, cgroups
+from hubfleet.system import accounts, cgroups, pidfiles
 from tests.helpers import (
     fleet_yaml,
+    hub_cgroup,
     hubfleet,
     port_block,
     processes_mentioning,
@@ -49,16 +48,18 @@ def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> 
 
         asyncio.run(start_server())
         assert processes_of_hub_users(hub), "erin's server should be running"
-        supervisor = int((state / "supervisor.pid").read_text())
+        supervisor = pidfiles.running(state / "supervisor.pid")
+        assert supervisor is not None
 
         result = hubfleet("down", cwd=tmp_path)
         assert "Fleet stopped" in result.stdout
-        with pytest.raises(ProcessLookupError):
-            os.kill(supervisor, 0)
+        assert not supervisor.alive()  # exited (its parent may take a moment to reap it)
         assert processes_mentioning(str(state)) == []
         assert processes_of_hub_users(hub) == []
         driver = cgroups.detect()
-        assert driver is None or driver.open(f"hubfleet/{hub}") is None
+        group = hub_cgroup(state, hub)
+        assert driver is None or driver.open(group) is None
+        assert driver is None or driver.open(group.rsplit("/", 1)[0]) is None  # the fleet's own, too
         assert port_is_free(port)
         assert hubfleet("status", cwd=tmp_path, check=False).returncode == 3
         assert "No fleet is running" in hubfleet("down", cwd=tmp_path).stdout

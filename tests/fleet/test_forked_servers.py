@@ -76,7 +76,7 @@ def test_a_forked_server_is_its_user_as_a_plain_start_makes_it(fleet: RunningFle
     assert (seen["uid"], seen["euid"], seen["gid"]) == (account.pw_uid, account.pw_uid, account.pw_gid)
     assert sorted(seen["groups"]) == sorted(os.getgrouplist(account.pw_name, account.pw_gid))
     assert seen["nnp"] == "1"
-    assert f"/hubfleet/{F}/{F}_ann" in seen["cgroup"]
+    assert f"/{fleet.cgroup(F)}/{F}_ann" in seen["cgroup"]
     assert seen["home"] == account.pw_dir == seen["cwd"] and seen["user"] == account.pw_name
     assert seen["umask"] == 0o022
     log = (fleet.state_dir / "hubs" / F / "hub.log").read_text()
@@ -119,7 +119,7 @@ def test_a_forked_server_survives_a_hub_restart_and_stops_normally(fleet: Runnin
             hub_user = await HubUser.login(client, fleet.hub_url(F), PasswordLogin(user, PASSWORD))
             await hub_user.start_server()
 
-    hub_pid = int((fleet.state_dir / "hubs" / F / "hub.pid").read_text())
+    hub_pid = int((fleet.state_dir / "hubs" / F / "hub.pid").read_text().split()[0])
     asyncio.run(start("cy"))
     before = {h["name"]: h for h in fleet.status()["hubs"]}[F]
     os.kill(hub_pid, signal.SIGKILL)

@@ -135,8 +135,8 @@ def test_server_runs_as_the_users_own_account_in_its_cgroup(fleet: RunningFleet,
     output = run(fleet, A, alice, lambda user: start_and_run(user, code))
     first, cgroup_lines = output.split("\n", 1)
     assert first == f"{A}_alice 0o700 /home/{A}_alice"
-    assert f"/hubfleet/{A}/{A}_alice" in cgroup_lines
-    group = cgroups.detect().open(f"hubfleet/{A}/{A}_alice")
+    assert f"/{fleet.cgroup(A)}/{A}_alice" in cgroup_lines
+    group = cgroups.detect().open(f"{fleet.cgroup(A)}/{A}_alice")
     assert group is not None and group.pids()
 
 
@@ -184,7 +184,7 @@ def test_hub_a_credentials_get_nothing_from_hub_b(fleet: RunningFleet, alice: To
 
 
 def test_a_server_over_its_memory_limit_is_killed_by_the_kernel(fleet: RunningFleet, alice: TokenLogin) -> None:
-    group = cgroups.detect().open(f"hubfleet/{A}/{A}_alice")
+    group = cgroups.detect().open(f"{fleet.cgroup(A)}/{A}_alice")
     before = group.oom_kills()
     hog = "blocks = []\nfor _ in range(64):\n    blocks.append(bytearray(16 * 1024 * 1024))\nprint('survived')"
     with pytest.raises(KernelDied):

@@ -309,7 +309,7 @@ def test_a_hub_sees_and_changes_only_its_own_routes(fleet: RunningFleet, ann_tok
 
 def test_the_proxy_killed_with_sigkill_comes_back_with_every_hubs_routes(fleet: RunningFleet, ann_token: str) -> None:
     api_get(fleet, S, "user", ann_token).raise_for_status()  # S awake too
-    pid = int((fleet.state_dir / "frontdoor" / "proxy.pid").read_text())
+    pid = int((fleet.state_dir / "frontdoor" / "proxy.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
 
     def routed() -> bool:
@@ -322,7 +322,7 @@ def test_the_proxy_killed_with_sigkill_comes_back_with_every_hubs_routes(fleet: 
             return False
 
     wait_until(routed, 15, "both hubs routed again after the proxy's restart", every=0.2)
-    assert int((fleet.state_dir / "frontdoor" / "proxy.pid").read_text()) != pid
+    assert int((fleet.state_dir / "frontdoor" / "proxy.pid").read_text().split()[0]) != pid
 
 
 def test_an_unknown_hub_gets_a_clear_404_page(fleet: RunningFleet) -> None:

@@ -227,7 +227,7 @@ def test_a_collector_outage_counts_no_usage(
     fleet: RunningFleet, sessions: sessionmaker[Session], alice: tuple[LoggedIn, str]
 ) -> None:
     user, kernel = alice
-    supervisor = int((fleet.state_dir / "supervisor.pid").read_text())
+    supervisor = int((fleet.state_dir / "supervisor.pid").read_text().split()[0])
     before = wait_for_sample_after(sessions, METER, "alice", time.time() + 0.5)
     stopped = time.time()
     os.kill(supervisor, signal.SIGSTOP)  # the collector (in the supervisor) is down; hubs and servers run on

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,17 +24,14 @@ from hubfleet.cli.env import build_environments
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus, HubStatus
-from hubfleet.fleet.backend import registered
-from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, wait_gone
+from hubfleet.fleet import leftovers
+from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, supervisor_process, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
-from hubfleet.fleet.processes import kill_pid_file
+from hubfleet.fleet.processes import signal_process
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.auth import SharedPasswordAuth
-from hubfleet.system import cgroups
+from hubfleet.system import cgroups, pidfiles
 from hubfleet.usage.storage import quota_problems
-
-PROCESSES = ("dask-gateway", "exchange", "hub")
-"""A hub's processes, in the order `down` stops them."""
 
 FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)
 
@@ -316,45 +314,33 @@ def status(
 def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Stop the fleet: user servers, hubs, proxies and the front door; nothing is left running."""
     state = FleetState(state_root(state_dir))
-    pid = supervisor_pid(state)
-    if pid is not None:
+    supervisor = supervisor_process(state)
+    if supervisor is None and pidfiles.stale(state.supervisor_pid_file):
+        _say_stale(state.supervisor_pid_file)
+        state.supervisor_pid_file.unlink(missing_ok=True)
+    if supervisor is not None:
         with console.status("Stopping user servers, hubs and proxies…"):
             try:
                 ControlClient(state, timeout=30).down()
             except NotRunning:
-                os.kill(pid, 15)
-            if not wait_gone(pid, 180):
-                raise fail(f"the supervisor (pid {pid}) did not stop within 180 s")
-    leftovers = _kill_leftovers(state)
-    if pid is None and not leftovers:
+                signal_process(supervisor, signal.SIGTERM)
+            if not wait_gone(supervisor, 180):
+                raise fail(f"the supervisor (pid {supervisor.pid}) did not stop within 180 s")
+    found = leftovers.clean_up(state)
+    for path in found.stale:
+        _say_stale(path)
+    for warning in found.warnings:
+        console.print(f"[yellow]{escape(warning)}[/]")
+    if supervisor is None and not found.stopped:
         console.print(f"No fleet is running from {state.root}.")
         return
-    console.print("Fleet stopped." + (f" (also stopped {leftovers} orphaned process(es))" if leftovers else ""))
+    console.print("Fleet stopped." + (f" (also stopped {found.stopped} orphaned process(es))" if found.stopped else ""))
 
 
-def _kill_leftovers(state: FleetState) -> int:
-    """Processes (and Slurm jobs) of a supervisor that died without cleaning up: pid files, cgroups, squeue."""
-    stopped = 0
-    pid_files = [state.frontdoor_dir / "proxy.pid"]
-    for name in state.hub_names():
-        hub = state.hub(name)
-        pid_files += [hub.root / f"{process}.pid" for process in PROCESSES]
-    for pid_file in pid_files:
-        stopped += kill_pid_file(pid_file)
-    for name in state.hub_names():
-        for backend in registered().values():
-            try:
-                stopped += backend.clean_up_after(state.hub(name))
-            except RuntimeError as exc:
-                console.print(f"[yellow]{backend.name}: what hub {escape(name)} left may remain: {escape(str(exc))}[/]")
-    driver = cgroups.detect()
-    if driver is not None:
-        for name in state.hub_names():
-            group = driver.open(f"hubfleet/{name}")
-            if group is not None:
-                stopped += len(group.pids())
-                group.remove()
-    return stopped
+def _say_stale(pid_file: Path) -> None:
+    record = pidfiles.read(pid_file)
+    what = f"pid {record.pid} is no longer the process it recorded" if record else "it records no process"
+    console.print(f"[yellow]Removed the stale pid file {escape(str(pid_file))}: {what} (nothing was signalled).[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -197,6 +197,9 @@ class HubSettings(SettingsFile):
     public_url: str
     ports: HubPorts
     state_dir: Path
+    cgroup: str
+    """The hub's cgroup (`hubfleet.common.state.hub_cgroup`), relative to each hierarchy's root: every user's
+    server and Dask cluster gets a group below it."""
     user_env: Path
     """The environment of profiles that name none."""
     environments_root: Path | None = None

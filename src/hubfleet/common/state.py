@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -27,6 +28,22 @@ def state_dir_for(fleet: Fleet | None = None, explicit: Path | None = None) -> P
     if fleet is not None and fleet.state_dir is not None:
         return fleet.state_dir.resolve()
     return Path(DEFAULT_STATE_DIR).resolve()
+
+
+CGROUP_TOP = "hubfleet"
+"""The cgroup every fleet's groups are below (in each hierarchy)."""
+
+
+def fleet_cgroup(fleet_name: str, state_root: Path) -> str:
+    """The fleet's cgroup, `hubfleet/<fleet name>-<short hash of its state directory>`: two fleets on one machine
+    (two state directories) never share one, even with the same name or hubs of the same name."""
+    digest = hashlib.sha256(str(state_root.resolve()).encode()).hexdigest()[:8]
+    return f"{CGROUP_TOP}/{fleet_name}-{digest}"
+
+
+def hub_cgroup(fleet_name: str, state_root: Path, hub: str) -> str:
+    """Hub `hub`'s cgroup: its users' servers and Dask clusters each get one below it."""
+    return f"{fleet_cgroup(fleet_name, state_root)}/{hub}"
 
 
 def database_url(fleet: Fleet, state_root: Path) -> str:

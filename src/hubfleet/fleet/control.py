@@ -5,7 +5,6 @@ only; no browser can reach it."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus
 from hubfleet.fleet.plan import FleetPlan
 from hubfleet.spec import SpecError
+from hubfleet.system import pidfiles
 
 
 class NotRunning(RuntimeError):
@@ -150,23 +150,23 @@ class ControlClient:
             raise RuntimeError(response.json().get("error", response.text))
 
 
+def supervisor_process(state: FleetState) -> pidfiles.ProcessRecord | None:
+    """The running supervisor, if there is one (the very process its pid file records: a pid that now belongs to
+    another process is not the supervisor)."""
+    return pidfiles.running(state.supervisor_pid_file)
+
+
 def supervisor_pid(state: FleetState) -> int | None:
-    """The running supervisor's pid, if there is one."""
-    try:
-        pid = int(state.supervisor_pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    """The running supervisor's pid, if there is one (see `supervisor_process`)."""
+    process = supervisor_process(state)
+    return None if process is None else process.pid
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until process `pid` has exited; False on timeout."""
+def wait_gone(process: pidfiles.ProcessRecord, timeout: float) -> bool:
+    """Wait until `process` has exited; False on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process.alive():
             return True
         time.sleep(0.2)
     return False

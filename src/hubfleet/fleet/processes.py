@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from hubfleet.system import pidfiles
 from hubfleet.system.forkserver import ForkedProcess, ForkServer
 
 log = logging.getLogger("hubfleet.processes")
@@ -122,7 +124,7 @@ class ManagedProcess:
         self._process = process
         self.started_at = time.time()
         if self.pid_file is not None:
-            self.pid_file.write_text(f"{self._process.pid}\n")
+            pidfiles.write(self.pid_file, self._process.pid)
         log.debug("started %s (pid %s)", self.name, self._process.pid)
 
     async def wait_ready(self, timeout: float) -> None:
@@ -203,28 +205,42 @@ async def terminate(process: asyncio.subprocess.Process | ForkedProcess, timeout
         await process.wait()
 
 
-def kill_pid_file(pid_file: Path, timeout: float = 10.0) -> bool:
-    """Stop a process known only by its pid file (when its supervisor is gone). True if one was stopped."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+class Cleanup(enum.Enum):
+    """What `kill_pid_file` found."""
+
+    STOPPED = "stopped"
+    """The process the file recorded was running, and was stopped."""
+    STALE = "stale"
+    """The file named no process of ours (it had exited, or its pid now belongs to another process): removed."""
+    ABSENT = "absent"
+    """There was no pid file."""
+
+
+def kill_pid_file(pid_file: Path, timeout: float = 10.0) -> Cleanup:
+    """Stop a process known only by its pid file (when its supervisor is gone) — only if it is provably the process
+    that was started (`hubfleet.system.pidfiles`); a stale file is removed and nothing is signalled."""
+    if not pid_file.exists():
+        return Cleanup.ABSENT
+    record = pidfiles.running(pid_file)
+    if record is None:
         pid_file.unlink(missing_ok=True)
-        return False
-    except PermissionError:
-        os.kill(pid, signal.SIGTERM)
+        return Cleanup.STALE
+    signal_process(record, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
+    while record.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    signal_process(record, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
-    return True
+    return Cleanup.STOPPED
+
+
+def signal_process(record: pidfiles.ProcessRecord, number: int) -> None:
+    """Signal the recorded process's group (when it leads its own, as the fleet's processes do), else the process
+    alone; nothing unless it is that very process, still running."""
+    if not record.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(record.pid) == record.pid:
+            os.killpg(record.pid, number)
+        else:
+            os.kill(record.pid, number)

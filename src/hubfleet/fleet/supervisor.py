@@ -16,7 +16,7 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 
 from hubfleet.common.periodic import every
-from hubfleet.common.state import FleetState, database_url
+from hubfleet.common.state import FleetState, database_url, fleet_cgroup
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.edu.lti.keys import TOOL_KEY_FILE, ToolKey
 from hubfleet.fleet import backend as backend_port
@@ -32,6 +32,7 @@ from hubfleet.fleet.scratch import ScratchSweeper
 from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
 from hubfleet.spec import Fleet, parse
 from hubfleet.spec.models import Hub
+from hubfleet.system import cgroups, pidfiles
 from hubfleet.system.forkserver import ForkServer
 from hubfleet.usage.collector import Collector, HubTarget
 
@@ -88,7 +89,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        self.state.supervisor_pid_file.write_text(f"{os.getpid()}\n")
+        pidfiles.write(self.state.supervisor_pid_file, os.getpid())
         try:
             self._control = control.serve(self, self.state)
             await self.front_door.start()
@@ -144,6 +145,7 @@ class Supervisor:
                 token=hub.settings.secret("service_token"),
                 state_dir=hub.settings.state_dir,
                 home_root=hub.settings.home_root,
+                cgroup=hub.settings.cgroup,
                 local_servers=hub.servers_here,
             )
             for hub in self.running_hubs()
@@ -213,6 +215,7 @@ class Supervisor:
                 log.error("stopping hub %s: %s", name, result)
         for backend in self.backends.values():
             await backend.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_cgroup)
         await self.forkserver.close()
         await self.outbox.close()
         await self.front_door.stop()
@@ -220,6 +223,16 @@ class Supervisor:
             self._control.stop()
         self.state.control_socket.unlink(missing_ok=True)
         self.state.supervisor_pid_file.unlink(missing_ok=True)
+
+    def _remove_cgroup(self) -> None:
+        """Remove the fleet's cgroup once its hubs are down (if nothing is left in it)."""
+        driver = cgroups.detect()
+        group = driver.open(fleet_cgroup(self.fleet.name, self.state.root)) if driver is not None else None
+        if group is not None and not group.pids():
+            try:
+                group.remove()
+            except cgroups.CgroupError as exc:
+                log.warning("cannot remove the fleet's cgroup: %s", exc)
 
     async def apply(self, source: Path, text: str) -> FleetPlan:
         """Bring the running fleet to the fleet file's text, hub by hub; SpecError leaves everything as it was."""

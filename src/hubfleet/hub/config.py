@@ -117,6 +117,7 @@ def configure(c: Any, settings: HubSettings) -> None:
     c.HubfleetSpawnerMixin.home_quota = settings.home_quota
     c.SameUserSpawner.homes_dir = str(state / "homes")
     c.IsolatedSpawner.fork_servers_dir = str(state / "servers")  # servers forked from a warm interpreter
+    c.IsolatedSpawner.hub_cgroup = settings.cgroup
     if settings.isolation == "slurm":
         _configure_slurm(c, settings)
 

@@ -504,6 +504,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     a warm fork server of its environment when one is there (`hubfleet.hub.servers`), else started the plain way."""
 
     cgroup_relpath = Unicode("", help="the server's cgroup, relative to the hierarchy's root")
+    hub_cgroup = Unicode(config=True, help="the hub's cgroup (its servers' groups are below it)")
     fork_servers_dir = Unicode(
         "", config=True, help="folder of the fork servers servers are started from ('': every start is plain)"
     )
@@ -535,7 +536,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
         if driver is None:
             self.log.warning("No writable cgroup hierarchy: %s's limits are not enforced", self.user.name)
         else:
-            relpath = f"hubfleet/{self.hub_name}/{self.unix_name}"
+            relpath = f"{self.hub_cgroup}/{self.unix_name}"
             if self.name:
                 relpath += f"-{self.name}"
             limits = cgroups.Limits(memory_bytes=profile.memory, cpu=profile.cpu, pids_max=PIDS_MAX)

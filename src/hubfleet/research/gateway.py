@@ -166,7 +166,7 @@ class HubfleetLocalBackend(HubUsersMixin, LocalBackend):
         if driver is None:
             self.log.warning("no writable cgroup hierarchy: Dask limits of %s are not enforced", cluster.username)
             return None
-        relpath = f"hubfleet/{self.settings.hub}/{self.unix_name(cluster.username)}-dask"
+        relpath = f"{self.settings.cgroup}/{self.unix_name(cluster.username)}-dask"
         memory, cores = cluster.config.get("cluster_max_memory"), cluster.config.get("cluster_max_cores")
         return driver.create(relpath, cgroups.Limits(memory_bytes=memory, cpu=cores, pids_max=PIDS_MAX))
 

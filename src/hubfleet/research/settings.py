@@ -21,6 +21,8 @@ class GatewaySettings(SettingsFile):
     env_var: ClassVar[str] = SETTINGS_ENV
 
     hub: str
+    cgroup: str
+    """The hub's cgroup: each user's Dask processes share one group below it."""
     hub_api_url: str
     prefix: str
     public_url: str

@@ -3,8 +3,8 @@
 Each sweep, for every hub:
 
 - asks the hub's REST API (as the fleet's service) for its users, their servers, groups and last activity;
-- reads each running server's cgroup (`hubfleet/<hub>/<unix user>[-<server>]`, made by the IsolatedSpawner) and each
-  user's Dask cgroup (`hubfleet/<hub>/<unix user>-dask`): CPU time since the last reading, memory in use (the working
+- reads each running server's cgroup (`<hub cgroup>/<unix user>[-<server>]`, made by the IsolatedSpawner) and each
+  user's Dask cgroup (`<hub cgroup>/<unix user>-dask`): CPU time since the last reading, memory in use (the working
   set), and the request (the cgroup's limits, i.e. the profile; else the profile the server was started with);
 - counts new lines of the hub's `logins.jsonl`, and measures home directories every `metering.storage_interval`.
 
@@ -70,6 +70,8 @@ class HubTarget:
     token: str
     state_dir: Path
     home_root: Path
+    cgroup: str
+    """The hub's cgroup (its servers' and Dask clusters' groups are below it)."""
     local_servers: bool = True  # servers run on this machine (their cgroups can be read here)
 
 
@@ -194,13 +196,13 @@ class Collector:
                 for server_name, server in (user.get("servers") or {}).items():
                     if not server.get("ready"):
                         continue
-                    relpath = f"hubfleet/{target.name}/{unix}" + (f"-{server_name}" if server_name else "")
+                    relpath = f"{target.cgroup}/{unix}" + (f"-{server_name}" if server_name else "")
                     profile = (server.get("user_options") or {}).get("profile")
                     started = prewarmed.get(name) if not server_name else None
                     # A server pre-warmed for a meeting is the pre-warm line's until its student comes to it.
                     billed = PREWARMED if started is not None and not claimed(started, _seconds(view, name)) else name
                     view.servers.append(_Server(target.name, billed, SERVER, relpath, profile))
-                view.servers.append(_Server(target.name, name, DASK, f"hubfleet/{target.name}/{unix}-dask", None))
+                view.servers.append(_Server(target.name, name, DASK, f"{target.cgroup}/{unix}-dask", None))
         return view
 
     # ------------------------------------------------------------------------------------------ in a thread

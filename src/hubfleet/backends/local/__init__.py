@@ -208,7 +208,7 @@ class LocalHub:
         if active:
             return f"{active} user(s) with a server running or starting"
         driver = cgroups.detect()
-        group = driver.open(f"hubfleet/{self.name}") if driver else None
+        group = driver.open(self.settings.cgroup) if driver else None
         if group is not None and group.pids():
             return "processes of its users run (e.g. a Dask cluster)"
         return await self._exchange_busy()
@@ -278,7 +278,7 @@ class LocalHub:
 
     def _remove_cgroups(self) -> None:
         driver = cgroups.detect()
-        group = driver.open(f"hubfleet/{self.name}") if driver else None
+        group = driver.open(self.settings.cgroup) if driver else None
         if group is not None:
             group.remove()
 

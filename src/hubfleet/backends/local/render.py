@@ -19,7 +19,7 @@ from hubfleet.common.settings import (
     ProxyLink,
     loopback_url,
 )
-from hubfleet.common.state import HubState, database_url
+from hubfleet.common.state import HubState, database_url, hub_cgroup
 from hubfleet.console.urls import oauth_callback as console_callback
 from hubfleet.edu.courses import course_folder_path, fleet_file_groups, folder_access
 from hubfleet.edu.exchange.settings import SERVICE_NAME as EXCHANGE_SERVICE
@@ -62,6 +62,11 @@ def scratch_root(fleet: Fleet, hub: Hub) -> Path | None:
     return fleet.paths.shared_root / hub.name / SCRATCH_FOLDER
 
 
+def cgroup_of(fleet: Fleet, hub: Hub, state: HubState) -> str:
+    """The hub's cgroup (its state directory is `<fleet state>/hubs/<hub>`)."""
+    return hub_cgroup(fleet.name, state.root.parents[1], hub.name)
+
+
 def hub_address(hub: Hub, ports: HubPorts, proxy: ProxyLink) -> HubAddress:
     """Where the hub's processes are reached on this machine."""
     return HubAddress(base_url=base_url(hub), ports=ports, proxy=proxy)
@@ -90,6 +95,7 @@ def render_gateway_settings(fleet: Fleet, hub: Hub, state: HubState, address: Hu
     prefix = address.service_path(GATEWAY_SERVICE)
     return GatewaySettings(
         hub=hub.name,
+        cgroup=cgroup_of(fleet, hub, state),
         hub_api_url=address.hub_api_url,
         prefix=prefix,
         public_url=f"{fleet.front_door.url}{prefix}",
@@ -224,6 +230,7 @@ def render_settings(fleet: Fleet, hub: Hub, state: HubState, address: HubAddress
         ports=address.ports,
         proxy=address.proxy,
         state_dir=state.root,
+        cgroup=cgroup_of(fleet, hub, state),
         user_env=fleet.paths.user_env,
         **environment_settings(fleet, hub),
         home_root=fleet.paths.home_root,

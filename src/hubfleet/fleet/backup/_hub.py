@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubfleet import db
-from hubfleet.common.state import database_url
+from hubfleet.common.state import database_url, hub_cgroup
 from hubfleet.fleet.backup._parts import (
     Reporter,
     add_hub,
@@ -24,7 +24,7 @@ from hubfleet.fleet.backup._parts import restore_hub as restore_hub_files
 from hubfleet.fleet.backup._rows import delete_rows, export_rows, import_rows
 from hubfleet.fleet.backup._tree import SnapshotError, SnapshotWriter, restore_tree, sha256_file, verify
 from hubfleet.spec.models import Fleet
-from hubfleet.system import accounts, cgroups, homes
+from hubfleet.system import accounts, cgroups, homes, pidfiles
 
 ARCHIVED_FILE = "archived.json"
 """In the hub's state folder: the hub's last archive (path, checksum, time), for `decommission`."""
@@ -53,15 +53,8 @@ def _hub_state(state_root: Path, hub: str) -> Path:
 
 
 def running_processes(state_root: Path, hub: str) -> list[str]:
-    """The hub's processes that still run, by their pid files."""
-    alive = []
-    for pid_file in sorted(_hub_state(state_root, hub).glob("*.pid")):
-        try:
-            os.kill(int(pid_file.read_text().strip()), 0)
-        except (OSError, ValueError):
-            continue
-        alive.append(pid_file.stem)
-    return alive
+    """The hub's processes that still run, by the pid files the fleet wrote (`hubfleet.system.pidfiles`)."""
+    return [path.stem for path in sorted(_hub_state(state_root, hub).glob("*.pid")) if pidfiles.running(path)]
 
 
 def _check_stopped(state_root: Path, hub: str) -> None:
@@ -148,7 +141,7 @@ def decommission_hub(fleet: Fleet, state_root: Path, hub: str, *, force: bool = 
     removed = {"homes": len(homes.release_homes(fleet.paths.home_root, f"{hub}_"))}
     removed["accounts"] = len(accounts.remove_hub_accounts(hub))
     driver = cgroups.detect()
-    group = driver.open(f"hubfleet/{hub}") if driver else None
+    group = driver.open(hub_cgroup(fleet.name, state_root, hub)) if driver else None
     if group is not None:
         group.remove()
     shared = fleet.paths.shared_root / hub
