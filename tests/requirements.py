@@ -62,6 +62,10 @@ REQUIREMENTS: dict[str, tuple[Callable[[], bool], str]] = {
         lambda: all(_has_tool(tool) for tool in ("slapd", "slapadd", "ldapsearch")),
         "needs OpenLDAP's server and tools: apt-get install slapd ldap-utils",
     ),
+    "systemd-analyze": (
+        lambda: _has_tool("systemd-analyze"),
+        "needs systemd-analyze (checks service units): apt-get install systemd",
+    ),
     "xfs": (
         lambda: all(_has_tool(tool) for tool in ("mkfs.xfs", "xfs_growfs", "xfs_db", "losetup")),
         "needs xfsprogs (home quotas): apt-get install xfsprogs",

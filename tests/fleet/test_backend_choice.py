@@ -59,6 +59,10 @@ class Recorder(Backend):
     async def apply(self, hub: Hub, change: HubChange) -> None:
         self.calls.append(("apply", hub.name))
 
+    async def restart(self, name: str) -> bool:
+        self.calls.append(("restart", name))
+        return True
+
     async def down(self, name: str, *, stop_servers: bool = True) -> None:
         self.calls.append(("down", name))
         self.running.remove(name)

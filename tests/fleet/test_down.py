@@ -32,9 +32,10 @@ def test_down_from_the_same_directory_leaves_nothing_running(tmp_path: Path) -> 
     shared = tmp_path / "shared"
     hubs = f"{hub}:\n  auth: {{type: shared-password, password: down-test-pw, allowed_users: [erin]}}\n"
     (tmp_path / "fleet.yaml").write_text(fleet_yaml("downtest", port, block, shared, hubs))
+    state = tmp_path / ".hubfleet"
+    state.mkdir()  # as root the state would be /var/lib/hubfleet: an existing ./.hubfleet keeps it here
     try:
         hubfleet("up", "fleet.yaml", "--detach", cwd=tmp_path)
-        state = tmp_path / ".hubfleet"
         assert (state / "supervisor.sock").exists()
         status = json.loads(hubfleet("status", "--json", cwd=tmp_path).stdout)
         assert status["running"] and status["hubs"][0]["healthy"]

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from hubfleet.cli import assignment, backup, check, contributions, course, economics, env, fleet, template, usage
+from hubfleet.cli import (
+    assignment,
+    backup,
+    check,
+    contributions,
+    course,
+    economics,
+    env,
+    fleet,
+    service,
+    template,
+    usage,
+)
 from hubfleet.system.startup import skip_slow_optional_imports
 
 app = typer.Typer(
@@ -24,6 +36,7 @@ env.register(app)
 economics.register(app)
 contributions.register(app)
 backup.register(app)
+service.register(app)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from hubfleet import envs
 from hubfleet.cli.env import build_environments
-from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
+from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, fleet_file, print_problems, state_root
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet import leftovers
@@ -33,10 +33,12 @@ from hubfleet.spec.auth import SharedPasswordAuth
 from hubfleet.system import cgroups, pidfiles
 from hubfleet.usage.storage import quota_problems
 
-FILE_ARGUMENT: Any = typer.Argument(..., help="the fleet file (YAML)", exists=False)
+FILE_ARGUMENT: Any = typer.Argument(
+    None, help="the fleet file (YAML; as root, default /etc/hubfleet/fleet.yaml)", show_default=False
+)
 
 
-def _load(path: Path) -> Fleet:
+def load_or_exit(path: Path) -> Fleet:
     try:
         return load(path)
     except SpecError as exc:
@@ -44,9 +46,10 @@ def _load(path: Path) -> Fleet:
         raise typer.Exit(1) from None
 
 
-def validate(file: Path = FILE_ARGUMENT) -> None:
+def validate(file: Path | None = FILE_ARGUMENT) -> None:
     """Check a fleet file and report every problem at once (file:line:column, field, hint)."""
-    fleet = _load(file)
+    file = fleet_file(file)
+    fleet = load_or_exit(file)
     console.print(
         f"[green]✓[/] {escape(str(file))}: fleet [bold]{fleet.name}[/] with {len(fleet.hubs)} hub(s): "
         + ", ".join(fleet.hubs)
@@ -58,7 +61,7 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-def _applied_fleet(state: FleetState) -> Fleet | None:
+def applied_fleet(state: FleetState) -> Fleet | None:
     applied = state.applied()
     if applied is None:
         return None
@@ -86,14 +89,14 @@ def _print_plan(changes: FleetPlan) -> None:
 
 
 def plan_command(
-    file: Path = FILE_ARGUMENT,
+    file: Path | None = FILE_ARGUMENT,
     state_dir: Path | None = STATE_DIR_OPTION,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show what `apply` would change on the running fleet."""
-    desired = _load(file)
+    desired = load_or_exit(fleet_file(file))
     state = FleetState(state_root(state_dir, desired))
-    current = _applied_fleet(state)
+    current = applied_fleet(state)
     changes = plan(current, desired)
     to_build = [key for key, _ in envs.outdated(desired)]
     if as_json:
@@ -182,7 +185,7 @@ def _setup_logging(state: FleetState, verbose: bool) -> None:
 
 
 def up(
-    file: Path = FILE_ARGUMENT,
+    file: Path | None = FILE_ARGUMENT,
     state_dir: Path | None = STATE_DIR_OPTION,
     detach: bool = typer.Option(False, "--detach", "-d", help="run in the background and return once hubs are up"),
     live: bool = typer.Option(True, "--live/--no-live", help="show a live status view (foreground only)"),
@@ -191,11 +194,16 @@ def up(
     """Start every hub of the fleet file behind one front door (foreground, or --detach)."""
     from hubfleet.fleet.supervisor import Supervisor
 
+    file = fleet_file(file)
     source = file.resolve()
-    fleet = _load(file)
+    fleet = load_or_exit(file)
     state = FleetState(state_root(state_dir, fleet)).create()
     if supervisor_pid(state) is not None:
         raise fail(f"a fleet is already running from {state.root}: use `hubfleet apply` or `hubfleet down`")
+    found = leftovers.clean_up(state)  # what a supervisor that died left (after a crash, before a service restart)
+    _report_leftovers(found)
+    if found.stopped:
+        console.print(f"Stopped {found.stopped} process(es) a previous supervisor of {state.root} left running.")
     _check_ready_to_run(fleet)
     build_environments(fleet, dict(envs.outdated(fleet)))
     if detach:
@@ -261,12 +269,13 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
         raise typer.Exit(1)
 
 
-def apply(file: Path = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
+def apply(file: Path | None = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Change the running fleet to match the fleet file, hub by hub; an invalid file changes nothing."""
+    file = fleet_file(file)
     source = file.resolve()
-    fleet = _load(file)
+    fleet = load_or_exit(file)
     state = FleetState(state_root(state_dir, fleet))
-    _refuse_lower_quotas(_applied_fleet(state), fleet)
+    _refuse_lower_quotas(applied_fleet(state), fleet)
     # What changed is built first (servers keep running); a failed build stops here, before anything changed.
     build_environments(fleet, dict(envs.outdated(fleet)))
     try:
@@ -327,14 +336,18 @@ def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
             if not wait_gone(supervisor, 180):
                 raise fail(f"the supervisor (pid {supervisor.pid}) did not stop within 180 s")
     found = leftovers.clean_up(state)
-    for path in found.stale:
-        _say_stale(path)
-    for warning in found.warnings:
-        console.print(f"[yellow]{escape(warning)}[/]")
+    _report_leftovers(found)
     if supervisor is None and not found.stopped:
         console.print(f"No fleet is running from {state.root}.")
         return
     console.print("Fleet stopped." + (f" (also stopped {found.stopped} orphaned process(es))" if found.stopped else ""))
+
+
+def _report_leftovers(found: leftovers.Leftovers) -> None:
+    for path in found.stale:
+        _say_stale(path)
+    for warning in found.warnings:
+        console.print(f"[yellow]{escape(warning)}[/]")
 
 
 def _say_stale(pid_file: Path) -> None:

@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from hubfleet.common.settings import HubSettings
-from hubfleet.common.state import DEFAULT_STATE_DIR, STATE_ENV, FleetState, state_dir_for
+from hubfleet.common.state import (
+    DEFAULT_STATE_DIR,
+    STATE_ENV,
+    SYSTEM_FLEET_FILE,
+    FleetState,
+    state_dir_for,
+    system_install,
+)
 from hubfleet.spec import Fleet, SpecError, load
 
 # Wide enough for the status table when output goes to a file or a pipe.
@@ -23,22 +30,36 @@ errors = Console(stderr=True, highlight=False, width=_WIDTH)
 STATE_DIR_OPTION: Any = typer.Option(
     None,
     "--state-dir",
-    help="fleet state directory (default: $HUBFLEET_STATE_DIR, ./.hubfleet, or the state_dir of ./fleet.yaml)",
+    help="fleet state directory (default: $HUBFLEET_STATE_DIR, ./.hubfleet, the state_dir of ./fleet.yaml; as root "
+    "then /var/lib/hubfleet)",
 )
 
 LOCAL_FLEET_FILE = Path("fleet.yaml")
 
 
 def state_root(explicit: Path | None, fleet: Fleet | None = None) -> Path:
-    """The state directory a command works on, found without repeating arguments where possible."""
+    """The state directory a command works on, found without repeating arguments where possible: a fleet file
+    here (or a system install's) may name it."""
     if explicit is not None or fleet is not None or os.environ.get(STATE_ENV) or Path(DEFAULT_STATE_DIR).is_dir():
         return state_dir_for(fleet, explicit)
-    if LOCAL_FLEET_FILE.is_file():
-        try:
-            return state_dir_for(load(LOCAL_FLEET_FILE))
-        except SpecError:
-            pass
+    for candidate in (LOCAL_FLEET_FILE, *([SYSTEM_FLEET_FILE] if system_install() else [])):
+        if candidate.is_file():
+            try:
+                return state_dir_for(load(candidate))
+            except SpecError:
+                pass
     return state_dir_for()
+
+
+def fleet_file(given: Path | None) -> Path:
+    """The fleet file a command works on: the one given, else a system install's /etc/hubfleet/fleet.yaml."""
+    if given is not None:
+        return given
+    if not system_install():
+        raise fail("give the fleet file (e.g. `fleet.yaml`)")
+    if not SYSTEM_FLEET_FILE.is_file():
+        raise fail(f"no fleet file given, and there is no {SYSTEM_FLEET_FILE}: give one, or put the fleet's there")
+    return SYSTEM_FLEET_FILE
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -18,16 +18,36 @@ from hubfleet.spec.models import Fleet
 DEFAULT_STATE_DIR = ".hubfleet"
 STATE_ENV = "HUBFLEET_STATE_DIR"
 
+SYSTEM_STATE_DIR = Path("/var/lib/hubfleet")
+"""Where a system install (hubfleet run as root) keeps its state: one place, whatever the current directory."""
+SYSTEM_FLEET_FILE = Path("/etc/hubfleet/fleet.yaml")
+"""A system install's fleet file, used when a command is given none."""
+
+
+def system_install() -> bool:
+    """Whether this is a system install: hubfleet runs as root (fixed state and fleet-file locations)."""
+    return os.geteuid() == 0
+
+
+def default_state_dir() -> Path:
+    """Where the state is when nothing names it: ./.hubfleet if a fleet was started from here before, else
+    /var/lib/hubfleet for a system install, else ./.hubfleet."""
+    local = Path(DEFAULT_STATE_DIR)
+    if local.is_dir() or not system_install():
+        return local.resolve()
+    return SYSTEM_STATE_DIR
+
 
 def state_dir_for(fleet: Fleet | None = None, explicit: Path | None = None) -> Path:
-    """The state directory: given explicitly, else `$HUBFLEET_STATE_DIR`, else the fleet's, else ./.hubfleet."""
+    """The state directory: given explicitly, else `$HUBFLEET_STATE_DIR`, else the fleet's, else the default
+    (`default_state_dir`)."""
     if explicit is not None:
         return explicit.resolve()
     if os.environ.get(STATE_ENV):
         return Path(os.environ[STATE_ENV]).resolve()
     if fleet is not None and fleet.state_dir is not None:
         return fleet.state_dir.resolve()
-    return Path(DEFAULT_STATE_DIR).resolve()
+    return default_state_dir()
 
 
 CGROUP_TOP = "hubfleet"

@@ -95,6 +95,11 @@ class Backend(ABC):
         """Bring the running `hub` to its new spec, changing only what `change` lists."""
 
     @abstractmethod
+    async def restart(self, name: str) -> bool:
+        """Restart hub `name`'s processes from the code installed now (`hubfleet upgrade`), keeping users' servers
+        running; False when there was nothing to restart (a sleeping hub starts from that code when it wakes)."""
+
+    @abstractmethod
     async def down(self, name: str, *, stop_servers: bool = True) -> None:
         """Stop hub `name` and everything it runs."""
 

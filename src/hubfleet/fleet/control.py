@@ -36,6 +36,10 @@ class Controlled(Protocol):
 
     async def wake(self, hub: str) -> None: ...
 
+    async def restart_hub(self, name: str) -> bool: ...
+
+    async def renew_forkserver(self) -> bool: ...
+
     def hub_names(self) -> list[str]: ...
 
     def stop(self) -> None: ...
@@ -91,6 +95,24 @@ class WakeHandler(_ControlHandler):
         self.reply(200, {"hub": hub, "awake": True})
 
 
+class RestartHandler(_ControlHandler):
+    async def post(self, hub: str) -> None:
+        try:
+            restarted = await self.supervisor.restart_hub(hub)
+        except KeyError:
+            self.reply(404, {"error": f"no hub {hub!r} runs in this fleet"})
+            return
+        except Exception as exc:
+            self.reply(503, {"error": f"hub {hub} could not restart: {exc}"})
+            return
+        self.reply(200, {"hub": hub, "restarted": restarted})
+
+
+class ForkServerHandler(_ControlHandler):
+    async def post(self) -> None:
+        self.reply(200, {"ready": await self.supervisor.renew_forkserver()})
+
+
 class DownHandler(_ControlHandler):
     def post(self) -> None:
         self.supervisor.stop()
@@ -105,6 +127,8 @@ def serve(supervisor: Controlled, state: FleetState) -> HTTPServer:
             (r"/apply", ApplyHandler, {"supervisor": supervisor}),
             (r"/down", DownHandler, {"supervisor": supervisor}),
             (r"/wake/([^/]+)", WakeHandler, {"supervisor": supervisor}),
+            (r"/restart/([^/]+)", RestartHandler, {"supervisor": supervisor}),
+            (r"/forkserver/renew", ForkServerHandler, {"supervisor": supervisor}),
         ]
     )
     path = state.control_socket
@@ -142,6 +166,20 @@ class ControlClient:
 
     def down(self) -> None:
         self._call("POST", "/down").raise_for_status()
+
+    def restart(self, hub: str) -> bool:
+        """Restart hub `hub` from the installed code, its users' servers kept; False when it sleeps. RuntimeError
+        with the reason when it cannot."""
+        response = self._call("POST", f"/restart/{hub}")
+        if response.status_code != 200:
+            raise RuntimeError(response.json().get("error", response.text))
+        return bool(response.json()["restarted"])
+
+    def renew_forkserver(self) -> bool:
+        """A new fork server for hubs (re)started from now on; whether it is ready."""
+        response = self._call("POST", "/forkserver/renew")
+        response.raise_for_status()
+        return bool(response.json()["ready"])
 
     def wake(self, hub: str) -> None:
         """Wake hub `hub` (at once if it is awake); RuntimeError with the reason when it cannot."""

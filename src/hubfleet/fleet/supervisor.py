@@ -272,6 +272,27 @@ class Supervisor:
         await self.refresh_status()
         return changes
 
+    async def restart_hub(self, name: str) -> bool:
+        """Restart hub `name`'s processes from the installed code, users' servers kept (`hubfleet upgrade`); False
+        for a sleeping hub (it starts from that code when it wakes). KeyError: no such hub runs."""
+        async with self._lock:
+            backend = self.running_on(name)
+            if backend is None:
+                raise KeyError(name)
+            try:
+                restarted = await backend.restart(name)
+            except Exception as exc:
+                log.error("restarting hub %s failed: %s", name, exc)
+                self.failed[name] = f"restart failed: {exc}"
+                raise
+            self.failed.pop(name, None)
+        await self.refresh_status()
+        return restarted
+
+    async def renew_forkserver(self) -> bool:
+        """A new fork server, importing the code installed now: hubs (re)started from now on run that code."""
+        return await self.forkserver.renew(60)
+
     async def refresh_status(self) -> dict[str, HubStatus]:
         """Ask every hub how it is (all at once), and keep the answers for the landing page."""
 

@@ -383,6 +383,19 @@ class ForkServer:
             raise
         return sock, json.loads(message or b"{}"), fds
 
+    async def renew(self, timeout: float) -> bool:
+        """Start a new server in place of the running one (which stops; its children run on), so that what is
+        forked from now on runs the code installed now; whether the new one is ready within `timeout`."""
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+            self._starting = None
+        if self._process is not None:
+            await _discard(self._process)
+            self._process = None
+        return await self.wait_ready(timeout)
+
     async def close(self) -> None:
         """Stop the server (its children run on) and stop restarting it."""
         self._closed = True

@@ -235,14 +235,29 @@ class LocalHub:
             self.prepared = False
         self.settings = self._write_settings()
         if change.needs_restart and self.awake:
-            await self.prepare()
-            await asyncio.gather(*(process.stop() for process in self.companions))
-            await self.hub.stop()
-            await asyncio.gather(self.hub.start(timeout=90), self._start_companions())
+            await self._restart_processes()
         if change.live:
             if not self.awake:
                 await self.start()
             await self._apply_live(change)
+
+    async def _restart_processes(self) -> None:
+        """Stop the hub's processes and start them again; users' servers keep running (hubs never stop them on
+        their own stop, `cleanup_servers=False`) and the started hub finds them again."""
+        await self.prepare()
+        await asyncio.gather(*(process.stop() for process in self.companions))
+        await self.hub.stop()
+        await asyncio.gather(self.hub.start(timeout=90), self._start_companions())
+
+    async def restart(self) -> bool:
+        """Restart the hub's processes from the code installed now (an upgrade), keeping users' servers; False
+        for a sleeping hub (it starts from that code when it wakes)."""
+        if not self.awake:
+            return False
+        self.prepared = False
+        self.settings = self._write_settings()
+        await self._restart_processes()
+        return True
 
     async def _apply_live(self, change: HubChange) -> None:
         async with self.api() as api:
@@ -353,6 +368,9 @@ class LocalBackend(Backend):
 
     async def apply(self, hub: Hub, change: HubChange) -> None:
         await self.hubs[hub.name].reconfigure(self.fleet, hub, change)
+
+    async def restart(self, name: str) -> bool:
+        return await self.hubs[name].restart()
 
     async def down(self, name: str, *, stop_servers: bool = True) -> None:
         local = self.hubs.pop(name, None)
