@@ -13,6 +13,7 @@ from hubfleet.cli import (
     economics,
     env,
     fleet,
+    logs,
     service,
     template,
     usage,
@@ -37,6 +38,7 @@ economics.register(app)
 contributions.register(app)
 backup.register(app)
 service.register(app)
+logs.register(app)
 
 
 def main() -> None:

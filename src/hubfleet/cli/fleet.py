@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, fleet_f
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet import leftovers
+from hubfleet.fleet import logs as fleet_logs
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, supervisor_process, wait_gone
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import signal_process
@@ -175,13 +177,16 @@ def _state_cell(hub: HubStatus) -> str:
 
 
 def _setup_logging(state: FleetState, verbose: bool) -> None:
-    handler = logging.FileHandler(state.supervisor_log)
+    handler = logging.handlers.RotatingFileHandler(
+        state.supervisor_log, maxBytes=fleet_logs.MAX_BYTES, backupCount=fleet_logs.BACKUPS, encoding="utf-8"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    # Routine chatter of libraries (each request; the database's migrations at every start) stays out.
+    for noisy in ("httpx", "tornado.access", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def up(

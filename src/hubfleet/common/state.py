@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubfleet import db
+from hubfleet.common.events import EVENTS_FILE
 from hubfleet.common.files import private_dir, write_private
 from hubfleet.common.settings import FrontDoorPorts, HubPorts
 from hubfleet.spec.models import Fleet
@@ -175,6 +176,11 @@ class FleetState:
     @property
     def supervisor_log(self) -> Path:
         return self.root / "supervisor.log"
+
+    @property
+    def events_file(self) -> Path:
+        """The fleet's event log (`hubfleet.common.events`)."""
+        return self.root / EVENTS_FILE
 
     @property
     def frontdoor_dir(self) -> Path:

@@ -42,7 +42,7 @@ class Controlled(Protocol):
 
     def hub_names(self) -> list[str]: ...
 
-    def stop(self) -> None: ...
+    def stop(self, why: str = ...) -> None: ...
 
 
 class _ControlHandler(web.RequestHandler):
@@ -115,7 +115,7 @@ class ForkServerHandler(_ControlHandler):
 
 class DownHandler(_ControlHandler):
     def post(self) -> None:
-        self.supervisor.stop()
+        self.supervisor.stop("`hubfleet down`")
         self.reply(202, {"stopping": True})
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from hubfleet.common import events
 from hubfleet.system import pidfiles
 from hubfleet.system.forkserver import ForkedProcess, ForkServer
 
@@ -153,7 +154,18 @@ class ManagedProcess:
             uptime = time.time() - (self.started_at or time.time())
             failures = 0 if uptime > 60 else failures + 1
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else 0.0
-            log.warning("%s exited with %s after %.0f s; restarting in %.1f s", self.name, code, uptime, delay)
+            hub, what = self._who()
+            events.record(
+                "process.crashed",
+                f"{self.name} {exit_reason(code)} after {uptime:.0f} s; restarting in {delay:.1f} s",
+                hub=hub,
+                level=logging.WARNING,
+                process=what,
+                code=code,
+                uptime=round(uptime, 1),
+                restart_in=delay,
+                log=str(self.log_path),
+            )
             await asyncio.sleep(delay)
             if self._stopping:
                 return
@@ -164,7 +176,15 @@ class ManagedProcess:
                 if self.on_restart is not None:
                     await self.on_restart(self)
             except Exception as exc:  # keep watching: the next exit triggers the next try
-                log.error("restarting %s failed: %s", self.name, exc)
+                message = f"restarting {self.name} failed: {exc}"
+                events.record("process.restart_failed", message, hub=hub, level=logging.ERROR, process=what)
+            else:
+                events.record("process.restarted", f"{self.name} restarted (pid {self.pid})", hub=hub, process=what)
+
+    def _who(self) -> tuple[str | None, str]:
+        """The hub this process belongs to (None: the fleet's own) and which of its processes it is."""
+        hub, _, what = self.name.rpartition("/")
+        return hub or None, what
 
     def send_signal(self, number: int) -> None:
         """Send signal `number` to the process, if it runs (our own child, by its pidfd or unreaped pid)."""
@@ -185,6 +205,20 @@ class ManagedProcess:
             await terminate(process, timeout)
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
+
+
+def exit_reason(code: int | None) -> str:
+    """Why a process ended, in words, from its exit code (negative: the signal that killed it)."""
+    if code is None:
+        return "exited (code unknown)"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    # The fleet signals a process only to stop it, and then does not restart it: this came from elsewhere.
+    return f"was killed by {name} from outside the fleet (another process, or the kernel: e.g. out of memory)"
 
 
 def _signal_session(process: asyncio.subprocess.Process | ForkedProcess, number: int) -> None:

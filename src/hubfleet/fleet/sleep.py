@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from hubfleet.common import events
 from hubfleet.common.hubapi import timestamp
 from hubfleet.edu.courses import meeting_times
 from hubfleet.fleet.backend import Backend
 from hubfleet.fleet.routes import RouteTable
 from hubfleet.spec.models import Fleet, Hub
-
-log = logging.getLogger("hubfleet.sleep")
 
 MEETING_LEAD = dt.timedelta(minutes=15)
 """A hub stays awake from this long before a course meeting until it ends."""
@@ -110,7 +108,8 @@ class SleepKeeper:
             record.awake_since = record.last_wake = time.time()
             record.asleep_since = None
             record.wakes += 1
-        log.info("hub %s woke in %.2f s", name, time.monotonic() - started)
+        seconds = round(time.monotonic() - started, 2)
+        events.record("hub.woke", f"hub {name} woke in {seconds:.2f} s", hub=name, seconds=seconds)
         if self.on_change is not None:
             await self.on_change()
 
@@ -128,7 +127,7 @@ class SleepKeeper:
             await backend.sleep(name)
             record = self.record(name)
             record.awake_since, record.asleep_since = None, time.time()
-        log.info("hub %s is asleep (%s)", name, why)
+        events.record("hub.slept", f"hub {name} is asleep ({why})", hub=name, why=why)
         if self.on_change is not None:
             await self.on_change()
 

@@ -15,17 +15,19 @@ from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 
+from hubfleet.common import events
 from hubfleet.common.periodic import every
 from hubfleet.common.state import FleetState, database_url, fleet_cgroup
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.edu.lti.keys import TOOL_KEY_FILE, ToolKey
 from hubfleet.fleet import backend as backend_port
-from hubfleet.fleet import control
+from hubfleet.fleet import control, logs
 from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.culler import LOOK_EVERY, Culler
 from hubfleet.fleet.frontdoor import FrontDoor
+from hubfleet.fleet.logs import ROTATE_EVERY
 from hubfleet.fleet.outbox import DELIVER_EVERY, OutboxRelay
-from hubfleet.fleet.plan import FleetPlan, plan
+from hubfleet.fleet.plan import FleetPlan, HubChange, plan
 from hubfleet.fleet.prewarm import LOOK_EVERY as PREWARM_EVERY
 from hubfleet.fleet.prewarm import PreWarmer
 from hubfleet.fleet.scratch import ScratchSweeper
@@ -83,13 +85,17 @@ class Supervisor:
         self.prewarmer = PreWarmer(lambda: self.fleet, self.running_hubs, self.wake, self.collector.sessions)
         self._metering: asyncio.Task | None = None
         self.ready = False
+        self.stop_reason = "asked to stop"
+        self._events: logging.Handler | None = None
 
     async def run(self, on_ready: Callable[[Supervisor], Awaitable[None]] | None = None) -> None:
         """Start everything, call `on_ready`, and run until `stop()` or SIGTERM/SIGINT; then shut down."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self.stop, f"{sig.name} to the supervisor")
         pidfiles.write(self.state.supervisor_pid_file, os.getpid())
+        self._events = events.attach(self.state.events_file)
+        events.record("fleet.starting", f"fleet {self.fleet.name} starting (pid {os.getpid()})", pid=os.getpid())
         try:
             self._control = control.serve(self, self.state)
             await self.front_door.start()
@@ -100,6 +106,13 @@ class Supervisor:
             await asyncio.gather(*(self._up(hub) for hub in self.fleet.hubs.values()))
             self.state.record_applied(self.source, self.text)
             self.ready = True
+            events.record(
+                "fleet.started",
+                f"fleet {self.fleet.name} up at {self.front_door.url}/ with {len(self.fleet.hubs)} hub(s)"
+                + (f", {len(self.failed)} failed: {', '.join(sorted(self.failed))}" if self.failed else ""),
+                hubs=sorted(self.fleet.hubs),
+                failed=sorted(self.failed),
+            )
             self._loops = [
                 asyncio.create_task(every(seconds, work, log=log, what=what, stop=self._stop))
                 for seconds, work, what in (
@@ -108,6 +121,7 @@ class Supervisor:
                     (LOOK_EVERY, self.culler.cull_due, "culling idle servers"),
                     (PREWARM_EVERY, self.prewarmer.sweep, "pre-warming course meetings"),
                     (DELIVER_EVERY, self.outbox.deliver, "sending sleeping hubs' scores to the LMS"),
+                    (ROTATE_EVERY, self._rotate_logs, "rotating logs"),
                 )
             ]
             self._sweeping = asyncio.create_task(self.scratch.run())
@@ -118,8 +132,10 @@ class Supervisor:
         finally:
             await self.shutdown()
 
-    def stop(self) -> None:
-        """Ask the supervisor to shut the fleet down."""
+    def stop(self, why: str = "asked to stop") -> None:
+        """Ask the supervisor to shut the fleet down (`why`: for the event log)."""
+        if not self._stop.is_set():
+            self.stop_reason = why
         self._stop.set()
 
     @property
@@ -164,8 +180,13 @@ class Supervisor:
             self.keeper.started(hub.name, awake)
             self.failed.pop(hub.name, None)
         except Exception as exc:
-            log.error("hub %s failed to start: %s", hub.name, exc)
+            events.record(
+                "hub.failed", f"hub {hub.name} failed to start: {exc}", hub=hub.name, level=logging.ERROR, why=str(exc)
+            )
             self.failed[hub.name] = str(exc)
+            return
+        state = "started" if awake else "up, asleep until its first request"
+        events.record("hub.started", f"hub {hub.name} {state} ({hub.backend})", hub=hub.name, awake=awake)
 
     async def _hubs_changed(self) -> None:
         await self.refresh_status()
@@ -200,6 +221,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every hub (and its servers), the front door and the control socket."""
+        events.record("fleet.stopping", f"fleet {self.fleet.name} stopping: {self.stop_reason}", why=self.stop_reason)
         for loop in self._loops:
             loop.cancel()
         self.scratch.stop()
@@ -212,7 +234,9 @@ class Supervisor:
         results = await asyncio.gather(*(backend.down(name) for backend, name in running), return_exceptions=True)
         for (_, name), result in zip(running, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("stopping hub %s: %s", name, result)
+                events.record("hub.stopped", f"stopping hub {name}: {result}", hub=name, level=logging.ERROR)
+            else:
+                events.record("hub.stopped", f"hub {name} stopped: the fleet stops", hub=name, why="fleet stopping")
         for backend in self.backends.values():
             await backend.close()
         await asyncio.get_running_loop().run_in_executor(None, self._remove_cgroup)
@@ -223,6 +247,26 @@ class Supervisor:
             self._control.stop()
         self.state.control_socket.unlink(missing_ok=True)
         self.state.supervisor_pid_file.unlink(missing_ok=True)
+        events.record("fleet.stopped", f"fleet {self.fleet.name} stopped")
+        if self._events is not None:
+            logging.getLogger(events.LOGGER).removeHandler(self._events)
+            self._events.close()
+
+    async def _apply_to(self, hub: Hub, change: HubChange) -> None:
+        try:
+            await self.backend_for(hub).apply(hub, change)
+        except Exception as exc:
+            message = f"applying changes to hub {hub.name} failed: {exc}"
+            events.record("hub.failed", message, hub=hub.name, level=logging.ERROR, why=f"apply failed: {exc}")
+            self.failed[hub.name] = f"apply failed: {exc}"
+            return
+        if change.needs_restart:
+            why = f"settings changed ({', '.join(change.settings_changed)})"
+            events.record("hub.restarted", f"hub {hub.name} restarted: {why}", hub=hub.name, why=why)
+
+    async def _rotate_logs(self) -> None:
+        for path in await asyncio.get_running_loop().run_in_executor(None, logs.rotate_all, self.state):
+            log.info("rotated %s (larger than %d MiB)", path, logs.MAX_BYTES // 1024**2)
 
     def _remove_cgroup(self) -> None:
         """Remove the fleet's cgroup once its hubs are down (if nothing is left in it)."""
@@ -248,6 +292,16 @@ class Supervisor:
             self.front_door.fleet = desired
             for backend in self.backends.values():
                 backend.use_fleet(desired)
+            touched = {
+                kind: [c.name for c in changes.hubs if c.kind == kind] for kind in ("added", "removed", "changed")
+            }
+            events.record(
+                "fleet.applied",
+                f"applying {source}: "
+                + ("; ".join(f"{kind} {', '.join(names)}" for kind, names in touched.items() if names) or "no changes"),
+                source=str(source),
+                **touched,
+            )
             for change in changes.hubs:
                 running = self.running_on(change.name)
                 if change.kind == "added":
@@ -255,19 +309,19 @@ class Supervisor:
                 elif change.kind == "removed":
                     if running is not None:
                         await running.down(change.name)
+                        events.record(
+                            "hub.stopped", f"hub {change.name} stopped: removed from the fleet file", hub=change.name
+                        )
                     self.failed.pop(change.name, None)
                     self.keeper.forget(change.name)
                 elif change.kind == "changed" and running is not self.backend_for(desired.hubs[change.name]):
                     # A new backend (or a hub that never came up): down where it ran, up where it now belongs.
                     if running is not None:
                         await running.down(change.name)
+                        events.record("hub.stopped", f"hub {change.name} stopped: {change.lines()[0]}", hub=change.name)
                     await self._up(desired.hubs[change.name])
                 elif change.kind == "changed":
-                    try:
-                        await self.backend_for(desired.hubs[change.name]).apply(desired.hubs[change.name], change)
-                    except Exception as exc:
-                        log.error("applying changes to hub %s failed: %s", change.name, exc)
-                        self.failed[change.name] = f"apply failed: {exc}"
+                    await self._apply_to(desired.hubs[change.name], change)
             self.state.record_applied(source, text)
         await self.refresh_status()
         return changes
@@ -282,10 +336,13 @@ class Supervisor:
             try:
                 restarted = await backend.restart(name)
             except Exception as exc:
-                log.error("restarting hub %s failed: %s", name, exc)
+                message = f"restarting hub {name} failed: {exc}"
+                events.record("hub.failed", message, hub=name, level=logging.ERROR, why=f"restart failed: {exc}")
                 self.failed[name] = f"restart failed: {exc}"
                 raise
             self.failed.pop(name, None)
+        if restarted:
+            events.record("hub.restarted", f"hub {name} restarted from the installed code", hub=name, why="upgrade")
         await self.refresh_status()
         return restarted
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.orm import Session
 
+from hubfleet.common import events
 from hubfleet.spec.models import Fleet, Hub, PaidPlan, PilotPlan
 from hubfleet.usage.cost import days_in_month, price
 from hubfleet.usage.quota import QUOTA_FILE
@@ -113,7 +114,13 @@ def send_alerts(session: Session, fleet: Fleet, statuses: list[BudgetStatus], no
                     f"({status.spent:.2f} of {status.period.budget:.2f} {status.currency}, {status.period.label})"
                 ),
             }
-            log.warning("budget alert: %s", alert["message"])
+            events.record(
+                "budget.alert",
+                f"budget alert: {alert['message']}",
+                hub=status.hub,
+                level=logging.WARNING,
+                **{key: value for key, value in alert.items() if key not in ("hub", "message")},
+            )
             if fleet.usage.alert_webhook is not None and not _post(str(fleet.usage.alert_webhook), alert):
                 continue  # not remembered: tried again at the next sweep
             session.add(
