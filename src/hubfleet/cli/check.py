@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hubfleet.cli.output import STATE_DIR_OPTION, console, fail, state_root
+from hubfleet.cli.output import STATE_DIR_OPTION, Steps, console, fail, state_root
 from hubfleet.common.hubapi import HubAPI
 from hubfleet.common.settings import CHECK_USER, HubSettings
 from hubfleet.common.state import FleetState
@@ -27,14 +27,23 @@ async def _login_for(settings: HubSettings, hub_url: str) -> PasswordLogin | Tok
     return TokenLogin(CHECK_USER, token)
 
 
-async def check_hubs(state: FleetState, front_door: str, names: list[str], timeout: float) -> list[CheckReport]:
+async def check_hubs(
+    state: FleetState, front_door: str, names: list[str], timeout: float, steps: Steps
+) -> list[CheckReport]:
     """Run the check on each hub in turn (one at a time, so timings are not skewed by each other)."""
     reports = []
-    for name in names:
+    for index, name in enumerate(names, 1):
+        steps.doing(f"hub {name} ({index}/{len(names)})")
         settings = HubSettings.read(state.hub(name).settings_file)
         hub_url = f"{front_door}{settings.base_url}"
         login = await _login_for(settings, hub_url)
-        reports.append(await run_check(name, hub_url, login, timeout=timeout, dask=settings.gateway is not None))
+        report = await run_check(name, hub_url, login, timeout=timeout, dask=settings.gateway is not None)
+        reports.append(report)
+        failed = next((f" at {step.name}" for step in report.steps if not step.ok), "")
+        if report.ok:
+            steps.done(f"[green]✓[/] hub [bold]{escape(name)}[/]: pass in {report.total_seconds:.1f} s")
+        else:
+            steps.done(f"[red]✗[/] hub [bold]{escape(name)}[/]: FAIL{escape(failed)}")
     return reports
 
 
@@ -71,7 +80,8 @@ def check(
     if hub is not None and hub not in known:
         raise fail(f"no hub {hub!r} is running (hubs: {', '.join(known)})")
     names = [hub] if hub else known
-    reports = asyncio.run(check_hubs(state, document.front_door, names, timeout))
+    with Steps("Checking hubs", len(names), quiet=as_json) as steps:
+        reports = asyncio.run(check_hubs(state, document.front_door, names, timeout, steps))
     if as_json:
         print(json.dumps({"ok": all(r.ok for r in reports), "hubs": [r.to_dict() for r in reports]}, indent=2))
     else:

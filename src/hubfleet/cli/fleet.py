@@ -22,12 +22,22 @@ from rich.table import Table
 
 from hubfleet import envs
 from hubfleet.cli.env import build_environments
-from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, fleet_file, print_problems, state_root
+from hubfleet.cli.output import (
+    STATE_DIR_OPTION,
+    Steps,
+    console,
+    errors,
+    fail,
+    fleet_file,
+    print_problems,
+    state_root,
+)
+from hubfleet.common import events
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet import leftovers
 from hubfleet.fleet import logs as fleet_logs
-from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, supervisor_process, wait_gone
+from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, supervisor_process
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import signal_process
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
@@ -212,7 +222,7 @@ def up(
     _check_ready_to_run(fleet)
     build_environments(fleet, dict(envs.outdated(fleet)))
     if detach:
-        _up_detached(source, state, verbose)
+        _up_detached(source, state, verbose, len(fleet.hubs))
         return
     _setup_logging(state, verbose)
     text = source.read_text(encoding="utf-8")
@@ -243,18 +253,21 @@ async def _live_view(supervisor: Any) -> None:
             await asyncio.sleep(2)
 
 
-def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
+def _up_detached(source: Path, state: FleetState, verbose: bool, hubs: int) -> None:
     argv = [sys.executable, "-m", "hubfleet", "up", str(source), "--state-dir", str(state.root), "--no-live"]
     if verbose:
         argv.append("--verbose")
+    news = events.Tail(state.events_file, events.size(state.events_file))  # hubs coming up, as the supervisor says
     with open(state.root / "supervisor.out", "ab") as out:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     client = ControlClient(state, timeout=10)
     deadline = time.monotonic() + 300
-    with console.status("Starting the fleet in the background…"):
+    with Steps("Starting the fleet in the background", hubs) as steps:
+        steps.doing("the supervisor starts")
         while time.monotonic() < deadline:
+            _show_progress(news, steps)
             if process.poll() is not None:
                 raise fail(f"the fleet supervisor exited with {process.returncode}; see {state.root}/supervisor.out")
             try:
@@ -267,11 +280,31 @@ def _up_detached(source: Path, state: FleetState, verbose: bool) -> None:
             time.sleep(0.2)
         else:
             raise fail("the fleet did not come up within 300 s; see supervisor.log in the state directory")
+        _show_progress(news, steps)
+    news.close()
     console.print(_status_table(document))
     _print_logins(load(source))
     console.print(f"Fleet running in the background (pid {process.pid}); `hubfleet down` stops it.")
     if not document.healthy:
         raise typer.Exit(1)
+
+
+_PROGRESS = {
+    "hub.started": "[green]✓[/]",
+    "hub.failed": "[red]✗[/]",
+    "hub.stopped": "[green]✓[/]",
+}
+"""The events that are progress (a hub started, failed, stopped), and their marks."""
+
+
+def _show_progress(news: events.Tail, steps: Steps) -> None:
+    """Print the hubs' events since the last look as steps done."""
+    for event in news.events():
+        if event.event in _PROGRESS:
+            mark = "[red]✗[/]" if event.level == "ERROR" else _PROGRESS[event.event]
+            steps.done(f"{mark} {escape(event.message)}")
+        elif event.event == "fleet.starting":
+            steps.doing("hubs start")
 
 
 def apply(file: Path | None = FILE_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
@@ -333,19 +366,36 @@ def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
         _say_stale(state.supervisor_pid_file)
         state.supervisor_pid_file.unlink(missing_ok=True)
     if supervisor is not None:
-        with console.status("Stopping user servers, hubs and proxies…"):
-            try:
-                ControlClient(state, timeout=30).down()
-            except NotRunning:
-                signal_process(supervisor, signal.SIGTERM)
-            if not wait_gone(supervisor, 180):
-                raise fail(f"the supervisor (pid {supervisor.pid}) did not stop within 180 s")
+        _stop_supervisor(state, supervisor)
     found = leftovers.clean_up(state)
     _report_leftovers(found)
     if supervisor is None and not found.stopped:
         console.print(f"No fleet is running from {state.root}.")
         return
     console.print("Fleet stopped." + (f" (also stopped {found.stopped} orphaned process(es))" if found.stopped else ""))
+
+
+def _stop_supervisor(state: FleetState, supervisor: pidfiles.ProcessRecord) -> None:
+    """Ask the supervisor to stop everything, and show the hubs going down until it is gone (180 s at most)."""
+    client = ControlClient(state, timeout=30)
+    try:
+        hubs: int | None = len(client.status().hubs)
+    except (NotRunning, OSError, ValueError, httpx.HTTPError):
+        hubs = None
+    news = events.Tail(state.events_file, events.size(state.events_file))
+    with Steps("Stopping user servers, hubs and proxies", hubs) as steps:
+        try:
+            client.down()
+        except NotRunning:
+            signal_process(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + 180
+        while supervisor.alive() and time.monotonic() < deadline:
+            _show_progress(news, steps)
+            time.sleep(0.2)
+        _show_progress(news, steps)
+    news.close()
+    if supervisor.alive():
+        raise fail(f"the supervisor (pid {supervisor.pid}) did not stop within 180 s")
 
 
 def _report_leftovers(found: leftovers.Leftovers) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import (
@@ -91,3 +92,46 @@ def hub_settings(state_dir: Path | None, hub: str) -> HubSettings:
         return HubSettings.read(state.hub(hub).settings_file)
     except OSError as exc:
         raise fail(f"cannot read the settings of hub {hub!r}: {exc.strerror} (run as the fleet's operator)") from None
+
+
+class Steps:
+    """Long work done item by item (hubs started, stopped, checked): on a terminal a live progress bar, with a line
+    above it for each item done; otherwise (a pipe, a log) only those lines, plain."""
+
+    def __init__(self, what: str, total: int | None, *, quiet: bool = False):
+        """`quiet`: show and print nothing (the command prints something else, e.g. JSON)."""
+        self.what = what
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        if console.is_terminal and not quiet:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.progress.add_task(what, total=total)
+
+    def __enter__(self) -> Steps:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def doing(self, text: str) -> None:
+        """What is under way now (shown on a terminal only)."""
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.what}: {text}")
+
+    def done(self, line: str, advance: int = 1) -> None:
+        """One item finished: its line (rich markup) printed, the bar moved on."""
+        if not self.quiet:
+            console.print(line, soft_wrap=True)
+        if self.progress is not None:
+            self.progress.advance(self.task, advance)

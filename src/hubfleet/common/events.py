@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -127,43 +127,71 @@ def size(path: Path) -> int:
         return 0
 
 
+class Tail:
+    """What is appended to a file, read on demand, like `tail -F`: a file rotated away (renamed, or truncated in
+    place) is followed by the new one, from its start."""
+
+    def __init__(self, path: Path, start: int | None = None):
+        """Follow `path` from byte `start` (default: its end now)."""
+        self.path = path
+        self._start = start
+        self._handle: BinaryIO | None = None
+        self._inode: int | None = None
+        self._pending = b""
+        self._at_end = True
+
+    def _open(self) -> bool:
+        try:
+            self._handle = open(self.path, "rb")  # noqa: SIM115 - kept open while followed (closed by `close`)
+        except FileNotFoundError:
+            self._at_end = False  # the file that comes is all new
+            return False
+        self._inode = os.fstat(self._handle.fileno()).st_ino
+        if self._at_end:
+            self._handle.seek(0, os.SEEK_END)
+            if self._start is not None and self._start <= self._handle.tell():
+                self._handle.seek(self._start)
+        self._at_end = False  # the next file (after a rotation) is read from its start
+        return True
+
+    def lines(self) -> list[str]:
+        """The complete lines appended since the last call."""
+        if self._handle is None and not self._open():
+            return []
+        assert self._handle is not None
+        found = []
+        for chunk in iter(self._handle.readline, b""):
+            self._pending += chunk
+            if self._pending.endswith(b"\n"):
+                found.append(self._pending.rstrip(b"\n").decode("utf-8", errors="replace"))
+                self._pending = b""
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return found
+        if current.st_ino != self._inode or current.st_size < self._handle.tell():
+            self.close()
+            self._pending = b""
+        return found
+
+    def events(self, hub: str | None = None) -> list[Event]:
+        """The events among the new lines (of hub `hub` only, if given)."""
+        wanted = _wanted(hub)
+        return [event for event in map(_parse, self.lines()) if event is not None and wanted(event)]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 def follow_lines(path: Path, every: float = 0.5, start: int | None = None) -> Iterator[str]:
-    """Lines appended to `path` (from byte `start`, default its end), like `tail -F`: a file rotated away (renamed,
-    or truncated in place) is followed by the new one, from its start."""
-    handle = None
-    inode = None
-    at_end = True
-    pending = b""
+    """Lines appended to `path` (from byte `start`, default its end) as they come (`Tail`), until the caller stops
+    iterating."""
+    tail = Tail(path, start)
     try:
         while True:
-            if handle is None:
-                try:
-                    handle = open(path, "rb")  # noqa: SIM115 - kept open while followed
-                except FileNotFoundError:
-                    at_end = False  # the file that comes is all new
-                    time.sleep(every)
-                    continue
-                inode = os.fstat(handle.fileno()).st_ino
-                if at_end:
-                    handle.seek(0, os.SEEK_END)
-                    if start is not None and start <= handle.tell():
-                        handle.seek(start)
-                at_end = False  # the next file (after a rotation) is read from its start
-            chunk = handle.readline()
-            if chunk:
-                pending += chunk
-                if pending.endswith(b"\n"):
-                    yield pending.rstrip(b"\n").decode("utf-8", errors="replace")
-                    pending = b""
-                continue
+            yield from tail.lines()
             time.sleep(every)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                continue
-            if current.st_ino != inode or current.st_size < handle.tell():
-                handle.close()
-                handle, pending = None, b""
     finally:
-        if handle is not None:
-            handle.close()
+        tail.close()

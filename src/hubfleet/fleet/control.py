@@ -5,7 +5,6 @@ only; no browser can reach it."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -198,13 +197,3 @@ def supervisor_pid(state: FleetState) -> int | None:
     """The running supervisor's pid, if there is one (see `supervisor_process`)."""
     process = supervisor_process(state)
     return None if process is None else process.pid
-
-
-def wait_gone(process: pidfiles.ProcessRecord, timeout: float) -> bool:
-    """Wait until `process` has exited; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process.alive():
-            return True
-        time.sleep(0.2)
-    return False
