@@ -282,7 +282,7 @@ class Bad:
 
 
 BAD_FILES = [
-    Bad("yaml-syntax", "name: t\nhubs:\n  a:\n    auth: {type: native\n  b: 1\n", 5, 4, "", "not valid YAML"),
+    Bad("yaml-syntax", "name: t\nhubs:\n  a:\n    auth: {type: native\n  b: 1\n", 4, 11, "", "never closed"),
     Bad(
         "yaml-bad-indent",
         "name: t\nhubs:\n  a:\n    auth:\n      type: native\n     admins: [x]\n",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import version
+
 import typer
 
 from hubfleet.cli import (
@@ -27,6 +30,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(
+            f"hubfleet {version('hubfleet')} (JupyterHub {version('jupyterhub')}, Python {platform.python_version()})"
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print hubfleet's version and exit"
+    ),
+) -> None:
+    """Run a fleet of JupyterHubs from one fleet file."""
+
+
 fleet.register(app)
 check.register(app)
 template.register(app)

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hubfleet import envs
 from hubfleet.cli.env import build_environments
@@ -38,6 +40,7 @@ from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet import leftovers
 from hubfleet.fleet import logs as fleet_logs
 from hubfleet.fleet.control import ControlClient, NotRunning, supervisor_pid, supervisor_process
+from hubfleet.fleet.fit import machine_warnings
 from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import signal_process
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
@@ -66,6 +69,13 @@ def validate(file: Path | None = FILE_ARGUMENT) -> None:
         f"[green]✓[/] {escape(str(file))}: fleet [bold]{fleet.name}[/] with {len(fleet.hubs)} hub(s): "
         + ", ".join(fleet.hubs)
     )
+    _warn_about_machine(fleet)
+
+
+def _warn_about_machine(fleet: Fleet) -> None:
+    """What of the (valid) fleet does not fit this machine."""
+    for warning in machine_warnings(fleet):
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def schema() -> None:
@@ -161,19 +171,25 @@ def _print_logins(fleet: Fleet) -> None:
                 console.print(f"  {hub.name}: admins {escape(admins)} with password {escape(admin_password)}")
 
 
-def _status_table(document: FleetStatus) -> Table:
-    table = Table(title=f"fleet {document.fleet} — {document.front_door}", title_justify="left")
-    for column in ("hub", "state", "url", "pids", "users", "servers", "restarts"):
-        table.add_column(column)
+def _status_table(document: FleetStatus, caption: str | None = None) -> Group:
+    """The status table, then each hub's URL on a line of its own (a URL is never cut to fit a column)."""
+    table = Table(title=f"fleet {document.fleet} — {document.front_door}", title_justify="left", caption=caption)
+    longest = max((len(hub.name) for hub in document.hubs), default=3)
+    table.add_column("hub", no_wrap=True, min_width=longest)
+    table.add_column("state")
+    table.add_column("pids", overflow="fold")
+    for column in ("users", "servers", "restarts"):
+        table.add_column(column, justify="right")
     for hub in document.hubs:
         state = _state_cell(hub)
-        pids = " ".join(f"{k}={v}" for k, v in hub.pids.items() if v)
+        pids = "\n".join(f"{k}={v}" for k, v in hub.pids.items() if v)
         restarts = sum(hub.restarts.values())
         users = "" if hub.users is None else str(hub.users)
         servers = "" if hub.running_servers is None else str(hub.running_servers)
         detail = f"\n[dim]{escape(hub.detail)}[/]" if hub.detail else ""
-        table.add_row(hub.name, state + detail, hub.url, pids, users, servers, str(restarts))
-    return table
+        table.add_row(escape(hub.name), state + detail, pids, users, servers, str(restarts))
+    urls = Text("\n".join(f"  {hub.name:<{longest}}  {hub.url}" for hub in document.hubs), overflow="fold")
+    return Group(table, urls)
 
 
 def _state_cell(hub: HubStatus) -> str:
@@ -220,6 +236,7 @@ def up(
     if found.stopped:
         console.print(f"Stopped {found.stopped} process(es) a previous supervisor of {state.root} left running.")
     _check_ready_to_run(fleet)
+    _warn_about_machine(fleet)
     build_environments(fleet, dict(envs.outdated(fleet)))
     if detach:
         _up_detached(source, state, verbose, len(fleet.hubs))
@@ -247,9 +264,7 @@ async def _live_view(supervisor: Any) -> None:
     with Live(console=console, refresh_per_second=1, transient=True) as view:
         while not supervisor.stopping:
             document = await supervisor.status_document()
-            table = _status_table(document)
-            table.caption = f"updated {time.strftime('%H:%M:%S')}"
-            view.update(table)
+            view.update(_status_table(document, caption=f"updated {time.strftime('%H:%M:%S')}"))
             await asyncio.sleep(2)
 
 

@@ -25,8 +25,8 @@ from hubfleet.spec import Fleet, SpecError, load
 
 # Wide enough for the status table when output goes to a file or a pipe.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-console = Console(highlight=False, width=_WIDTH)
-errors = Console(stderr=True, highlight=False, width=_WIDTH)
+console = Console(highlight=False, emoji=False, width=_WIDTH)  # `:100:` in a message stays `:100:`
+errors = Console(stderr=True, highlight=False, emoji=False, width=_WIDTH)
 
 STATE_DIR_OPTION: Any = typer.Option(
     None,

@@ -93,7 +93,7 @@ def emit(
     elif as_csv:
         writer = csv.DictWriter(sys.stdout, [key for key, _ in columns], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _plain(value) for key, value in row.items()} for row in rows)
     else:
         table = Table(title=title)
         for key, heading in columns:
@@ -130,8 +130,19 @@ def cell(value: Any, money: bool = False) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}" if value else "0"
+        if abs(value) >= 100:
+            return f"{value:,.2f}"
+        if value and abs(value) < 0.0001:
+            return "<0.0001" if value > 0 else ">-0.0001"  # not zero, too small to matter: never 2.5e-07
+        return f"{value:.4f}".rstrip("0").rstrip(".") or "0"
     return "" if value is None else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """A CSV field: floats in plain decimals (no exponent; spreadsheets and people read them alike)."""
+    if isinstance(value, float):
+        return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
+    return value
 
 
 def write_plot(

@@ -167,11 +167,11 @@ def cost(
         ("users", "users"),
         ("idle", "idle capacity"),
         *([("prewarm", "pre-warmed")] if any(r["prewarm"] for r in records) else []),
-        ("fee", "fees"),
+        ("fee", "hub fee (cost)"),  # the rate card's fixed cost of running the hub: part of the total
         ("total", f"total {report.currency}"),
         ("budget", "budget"),
         ("budget_used", "budget used"),
-        ("plan_fee", "plan fee"),
+        ("plan_fee", "plan pays"),  # what the community pays on its paid plan: income, not in the total
         ("top_user", "top user"),
     ]
     title = f"Cost, {first:%B %Y} ({source}): {report.total:.2f} {report.currency}"

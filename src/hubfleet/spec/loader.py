@@ -57,6 +57,38 @@ class SpecError(Exception):
         super().__init__(header + ":\n" + "\n".join(str(p) for p in self.problems))
 
 
+_OPENED_HERE = {
+    "while parsing a flow mapping": "the '{' here is never closed (a ',' or '}' is missing)",
+    "while parsing a flow sequence": "the '[' here is never closed (a ',' or ']' is missing)",
+    "while scanning a quoted scalar": "the quote here is never closed",
+    "while scanning a simple key": "a key here has no ':' after it",
+}
+"""Errors the parser finds only further on, about something opened earlier: the line where it was opened."""
+
+
+def _plain_yaml_error(context: str, problem: str) -> tuple[str, str | None]:
+    """Where a YAML syntax error really is ('context': where something was opened, else 'problem': where the
+    parser stopped) and what it is in plain words (None: no better words than the parser's)."""
+    if context in _OPENED_HERE:
+        return "context", _OPENED_HERE[context]
+    if problem.startswith("mapping values are not allowed"):
+        return "problem", (
+            "a ':' followed by a space or the line's end inside a value — quote the value (\"…\"), or check the line "
+            "above for a key without its ':'"
+        )
+    if "cannot start any token" in problem and "\\t" in problem:
+        return "problem", "a tab character: YAML indents with spaces only"
+    if context.startswith("while parsing a block") and problem.startswith("expected <block end>"):
+        found = problem.rpartition("but found ")[2]
+        if found in ("'}'", "']'"):
+            return "problem", f"a {found} that closes nothing"
+        return "problem", "this line's indentation does not fit the lines above (keys of one mapping, and the '-' of "
+        "one list, start in the same column)"
+    if problem.startswith("found undefined alias"):
+        return "problem", f"{problem.rpartition(' ')[2]} refers to no anchor (&name) defined above it"
+    return "problem", None
+
+
 class FleetDocument:
     """The parsed YAML of a fleet file, with the position of every key and value."""
 
@@ -89,10 +121,13 @@ class FleetDocument:
             )
 
     def _yaml_problem(self, exc: MarkedYAMLError, summary: str) -> Problem:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         detail = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        return Problem(self.file, line, column, "", f"{summary}: {detail}".rstrip(": "))
+        where, words = _plain_yaml_error(str(exc.context or ""), str(exc.problem or ""))
+        mark = (exc.context_mark if where == "context" else None) or exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        if words is None:
+            return Problem(self.file, line, column, "", f"{summary}: {detail}".rstrip(": "))
+        return Problem(self.file, line, column, "", f"{summary}: {words}", f"the YAML parser says: {detail}")
 
     def _duplicate_problem(self, exc: DuplicateKeyError) -> Problem:
         # ruamel's message repeats both values, which for a hub is the whole hub: name the key instead.

@@ -27,7 +27,7 @@ def cost_figure(report: CostReport) -> Figure:
         ("user", "users", "#4c72b0"),
         ("idle", "idle capacity", "#c0c0c0"),
         ("prewarm", "pre-warmed servers", "#8fbc8f"),
-        ("fee", "fees", "#dd8452"),
+        ("fee", "hub fee (cost)", "#dd8452"),
     ):
         values = [sum(line.cost for line in hub.of_kind(kind)) for hub in report.hubs]  # type: ignore[arg-type]
         axes.bar(names, values, bottom=bottoms, label=label, color=colour)
