@@ -26,13 +26,17 @@ from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 
 P = unique_hub("pw")
 PASSWORD = "prewarm-test-password"
-START = dt.datetime.now() + dt.timedelta(seconds=55)
-"""The meeting starts in 55 s: its pre-warm (1 minute before) is on from the start of the test."""
 
 
-def hubs_yaml() -> str:
-    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[START.weekday()]
-    end = (START + dt.timedelta(minutes=30)).time()
+@pytest.fixture(scope="module")
+def start() -> dt.datetime:
+    """The meeting starts 55 s after the module's fleet is set up: its pre-warm (1 minute before) is on at once."""
+    return dt.datetime.now() + dt.timedelta(seconds=55)
+
+
+def hubs_yaml(start: dt.datetime) -> str:
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[start.weekday()]
+    end = (start + dt.timedelta(minutes=30)).time()
     return textwrap.dedent(
         f"""\
         {P}:
@@ -43,7 +47,7 @@ def hubs_yaml() -> str:
             - name: algebra
               students: [sa, sb, sc, sd]
               schedule:
-                - {{day: {day}, start: "{START:%H:%M:%S}", end: "{end:%H:%M:%S}"}}
+                - {{day: {day}, start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}"}}
               prewarm: {{lead: 1m, keep_unused: 10s, max_servers: 2}}
             - name: other
               students: [ox]
@@ -52,7 +56,7 @@ def hubs_yaml() -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, start: dt.datetime) -> Iterator[RunningFleet]:
     root = tmp_path_factory.mktemp("prewarm")
     state = root / "state"
     state.mkdir()
@@ -65,7 +69,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
                 ledger.record_activity(session, P, user, today - dt.timedelta(days=day + 1))
     os.environ["HUBFLEET_PREWARM_EVERY"] = "2"
     try:
-        with running_fleet(root, hubs_yaml(), [P], PASSWORD, top="usage: {metering: {interval: 2}}") as running:
+        with running_fleet(root, hubs_yaml(start), [P], PASSWORD, top="usage: {metering: {interval: 2}}") as running:
             yield running
     finally:
         os.environ.pop("HUBFLEET_PREWARM_EVERY", None)
@@ -78,8 +82,8 @@ def servers(fleet: RunningFleet) -> dict[str, bool]:
     return {u["name"]: bool(u["servers"][""].get("ready")) for u in users if "" in (u.get("servers") or {})}
 
 
-def test_the_likely_students_servers_start_before_the_meeting(fleet: RunningFleet) -> None:
-    assert dt.datetime.now() < START, "the test machine was too slow: the meeting started before the checks"
+def test_the_likely_students_servers_start_before_the_meeting(fleet: RunningFleet, start: dt.datetime) -> None:
+    assert dt.datetime.now() < start, "the test machine was too slow: the meeting started before the checks"
     wait_until(lambda: servers(fleet) == {"sc": True, "sb": True}, 45, "sc's and sb's servers pre-warmed")
     records = json.loads((fleet.state_dir / "hubs" / P / "prewarm.json").read_text())
     assert set(records) == {"sc", "sb"}  # the two most active of the course, never ox (another course)
@@ -87,13 +91,13 @@ def test_the_likely_students_servers_start_before_the_meeting(fleet: RunningFlee
     assert "next pre-warm:" in shown or "meets" in shown
 
 
-def test_a_student_who_comes_keeps_the_server_and_the_unused_one_stops(fleet: RunningFleet) -> None:
+def test_a_student_who_comes_keeps_the_server_and_the_unused_one_stops(fleet: RunningFleet, start: dt.datetime) -> None:
     wait_until(lambda: servers(fleet).get("sc"), 45, "sc's server pre-warmed")
     started = json.loads((fleet.state_dir / "hubs" / P / "prewarm.json").read_text())["sc"]
     # sc comes later than the server's own start-up activity (PREWARM_CLAIM_MARGIN), as a student does.
     wait_until(lambda: dt.datetime.now().timestamp() > started + PREWARM_CLAIM_MARGIN + 2, 60, "sc arrives")
     assert fleet.run_code(P, PasswordLogin("sc", PASSWORD), "print(2 + 2)") == "4"  # no start to wait for
-    wait_until(lambda: dt.datetime.now() > START + dt.timedelta(seconds=15), 80, "the meeting started")
+    wait_until(lambda: dt.datetime.now() > start + dt.timedelta(seconds=15), 80, "the meeting started")
     wait_until(lambda: "sb" not in servers(fleet), 60, "sb's unused server stopped")
     assert servers(fleet).get("sc") is True
 
