@@ -5,7 +5,6 @@ the flood comes from another loopback address (127.0.0.2) through the front door
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ def lms() -> Iterator[PeerLMS]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     # A small store: the flood's own accepted logins overflow it while the student's launch is pending.
     hubs = f"""\
 {H}:
@@ -44,7 +42,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[Ru
     username: email
     max_pending_logins: 20
     platforms:
-{platforms}"""
+{lms.platform_yaml(indent=6)}"""
     with running_fleet(tmp_path_factory.mktemp("flood"), hubs, [H], PASSWORD) as running:
         urls = ToolURLs.of(running.hub_url(H))
         lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
