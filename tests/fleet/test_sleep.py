@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import textwrap
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,6 @@ IDLE = 10
 
 
 def hubs_yaml(lms: PeerLMS) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {S}:
   auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [ann, bob]}}
@@ -51,7 +49,7 @@ def hubs_yaml(lms: PeerLMS) -> str:
   lti:
     username: email
     platforms:
-{platforms}{K}:
+{lms.platform_yaml(indent=6)}{K}:
   auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [kim]}}
   sleep: {{after: never}}
 """
