@@ -14,6 +14,7 @@ import pytest
 
 from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.lms.courses import peer_with_course
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("cpf")
@@ -24,10 +25,7 @@ FLOOD_ADDRESS = "127.0.0.2"
 
 @pytest.fixture(scope="module")
 def lms() -> Iterator[PeerLMS]:
-    with PeerLMS(label="canvas", client_id="hubfleet-tool", deployment_id="dep-1") as peer:
-        peer.add_person("s-ada", name="Ada Lovelace", email="ada@uni.example")
-        peer.add_course("ctx-A", title="Data Science 101", label="DS101")
-        peer.enroll("ctx-A", "s-ada", ["Learner"])
+    with peer_with_course("canvas", "ctx-A", {"ada": "s-ada"}) as peer:
         yield peer
 
 
