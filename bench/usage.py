@@ -252,7 +252,11 @@ def collector_part(count: int, sweeps: int, workdir: Path) -> dict[str, Any]:
 def api_part(count: int, sweeps: int, workdir: Path) -> dict[str, Any]:
     """The hub API side of a sweep: listing `count` users of a real hub (servers not started)."""
     hub = f"ba{secrets.token_hex(2)}"
-    spec = {"auth": {"type": "shared-password", "password": "bench-password"}, "culling": {"enabled": False}}
+    spec = {
+        "auth": {"type": "shared-password", "password": "bench-password"},
+        "culling": {"enabled": False},
+        "sleep": {"after": "never"},  # listed through its own port: the hub must run
+    }
     state_dir = workdir / "api-state"
     with running_fleet(
         "usagebench",
