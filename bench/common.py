@@ -36,6 +36,10 @@ import hubfleet
 from hubfleet.fleet.ports import port_is_free
 from hubfleet.system import accounts, cgroups
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test suite's helpers, for the benchmarks too
+
+from tests import helpers as test_helpers
+
 REPO = Path(__file__).resolve().parent.parent
 USER_ENV = Path("/opt/hubfleet/user-env")
 
@@ -246,15 +250,8 @@ def fleet_file(
 
 
 def run_hubfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    """The real hubfleet CLI, run with this interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "hubfleet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """The real hubfleet CLI, run with this interpreter (as the tests run it); its failures are the caller's."""
+    return test_helpers.hubfleet(*args, check=False, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -281,15 +278,20 @@ def running_fleet(
     hub_spec: dict[str, Any],
     source: Path,
     state_dir: Path,
-    shared_root: Path,
-    leftover_uids: Callable[[], set[int]],
+    shared_root: Path | None = None,
+    leftover_uids: Callable[[], set[int]] = set,
     cleanup: Sequence[tuple[str, Callable[[], object]]] = (),
 ) -> Iterator[RunningFleet]:
-    """A one-hub fleet written to `source` and started with the real CLI (`hubfleet up --detach`).
+    """A one-hub fleet written to `source` and started with the real CLI (`hubfleet up --detach`). Its shared root
+    is `shared_root`, else a new one in /srv (not below a private temporary folder: users' processes reach it).
 
     At the end (also on failure or Ctrl-C): `hubfleet down`, then any process still naming the state directory or
-    owned by `leftover_uids()` is killed, the `cleanup` steps run, and the hub's Unix users and groups are removed.
+    owned by `leftover_uids()` is killed, the `cleanup` steps run, a new shared root is removed, and the hub's Unix
+    users and groups are removed.
     """
+    throwaway = shared_root is None
+    if shared_root is None:
+        shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
     front = free_port()
     ports = free_port_block(40)
     source.write_text(fleet_file(name, hub, front, ports, shared_root, hub_spec))
@@ -318,6 +320,8 @@ def running_fleet(
                 kill_processes(leftovers)
             for what, action in cleanup:
                 attempt(what, action)
+            if throwaway:
+                attempt(f"removing {shared_root}", lambda: shutil.rmtree(shared_root, ignore_errors=True))
             attempt("removing the hub's Unix users and groups", lambda: accounts.remove_hub_accounts(hub))
 
 

@@ -24,7 +24,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,12 +41,10 @@ from common import (
     BenchError,
     CpuMeter,
     CpuUse,
-    attempt,
     cmdline_with_cwd,
     log,
     log_table_header,
     machine_info,
-    no_interrupts,
     parse_args,
     prepare,
     run_in_workdir,
@@ -404,8 +401,6 @@ def dask_fleet(workdir: Path) -> Iterator[Fleet]:
     """A one-hub fleet with `dask:`, started with the real CLI; stopped and removed (accounts too) at the end."""
     hub = f"dask{secrets.token_hex(2)}"
     state_dir = workdir / "state"
-    # Not under the 0700 temporary directory: Dask processes run as the user, in a folder below it.
-    shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
     password = secrets.token_urlsafe(12)
     spec = {
         "display_name": "Dask benchmark",
@@ -413,34 +408,29 @@ def dask_fleet(workdir: Path) -> Iterator[Fleet]:
         "profiles": [PROFILE],
         "dask": DASK_SPEC,
     }
-    try:
-        with running_fleet(
-            "daskbench",
-            hub,
-            spec,
-            workdir / "fleet.yaml",
-            state_dir,
-            shared_root,
-            lambda: hub_uids(hub),
-            cleanup=[("removing the hub's cgroups", lambda: remove_cgroup(f"hubfleet/{hub}"))],
-        ) as fleet:
-            yield Fleet(
-                hub=hub,
-                hub_url=f"{fleet.door}/",
-                password=password,
-                state_dir=state_dir,
-                info={
-                    "hub": hub,
-                    "front_door_port": fleet.front_door_port,
-                    "internal_ports": list(fleet.internal_ports),
-                    "up_seconds": round(fleet.up_seconds, 2),
-                    "dask": DASK_SPEC,
-                    "profile": PROFILE,
-                },
-            )
-    finally:
-        with no_interrupts():
-            attempt(f"removing {shared_root}", lambda: shutil.rmtree(shared_root, ignore_errors=True))
+    with running_fleet(
+        "daskbench",
+        hub,
+        spec,
+        workdir / "fleet.yaml",
+        state_dir,
+        leftover_uids=lambda: hub_uids(hub),
+        cleanup=[("removing the hub's cgroups", lambda: remove_cgroup(f"hubfleet/{hub}"))],
+    ) as fleet:
+        yield Fleet(
+            hub=hub,
+            hub_url=f"{fleet.door}/",
+            password=password,
+            state_dir=state_dir,
+            info={
+                "hub": hub,
+                "front_door_port": fleet.front_door_port,
+                "internal_ports": list(fleet.internal_ports),
+                "up_seconds": round(fleet.up_seconds, 2),
+                "dask": DASK_SPEC,
+                "profile": PROFILE,
+            },
+        )
 
 
 # --------------------------------------------------------------------------------------------- report

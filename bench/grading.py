@@ -48,12 +48,12 @@ from typing import Any
 import httpx
 import nbformat
 from common import (
-    REPO,
     BenchError,
     log,
     log_table_header,
     machine_info,
     prepare,
+    run_hubfleet,
     run_in_workdir,
     running_fleet,
     summary,
@@ -71,6 +71,7 @@ from hubfleet.edu.assignments import (
     load_source,
 )
 from hubfleet.edu.assignments.sandbox import DEFAULT_PYTHON
+from tests.edu import sources
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "grading.json"
 NBGRADER_VENV = Path("/opt/hubfleet/bench-nbgrader")
@@ -151,29 +152,22 @@ QUESTIONS = [
 ]  # fmt: skip
 
 
-def _meta(**nbgrader: Any) -> dict[str, Any]:
-    return {"nbgrader": {"schema_version": 3, "solution": False, "grade": False, "locked": False, **nbgrader}}
-
-
 def write_source(folder: Path) -> None:
     """The assignment's source folder, readable by both graders (nbgrader ignores assignment.yaml)."""
     cells = [
         new_markdown_cell("# Homework 1\n\nTen small functions; each has visible and hidden tests."),
-        new_code_cell("import math\nimport os", metadata=_meta(locked=True, grade_id="setup")),
+        new_code_cell("import math\nimport os", metadata=sources.nbgrader(locked=True, grade_id="setup")),
     ]
     for q in QUESTIONS:
-        header, body = q.solution.split("\n", 1)
-        solution = f"{header}\n    ### BEGIN SOLUTION\n{body}\n    ### END SOLUTION"
-        tests = f"{q.test}\n### BEGIN HIDDEN TESTS\n{q.hidden}\n### END HIDDEN TESTS"
         cells += [
             new_markdown_cell(f"**{q.name}** ({q.points} point{'s' if q.points > 1 else ''})"),
-            new_code_cell(solution, metadata=_meta(solution=True, grade_id=q.name)),
-            new_code_cell(tests, metadata=_meta(grade=True, points=q.points, grade_id=f"test_{q.name}")),
+            sources.solution_cell(q.name, q.solution),
+            sources.graded_cell(f"test_{q.name}", q.points, q.test, q.hidden),
         ]
     cells.append(
         new_markdown_cell(
             "### BEGIN SOLUTION\nBecause sums are linear.\n### END SOLUTION",
-            metadata=_meta(grade=True, solution=True, points=2, grade_id="explain"),
+            metadata=sources.nbgrader(grade=True, solution=True, points=2, grade_id="explain"),
         )
     )
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -315,7 +309,9 @@ def run_nbgrader(course: Path) -> tuple[float, dict[str, dict[str, float | None]
 # --------------------------------------------------------------------------------------------- hubfleet
 
 
-def run_hubfleet(spec: GradingSpec, submitted: Path, students: list[str]) -> tuple[float, dict[str, GradeResult]]:
+def grade_with_hubfleet(
+    spec: GradingSpec, submitted: Path, students: list[str]
+) -> tuple[float, dict[str, GradeResult]]:
     """(wall seconds of grade_batch over `students`, student -> GradeResult)."""
     submissions = [Submission(id=s, folder=submitted / s / ASSIGNMENT) for s in students]
     results: dict[str, GradeResult] = {}
@@ -387,7 +383,7 @@ def batch_part(workdir: Path, size: int, rounds: int, corpus: Path, kinds: dict[
         order = ("hubfleet", "nbgrader") if index % 2 == 0 else ("nbgrader", "hubfleet")
         for system in order:
             if system == "hubfleet":
-                seconds, results = run_hubfleet(spec, corpus, students)
+                seconds, results = grade_with_hubfleet(spec, corpus, students)
                 ours.append(seconds)
                 last = (results, last[1])
             else:
@@ -421,7 +417,6 @@ def single_part(workdir: Path, singles: int, spec: GradingSpec, correct: Path) -
         "culling": {"enabled": False},
         "courses": [{"name": "bench", "instructors": ["prof"], "students": students}],
     }
-    shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
     state_dir = workdir / "fleet-state"
     notebook = (correct / NOTEBOOK).read_bytes()
     files = {"files": {NOTEBOOK: base64.b64encode(notebook).decode(), **_data_files(correct)}}
@@ -434,11 +429,8 @@ def single_part(workdir: Path, singles: int, spec: GradingSpec, correct: Path) -
         hub_spec,
         workdir / "fleet.yaml",
         state_dir,
-        shared_root,
-        lambda: set(),
-        cleanup=[("removing the shared root", lambda: shutil.rmtree(shared_root, ignore_errors=True))],
     ) as running:
-        released = run_hubfleet_cli(
+        released = run_hubfleet(
             "assignment",
             "release",
             hub,
@@ -514,18 +506,11 @@ def submit_and_wait(client: httpx.Client, service: str, token: str, files: dict[
     return seconds
 
 
-def run_hubfleet_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubfleet", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
-    )
-
-
 # --------------------------------------------------------------------------------------------- 3. nbgrader courses
 
 
 def compat_part(workdir: Path) -> dict[str, Any]:
     """The test suite's nbgrader course, generated and autograded by nbgrader 0.9.6 and by hubfleet."""
-    sys.path.insert(0, str(REPO))
     from tests.edu import nbgrader_course_files as files
 
     theirs_root = files.write_course(workdir / "compat-nbgrader")
@@ -540,10 +525,10 @@ def compat_part(workdir: Path) -> dict[str, Any]:
     for args in (("generate",), ("autograde",)):
         if args == ("autograde",):
             files.write_submissions(ours_root, ours_root / "release" / files.ASSIGNMENT)
-        done = run_hubfleet_cli("assignment", "nbgrader", *args, str(ours_root), files.ASSIGNMENT)
+        done = run_hubfleet("assignment", "nbgrader", *args, str(ours_root), files.ASSIGNMENT)
         if done.returncode != 0:
             raise BenchError(f"hubfleet assignment nbgrader {args[0]} failed: {done.stdout} {done.stderr}")
-    listed = run_hubfleet_cli("assignment", "nbgrader", "scores", str(ours_root), files.ASSIGNMENT, "--json").stdout
+    listed = run_hubfleet("assignment", "nbgrader", "scores", str(ours_root), files.ASSIGNMENT, "--json").stdout
     ours = {f"{row['student']}/{row['notebook']}": row["score"] for row in map(json.loads, listed.splitlines())}
     mismatches = {
         key: {"nbgrader": value, "hubfleet": ours.get(key)} for key, value in theirs.items() if ours.get(key) != value

@@ -39,12 +39,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import http.server
-import json
 import secrets
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,6 +59,7 @@ from hubfleet.edu.lti.jwks import PlatformKeys
 from hubfleet.edu.lti.launch import CLAIM, NRPS_CLAIM, LaunchValidator
 from hubfleet.edu.lti.state import LoginStore, PendingLogin, UsedNonces
 from hubfleet.spec.edu import LTIPlatform
+from tests.served import JSONServer
 
 DEFAULT_OUT = REPO / "bench" / "results" / "lti.json"
 ISSUER = "https://lms.bench.example"
@@ -86,33 +84,11 @@ class SignedLaunch:
 
 
 @contextlib.contextmanager
-def jwks_server(key: RSAKey) -> Iterator[tuple[str, list[int]]]:
-    """The platform's JWKS on http://127.0.0.1:<port>/jwks; yields (url, [requests served])."""
-    body = json.dumps({"keys": [{**key.as_dict(private=False), "kid": KID, "use": "sig", "alg": "RS256"}]}).encode()
-    served = [0]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            served[0] += 1
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks", served
-    finally:
-        server.shutdown()
-        server.server_close()
+def jwks_server(key: RSAKey) -> Iterator[JSONServer]:
+    """The platform's JWKS on http://127.0.0.1:<port>/jwks (the server counts the requests)."""
+    jwks = {"keys": [{**key.as_dict(private=False), "kid": KID, "use": "sig", "alg": "RS256"}]}
+    with contextlib.closing(JSONServer(lambda: jwks)) as server:
+        yield server
 
 
 def sign_launches(key: RSAKey, count: int) -> list[SignedLaunch]:
@@ -223,7 +199,8 @@ def measure(launch_count: int, rounds: int) -> dict[str, Any]:
     key = RSAKey.generate_key(2048, private=True)
     log(f"signing {launch_count} launches …")
     launches = sign_launches(key, launch_count)
-    with jwks_server(key) as (jwks_url, served):
+    with jwks_server(key) as served:
+        jwks_url = f"{served.url}/jwks"
         keys = PlatformKeys()
         asyncio.run(keys.key(jwks_url, KID))  # warm hubfleet's cache
         shared = pyjwt.PyJWKClient(jwks_url)
@@ -238,9 +215,9 @@ def measure(launch_count: int, rounds: int) -> dict[str, Any]:
         for number in range(rounds):
             log(f"round {number + 1}/{rounds}")
             for name, run in setups.items():
-                before = served[0]
+                before = served.requests
                 timings[name].append(run())
-                fetches[name] += served[0] - before
+                fetches[name] += served.requests - before
     summary = {name: rates(launch_count, values) for name, values in timings.items()}
     ratios = {
         f"{clock}_vs_{label}": round(

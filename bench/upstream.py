@@ -35,9 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO, log, machine_info, summary, write_results
-
-sys.path.insert(0, str(REPO))  # the GitHub double lives with the tests
-
 from sqlalchemy import func, select
 
 from hubfleet import db

@@ -252,8 +252,11 @@ def collector_part(count: int, sweeps: int, workdir: Path) -> dict[str, Any]:
 def api_part(count: int, sweeps: int, workdir: Path) -> dict[str, Any]:
     """The hub API side of a sweep: listing `count` users of a real hub (servers not started)."""
     hub = f"ba{secrets.token_hex(2)}"
-    spec = {"auth": {"type": "shared-password", "password": "bench-password"}, "culling": {"enabled": False}}
-    shared_root = Path(f"/srv/hubfleet-bench-{secrets.token_hex(3)}")
+    spec = {
+        "auth": {"type": "shared-password", "password": "bench-password"},
+        "culling": {"enabled": False},
+        "sleep": {"after": "never"},  # listed through its own port: the hub must run
+    }
     state_dir = workdir / "api-state"
     with running_fleet(
         "usagebench",
@@ -261,9 +264,6 @@ def api_part(count: int, sweeps: int, workdir: Path) -> dict[str, Any]:
         spec,
         workdir / "fleet.yaml",
         state_dir,
-        shared_root,
-        lambda: set(),
-        cleanup=[("removing the shared root", lambda: shutil.rmtree(shared_root, ignore_errors=True))],
     ) as running:
         token = (state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
         ports = (state_dir / "hubs" / hub / "ports.json").read_text()

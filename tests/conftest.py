@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from tests.requirements import REQUIREMENTS, need
+from tests.slurm import SlurmCluster, slurm_cluster_in_env
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,3 +38,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which must run every test: {report.longrepr}"
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[SlurmCluster]:
+    """A real Slurm cluster for the module's tests, `SLURM_CONF` exported while it runs (tests/slurm.py)."""
+    with slurm_cluster_in_env() as running:
+        yield running

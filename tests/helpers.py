@@ -14,10 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -45,16 +46,22 @@ def free_port() -> int:
 
 
 def hubfleet(
-    *args: str, check: bool = True, timeout: float = 300, cwd: Path | None = None
+    *args: str,
+    check: bool = True,
+    timeout: float = 300,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    columns: int = 200,
 ) -> subprocess.CompletedProcess:
-    """Run the real `hubfleet` command."""
+    """Run the real `hubfleet` command with this interpreter (`env`: its whole environment, default this process's;
+    `columns`: the terminal width rich assumes)."""
     result = subprocess.run(
         [sys.executable, "-m", "hubfleet", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**(os.environ if env is None else env), "COLUMNS": str(columns)},
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -96,6 +103,41 @@ class RunningFleet:
 
     def service_token(self, hub: str) -> str:
         return (self.state_dir / "hubs" / hub / "secrets" / "service_token").read_text().strip()
+
+    def hub_api(self, hub: str, method: str, path: str, *, timeout: float = 60, **kwargs: Any) -> httpx.Response:
+        """A request to `hub`'s REST API (`path` below `hub/api/`) with the fleet's service token."""
+        headers = {"Authorization": f"token {self.service_token(hub)}"}
+        return httpx.request(method, f"{self.hub_url(hub)}hub/api/{path}", headers=headers, timeout=timeout, **kwargs)
+
+    def user_token(self, hub: str, user: str, note: str, expires_in: int = 3600, **body: Any) -> str:
+        """A new API token of `user` on `hub`, minted through the hub's REST API with the fleet's service token
+        (`body`: more of the request, e.g. `scopes`)."""
+        minted = self.hub_api(
+            hub, "POST", f"users/{user}/tokens", json={"note": note, "expires_in": expires_in, **body}
+        )
+        return minted.raise_for_status().json()["token"]
+
+    def wait_for_server(self, hub: str, user: str, timeout: float) -> None:
+        """Wait until `user`'s default server on `hub` is ready."""
+
+        def ready() -> bool:
+            response = self.hub_api(hub, "GET", f"users/{user}")
+            model = {} if response.status_code == 404 else response.raise_for_status().json()
+            return bool(((model.get("servers") or {}).get("") or {}).get("ready"))
+
+        wait_until(ready, timeout, f"the server of {user} to be ready", every=0.25)
+
+    def follow_to_server(
+        self, hub: str, browser: httpx.Client, response: httpx.Response, timeout: float
+    ) -> tuple[str, str]:
+        """`hub`'s answer sending the browser to its spawn page (after a login, a launch), followed as a browser
+        would until the user's server is ready: (user name, the page it was to go on to)."""
+        assert response.status_code == 302, response.text[:500]
+        spawn_url = httpx.URL(self.url).join(response.headers["location"])
+        user = spawn_url.path.rstrip("/").rsplit("/", 1)[-1]
+        browser.get(spawn_url, follow_redirects=True)
+        self.wait_for_server(hub, user, timeout)
+        return user, parse_qs(spawn_url.query.decode())["next"][0]
 
     def run_code(self, hub: str, login: PasswordLogin, code: str, timeout: float = 180) -> str:
         """Log in through the front door, start the user's server if needed, and run `code` in a fresh kernel."""

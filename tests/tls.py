@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import socket
 import ssl
@@ -14,11 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+from hubfleet.fleet.https import certificate_builder, key_pem, new_key
 
 
 @dataclass
@@ -32,17 +27,10 @@ class LocalCA:
     @classmethod
     def create(cls, folder: Path, name: str = "hubfleet test CA") -> LocalCA:
         folder.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.UTC)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
+            certificate_builder(subject, subject, key, days=30)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256())
@@ -63,22 +51,16 @@ class LocalCA:
         self, stem: str, names: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = 30
     ) -> tuple[Path, Path]:
         """A server certificate for `names` (host names or IP addresses): (chain file, key file)."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = new_key()
         alt: list[x509.GeneralName] = []
         for name in names:
             try:
                 alt.append(x509.IPAddress(ipaddress.ip_address(name)))
             except ValueError:
                 alt.append(x509.DNSName(name))
-        now = dt.datetime.now(dt.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            certificate_builder(subject, self.cert.subject, key, days)
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
@@ -87,7 +69,7 @@ class LocalCA:
         chain.write_bytes(
             cert.public_bytes(serialization.Encoding.PEM) + self.cert.public_bytes(serialization.Encoding.PEM)
         )
-        key_file.write_bytes(_pem_key(key))
+        key_file.write_text(key_pem(key))
         key_file.chmod(0o600)
         return chain, key_file
 

@@ -20,7 +20,6 @@ import datetime as dt
 import io
 import json
 import re
-import textwrap
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,16 +31,12 @@ import nbformat
 import pytest
 from playwright import sync_api as playwright_api
 
-from hubfleet.common.settings import HubSettings
-from hubfleet.db import open_database
-from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.exchange.settings import SERVICE_NAME
-from hubfleet.edu.lti.launch import Launch
-from hubfleet.edu.lti.tables import Identity
 from hubfleet.health.client import TokenLogin
-from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.browser import chromium
+from tests.edu.sources import graded_cell, nbgrader, solution_cell, write_source
 from tests.helpers import USER_ENV, RunningFleet, running_fleet, unique_hub, wait_until
+from tests.lms.courses import link_course, peer_with_course
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ip")
@@ -55,7 +50,6 @@ pytestmark = pytest.mark.needs("root", "cgroups", "user_env", "chromium")
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {H}:
   auth: {{type: shared-password, password: {PASSWORD}}}
@@ -74,14 +68,7 @@ def hub_yaml(lms: PeerLMS) -> str:
       students: [so]
   lti:
     platforms:
-{platforms}"""
-
-
-def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, points: float | None = None) -> dict:
-    meta = {"grade": grade, "solution": solution, "locked": not solution, "grade_id": grade_id, "schema_version": 3}
-    if points is not None:
-        meta["points"] = points
-    return meta
+{lms.platform_yaml(indent=6)}"""
 
 
 def source_zip(root: Path) -> Path:
@@ -90,17 +77,11 @@ def source_zip(root: Path) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_markdown_cell("Write `square(x)`, then explain it."),
-        nbformat.v4.new_code_cell(
-            "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
-            metadata={"nbgrader": _meta("square", solution=True)},
-        ),
-        nbformat.v4.new_code_cell(
-            "assert square(3) == 9\n### BEGIN HIDDEN TESTS\nassert square(-2) == 4\n### END HIDDEN TESTS",
-            metadata={"nbgrader": _meta("test_square", grade=True, points=2)},
-        ),
+        solution_cell("square", "def square(x):\n    return x * x"),
+        graded_cell("test_square", 2, "assert square(3) == 9", "assert square(-2) == 4", locked=True),
         nbformat.v4.new_markdown_cell(
             "=== BEGIN MARK SCHEME ===\nMultiplication.\n=== END MARK SCHEME ===\nYOUR ANSWER HERE",
-            metadata={"nbgrader": _meta("explain", solution=True, grade=True, points=2)},
+            metadata=nbgrader(grade_id="explain", solution=True, grade=True, points=2),
         ),
     ]
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).replace(microsecond=0).isoformat()
@@ -115,42 +96,15 @@ def source_zip(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def lms() -> Iterator[PeerLMS]:
-    with PeerLMS(label="canvas", client_id="hubfleet-pages", deployment_id="dep-1") as peer:
-        peer.add_course(CONTEXT, title="Data Science", label="DS")
-        for user, sub in STUDENTS.items():
-            peer.add_person(sub, name=user, email=f"{user}@uni.example")
-            peer.enroll(CONTEXT, sub, ["Learner"])
+    with peer_with_course("canvas", CONTEXT, STUDENTS) as peer:
         yield peer
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     with running_fleet(tmp_path_factory.mktemp("pages"), hub_yaml(lms), [H], PASSWORD) as running:
-        urls = ToolURLs.of(running.hub_url(H))
-        lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
-        _record_launches(running, lms)
+        link_course(running, H, "ds", lms, CONTEXT, STUDENTS, nrps=True)
         yield running
-
-
-def _record_launches(fleet: RunningFleet, lms: PeerLMS) -> None:
-    """What the students' and the instructor's LTI launches record: their LMS ids, the course's AGS and NRPS URLs."""
-    sessions = open_database(HubSettings.read(fleet.state_dir / "hubs" / H / "settings.json").database_url)
-    now = dt.datetime.now(dt.UTC)
-    with sessions.begin() as session:
-        for user, sub in STUDENTS.items():
-            session.add(Identity(issuer=lms.issuer, sub=sub, username=user, created=now, last_seen=now))
-    launch = Launch(
-        issuer=lms.issuer,
-        client_id=lms.client_id,
-        deployment_id=lms.deployment_id,
-        sub="lms-prof",
-        message_type="LtiResourceLinkRequest",
-        target_link_uri=fleet.hub_url(H),
-        context_id=CONTEXT,
-        nrps_url=lms.nrps_url(CONTEXT),
-        ags_endpoint={"lineitems": lms.lineitems_url(CONTEXT)},
-    )
-    record_launch(sessions, hub=H, course="ds", launch=launch)
 
 
 @pytest.fixture(scope="module")
@@ -192,13 +146,7 @@ _tokens: dict[str, str] = {}
 
 def token(fleet: RunningFleet, user: str) -> str:
     if user not in _tokens:
-        response = httpx.post(
-            f"{fleet.hub_url(H)}hub/api/users/{user}/tokens",
-            headers={"Authorization": f"token {fleet.service_token(H)}"},
-            json={"note": "course pages test", "expires_in": 3600},
-            timeout=30,
-        )
-        _tokens[user] = response.raise_for_status().json()["token"]
+        _tokens[user] = fleet.user_token(H, user, "course pages test")
     return _tokens[user]
 
 
@@ -434,18 +382,16 @@ def test_an_instructor_releases_from_the_course_folder_with_a_due_date_in_their_
 ) -> None:
     """A folder the instructor put in ~/courses/ds (here: written as root, where the hub keeps it) is picked, and
     its due date is set in the browser's time zone (Berlin: UTC+1 in January)."""
-    folder = fleet.shared_root / H / "courses" / "ds" / "week2" / "hw2"
-    folder.mkdir(parents=True)
-    (folder / "assignment.yaml").write_text("name: hw2\ntitle: Doubling\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
-            metadata={"nbgrader": _meta("double", solution=True)},
-        ),
-        nbformat.v4.new_code_cell("assert double(2) == 4", metadata={"nbgrader": _meta("t", grade=True, points=1)}),
+    cells = [
+        solution_cell("double", "def double(x):\n    return 2 * x"),
+        graded_cell("t", 1, "assert double(2) == 4", locked=True),
     ]
-    nbformat.write(notebook, str(folder / "doubling.ipynb"))
+    write_source(
+        fleet.shared_root / H / "courses" / "ds" / "week2" / "hw2",
+        "name: hw2\ntitle: Doubling\n",
+        cells,
+        "doubling.ipynb",
+    )
     page = log_in(browser, fleet, "prof", "courses/ds/new", zone="Europe/Berlin")
     page.select_option("#folder", "week2/hw2")
     page.locator("#pick-form button").click()

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from hubfleet.db import default_url, open_database
 from hubfleet.edu.assignments import GradingSpec
 from hubfleet.edu.exchange import passback, sources
 from hubfleet.edu.exchange.access import Roles
@@ -24,11 +23,6 @@ from hubfleet.edu.exchange.tables import ScoreOut, utcnow
 from hubfleet.edu.exchange.workflow import PreparedRelease
 
 LIMIT = 10_000
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    return open_database(default_url(tmp_path))
 
 
 @pytest.fixture

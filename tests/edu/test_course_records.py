@@ -46,7 +46,7 @@ def hub_yaml(lms: PeerLMS) -> str:
           lti:
             platforms:
         """
-    ) + textwrap.indent(lms.platform_yaml(), " " * 6)
+    ) + lms.platform_yaml(indent=6)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +68,7 @@ _tokens: dict[str, str] = {}
 def call(fleet: RunningFleet, user: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """The exchange's REST API as `user` (a token minted once through the hub's API; None: no credentials)."""
     if user is not None and user not in _tokens:
-        minted = httpx.post(
-            f"{fleet.hub_url(H)}hub/api/users/{user}/tokens",
-            headers={"Authorization": f"token {fleet.service_token(H)}"},
-            json={"note": "records test", "expires_in": 3600},
-            timeout=30,
-        )
-        _tokens[user] = minted.raise_for_status().json()["token"]
+        _tokens[user] = fleet.user_token(H, user, "records test")
     headers = {"Authorization": f"token {_tokens[user]}"} if user else {}
     url = f"{fleet.hub_url(H)}services/{SERVICE_NAME}/{path}"
     return httpx.request(method, url, headers=headers, timeout=120, **kwargs)

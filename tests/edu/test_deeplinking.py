@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.browser import chromium
 from tests.edu.git_daemon import CourseRepository, git_daemon
-from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.edu.sources import graded_cell, solution_cell, write_source
+from tests.helpers import RunningFleet, running_fleet, unique_hub
 from tests.lms.peer import DL_CLAIM, LTI_CLAIM, PeerLMS
 
 H = unique_hub("dl")
@@ -68,7 +68,6 @@ def git_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Co
 
 
 def hub_yaml(lms: PeerLMS, repo: str) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {H}:
   auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
@@ -85,7 +84,7 @@ def hub_yaml(lms: PeerLMS, repo: str) -> str:
       students: [olga]
   lti:
     platforms:
-{platforms}"""
+{lms.platform_yaml(indent=6)}"""
 
 
 @pytest.fixture(scope="module")
@@ -100,23 +99,11 @@ def lms() -> Iterator[PeerLMS]:
 
 def assignment_source(root: Path) -> Path:
     """hw1: one solution cell and one autograded test (2 points)."""
-    folder = root / "hw1"
-    folder.mkdir()
-    (folder / "assignment.yaml").write_text("name: hw1\ntitle: Squares\n")
-    book = nbformat.v4.new_notebook()
-    meta = {"locked": False, "schema_version": 3}
-    book.cells = [
-        nbformat.v4.new_code_cell(
-            "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
-            metadata={"nbgrader": meta | {"grade": False, "solution": True, "grade_id": "square"}},
-        ),
-        nbformat.v4.new_code_cell(
-            "assert square(3) == 9",
-            metadata={"nbgrader": meta | {"grade": True, "solution": False, "grade_id": "t", "points": 2}},
-        ),
+    cells = [
+        solution_cell("square", "def square(x):\n    return x * x"),
+        graded_cell("t", 2, "assert square(3) == 9"),
     ]
-    nbformat.write(book, str(folder / "squares.ipynb"))
-    return folder
+    return write_source(root / "hw1", "name: hw1\ntitle: Squares\n", cells, "squares.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -136,31 +123,12 @@ def fleet(
 
 
 def api(fleet: RunningFleet, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method,
-        f"{fleet.hub_url(H)}hub/api/{path}",
-        headers={"Authorization": f"token {fleet.service_token(H)}"},
-        timeout=60,
-        **kwargs,
-    )
-
-
-def wait_ready(fleet: RunningFleet, name: str) -> None:
-    def ready() -> bool:
-        model = api(fleet, f"users/{name}").json()
-        return bool(((model.get("servers") or {}).get("") or {}).get("ready"))
-
-    wait_until(ready, READY_TIMEOUT, f"the server of {name} to be ready", every=0.25)
+    return fleet.hub_api(H, method, path, **kwargs)
 
 
 def follow_launch(fleet: RunningFleet, browser: httpx.Client, response: httpx.Response) -> tuple[str, str]:
     """A launch's answer followed as a browser would until the user's server runs: (user name, landing target)."""
-    assert response.status_code == 302, response.text[:500]
-    spawn_url = httpx.URL(fleet.url).join(response.headers["location"])
-    target = parse_qs(spawn_url.query.decode())["next"][0]
-    name = spawn_url.path.rstrip("/").rsplit("/", 1)[-1]
-    browser.get(spawn_url, follow_redirects=True)
-    wait_ready(fleet, name)
+    name, target = fleet.follow_to_server(H, browser, response, READY_TIMEOUT)
     # the server's own login (OAuth with the hub) happens on the first page of it the browser opens
     opened = browser.get(f"{fleet.url}{target}", follow_redirects=True)
     assert opened.status_code == 200, (str(opened.url), opened.text[:300])

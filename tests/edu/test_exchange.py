@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,14 +31,12 @@ from sqlalchemy import select
 
 from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
-from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SERVICE_NAME, SETTINGS_FILE, ExchangeSettings
 from hubfleet.edu.exchange.tables import Grade, Grading, Submission
-from hubfleet.edu.lti.launch import Launch
-from hubfleet.edu.lti.tables import Identity
 from hubfleet.health.client import TokenLogin
-from hubfleet.hub.authenticators.lti import ToolURLs
+from tests.edu.sources import graded_cell, solution_cell, write_source
 from tests.helpers import USER_ENV, RunningFleet, running_fleet, unique_hub
+from tests.lms.courses import link_course, peer_with_course
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ex")
@@ -52,7 +49,6 @@ pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {H}:
   auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
@@ -70,77 +66,35 @@ def hub_yaml(lms: PeerLMS) -> str:
       students: [so]
   lti:
     platforms:
-{platforms}"""
+{lms.platform_yaml(indent=6)}"""
 
 
 def source_folder(root: Path) -> Path:
     """An nbgrader-style assignment: one solution cell, one autograded test cell (2 points), due in a week."""
-    folder = root / "hw1-source"
-    folder.mkdir()
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
-    (folder / "assignment.yaml").write_text(f"name: {ASSIGNMENT}\ntitle: Squares\ndue: {due}\n")
-    (folder / "data.csv").write_text("x\n3\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
+    cells = [
         nbformat.v4.new_markdown_cell("Write `square(x)`."),
-        nbformat.v4.new_code_cell(
-            "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
-            metadata={"nbgrader": _meta("square", solution=True)},
-        ),
-        nbformat.v4.new_code_cell(
-            "assert square(3) == 9\n### BEGIN HIDDEN TESTS\nassert square(-2) == 4\n### END HIDDEN TESTS",
-            metadata={"nbgrader": _meta("test_square", grade=True, points=2)},
-        ),
+        solution_cell("square", "def square(x):\n    return x * x"),
+        graded_cell("test_square", 2, "assert square(3) == 9", "assert square(-2) == 4", locked=True),
     ]
-    nbformat.write(notebook, str(folder / "squares.ipynb"))
+    folder = write_source(
+        root / "hw1-source", f"name: {ASSIGNMENT}\ntitle: Squares\ndue: {due}\n", cells, "squares.ipynb"
+    )
+    (folder / "data.csv").write_text("x\n3\n")
     return folder
-
-
-def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, points: float | None = None) -> dict:
-    meta = {"grade": grade, "solution": solution, "locked": not solution, "grade_id": grade_id, "schema_version": 3}
-    if points is not None:
-        meta["points"] = points
-    return meta
 
 
 @pytest.fixture(scope="module")
 def lms() -> Iterator[PeerLMS]:
-    with PeerLMS(label="canvas", client_id="hubfleet-exchange", deployment_id="dep-1") as peer:
-        peer.add_course(CONTEXT, title="Data Science", label="DS")
-        for user, sub in SUBS.items():
-            peer.add_person(sub, name=user, email=f"{user}@uni.example")
-            peer.enroll(CONTEXT, sub, ["Learner"])
+    with peer_with_course("canvas", CONTEXT, SUBS) as peer:
         yield peer
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
     with running_fleet(tmp_path_factory.mktemp("exchange"), hub_yaml(lms), [H], PASSWORD) as running:
-        urls = ToolURLs.of(running.hub_url(H))
-        lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
-        _link_course_to_lms(running, lms)
+        link_course(running, H, "ds", lms, CONTEXT, SUBS)
         yield running
-
-
-def _link_course_to_lms(fleet: RunningFleet, lms: PeerLMS) -> None:
-    """What the students' and the instructor's LTI launches record: their LMS ids, the course's AGS endpoint."""
-    settings = HubSettings.read(fleet.state_dir / "hubs" / H / "settings.json")
-    sessions = open_database(settings.database_url)
-    now = dt.datetime.now(dt.UTC)
-    with sessions.begin() as session:
-        for user, sub in SUBS.items():
-            session.add(Identity(issuer=lms.issuer, sub=sub, username=user, created=now, last_seen=now))
-    launch = Launch(
-        issuer=lms.issuer,
-        client_id=lms.client_id,
-        deployment_id=lms.deployment_id,
-        sub="lms-prof",
-        message_type="LtiResourceLinkRequest",
-        target_link_uri=fleet.hub_url(H),
-        context_id=CONTEXT,
-        ags_endpoint={"lineitems": lms.lineitems_url(CONTEXT)},
-    )
-    record_launch(sessions, hub=H, course="ds", launch=launch)
 
 
 def service_url(fleet: RunningFleet) -> str:
@@ -153,13 +107,7 @@ _tokens: dict[str, str] = {}
 def token(fleet: RunningFleet, user: str) -> str:
     """An API token of `user` (minted once through the hub's API with the fleet's service token)."""
     if user not in _tokens:
-        response = httpx.post(
-            f"{fleet.hub_url(H)}hub/api/users/{user}/tokens",
-            headers={"Authorization": f"token {fleet.service_token(H)}"},
-            json={"note": "exchange test", "expires_in": 3600},
-            timeout=30,
-        )
-        _tokens[user] = response.raise_for_status().json()["token"]
+        _tokens[user] = fleet.user_token(H, user, "exchange test")
     return _tokens[user]
 
 
@@ -392,27 +340,15 @@ def test_killed_grading_resumes(fleet: RunningFleet) -> None:
 
 def instant_source(root: Path) -> Path:
     """An assignment with instant feedback: a visible test with hidden parts, a visible test, a hidden-only test."""
-    folder = root / "hw2-source"
-    folder.mkdir()
-    (folder / "assignment.yaml").write_text("name: hw2\ntitle: Doubling\ninstant_feedback: true\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
-            metadata={"nbgrader": _meta("double", solution=True)},
-        ),
-        nbformat.v4.new_code_cell(
-            "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(-3) == -6\n### END HIDDEN TESTS",
-            metadata={"nbgrader": _meta("visible", grade=True, points=1)},
-        ),
-        nbformat.v4.new_code_cell("assert double(0) == 0", metadata={"nbgrader": _meta("zero", grade=True, points=1)}),
-        nbformat.v4.new_code_cell(
-            "### BEGIN HIDDEN TESTS\nassert double(100) == 200\n### END HIDDEN TESTS",
-            metadata={"nbgrader": _meta("hidden_only", grade=True, points=1)},
-        ),
+    cells = [
+        solution_cell("double", "def double(x):\n    return 2 * x"),
+        graded_cell("visible", 1, "assert double(2) == 4", "assert double(-3) == -6", locked=True),
+        graded_cell("zero", 1, "assert double(0) == 0", locked=True),
+        graded_cell("hidden_only", 1, "", "assert double(100) == 200", locked=True),
     ]
-    nbformat.write(notebook, str(folder / "doubling.ipynb"))
-    return folder
+    return write_source(
+        root / "hw2-source", "name: hw2\ntitle: Doubling\ninstant_feedback: true\n", cells, "doubling.ipynb"
+    )
 
 
 def submit_answer(fleet: RunningFleet, student: str, body: str) -> dict[str, Any]:

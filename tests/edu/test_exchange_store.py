@@ -12,16 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hubfleet.db import connect, default_url, open_database
+from hubfleet.db import connect, default_url
 from hubfleet.edu.exchange.store import CellGrade, Exchange, ExchangeError, NotFound, TooLarge
 from hubfleet.edu.exchange.tables import Blob, ScoreOut, Submission
 
 LIMIT = 10_000
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    return open_database(default_url(tmp_path))
 
 
 @pytest.fixture

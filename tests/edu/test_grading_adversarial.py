@@ -32,27 +32,12 @@ from hubfleet.edu.assignments import (
     load_source,
 )
 from hubfleet.edu.assignments import nbgrader_format as fmt
+from tests.edu.sources import graded_cell, nbgrader, solution_cell
 
 pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 LIMITS = SandboxLimits(cell_seconds=3.0, notebook_seconds=30.0, memory_bytes=256 * 2**20, pids=64)
 NOTEBOOK = "hw.ipynb"
-
-
-def meta(**nbgrader: object) -> dict[str, object]:
-    return {"nbgrader": {"schema_version": 3, "grade": False, "solution": False, "locked": False, **nbgrader}}
-
-
-def solution(name: str, body: str) -> nbformat.NotebookNode:
-    header, rest = body.split("\n", 1)
-    return new_code_cell(
-        f"{header}\n    ### BEGIN SOLUTION\n{rest}\n    ### END SOLUTION", metadata=meta(solution=True, grade_id=name)
-    )
-
-
-def grade_cell(name: str, points: float, visible: str, hidden: str = "") -> nbformat.NotebookNode:
-    source = visible + (f"\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS" if hidden else "")
-    return new_code_cell(source, metadata=meta(grade=True, points=points, grade_id=name))
 
 
 SQUARE = "def square(x):\n    return x * x"
@@ -66,22 +51,22 @@ def source_notebook() -> nbformat.NotebookNode:
             new_markdown_cell("# Squares"),
             new_code_cell(
                 "import math\nimport numpy as np\n\ndef check_close(a, b):\n    return abs(a - b) < 1e-9",
-                metadata=meta(locked=True, grade_id="setup"),
+                metadata=nbgrader(locked=True, grade_id="setup"),
             ),
-            solution("square", SQUARE),
-            grade_cell("t_square", 2, "assert square(3) == 9", "assert square(-2) == 4"),
-            solution("squares", SQUARES),
-            grade_cell("t_squares", 1, "assert len(squares(3)) == 3\nassert sum(squares(3)) == 5"),
-            grade_cell(
+            solution_cell("square", SQUARE),
+            graded_cell("t_square", 2, "assert square(3) == 9", "assert square(-2) == 4"),
+            solution_cell("squares", SQUARES),
+            graded_cell("t_squares", 1, "assert len(squares(3)) == 3\nassert sum(squares(3)) == 5"),
+            graded_cell(
                 "t_close",
                 1,
                 "assert np.allclose(square(1.5), 2.25)\nassert check_close(math.sqrt(square(4.0)), 4.0)",
                 "assert np.allclose(square(10), 100)",
             ),
-            solution("column_total", TOTAL),
-            grade_cell("t_data", 1, "assert column_total('data/values.csv') == 60"),
-            grade_cell("t_partial", 2, "sum(square(i) == i * i for i in range(1, 5)) / 2"),
-            grade_cell("t_stats", 1, "import statistics\nassert statistics.mean(squares(4)) == 3.5"),
+            solution_cell("column_total", TOTAL),
+            graded_cell("t_data", 1, "assert column_total('data/values.csv') == 60"),
+            graded_cell("t_partial", 2, "sum(square(i) == i * i for i in range(1, 5)) / 2"),
+            graded_cell("t_stats", 1, "import statistics\nassert statistics.mean(squares(4)) == 3.5"),
         ],
         metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}},
     )
@@ -398,7 +383,7 @@ def make_submission(release: Path, folder: Path, case: Case, *, honest: bool = F
         if not honest and gid in case.extra:
             cells.append(new_code_cell(case.extra[gid]))
     if not honest and case.edit.get("bonus") == "add":
-        cells.append(new_code_cell("pass", metadata=meta(grade=True, points=50, grade_id="bonus")))
+        cells.append(new_code_cell("pass", metadata=nbgrader(grade=True, points=50, grade_id="bonus")))
     nb.cells = cells
     folder.mkdir(parents=True)
     nbformat.write(nb, str(folder / NOTEBOOK))

@@ -18,28 +18,20 @@ from hubfleet.edu.exchange.instant import InstantGrader, InstantLimits
 from hubfleet.edu.exchange.store import Exchange
 from hubfleet.edu.exchange.tables import Check
 from hubfleet.edu.exchange.workflow import read_folder
+from tests.edu.sources import graded_cell, nbgrader, write_source
 
 pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
-
-
-def meta(**nbgrader: object) -> dict:
-    return {"nbgrader": {"schema_version": 3, "grade": False, "solution": False, "locked": False, **nbgrader}}
 
 
 @pytest.fixture
 def exchange(tmp_path: Path) -> Exchange:
     """An exchange with one assignment (instant feedback on): a slow-ish visible test."""
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "assignment.yaml").write_text("name: hw\ntitle: Waiting\ninstant_feedback: true\n")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("import time\nDELAY = 0.3", metadata=meta(solution=True, grade_id="answer")),
-        nbformat.v4.new_code_cell(
-            "time.sleep(DELAY)\nassert DELAY < 1", metadata=meta(grade=True, points=1, grade_id="t")
-        ),
+    cells = [
+        nbformat.v4.new_code_cell("import time\nDELAY = 0.3", metadata=nbgrader(solution=True, grade_id="answer")),
+        graded_cell("t", 1, "time.sleep(DELAY)\nassert DELAY < 1"),
     ]
-    nbformat.write(nb, str(source / "hw.ipynb"))
+    config = "name: hw\ntitle: Waiting\ninstant_feedback: true\n"
+    source = write_source(tmp_path / "source", config, cells, "hw.ipynb")
     spec = generate(load_source(source), tmp_path / "release")
     exchange = Exchange(open_database(f"sqlite:///{tmp_path / 'fleet.sqlite'}"), "gr-instant")
     exchange.release(

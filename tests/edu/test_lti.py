@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,7 +48,6 @@ ENROLMENTS = [  # context, sub, role
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {H}:
   auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
@@ -64,7 +62,7 @@ def hub_yaml(lms: PeerLMS) -> str:
     initiations_per_address: 100000  # this module's tests start many logins from one address
     initiations_per_platform: 100000
     platforms:
-{platforms}"""
+{lms.platform_yaml(indent=6)}"""
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +94,7 @@ def urls_of(fleet: RunningFleet) -> ToolURLs:
 
 def api(fleet: RunningFleet, path: str) -> httpx.Response:
     """GET on the hub's REST API with the fleet's service token."""
-    return httpx.get(
-        f"{fleet.hub_url(H)}hub/api/{path}",
-        headers={"Authorization": f"token {fleet.service_token(H)}"},
-        timeout=30,
-    )
+    return fleet.hub_api(H, "GET", path, timeout=30)
 
 
 def user_model(fleet: RunningFleet, name: str) -> dict | None:
@@ -115,15 +109,6 @@ def hub_state(fleet: RunningFleet) -> tuple[set[str], set[str]]:
     return users, groups
 
 
-def wait_ready(fleet: RunningFleet, name: str) -> None:
-    wait_until(
-        lambda: ((user_model(fleet, name) or {}).get("servers") or {}).get("", {}).get("ready"),
-        READY_TIMEOUT,
-        f"the server of {name} to be ready",
-        every=0.25,
-    )
-
-
 def client() -> httpx.Client:
     return httpx.Client(timeout=READY_TIMEOUT)
 
@@ -131,13 +116,7 @@ def client() -> httpx.Client:
 def launch_into_server(fleet: RunningFleet, lms: PeerLMS, sub: str, context: str) -> tuple[httpx.Client, str, str]:
     """A launch, followed as a browser would until the user's server runs; (client, user name, landing URL)."""
     browser = client()
-    response = lms.launch(browser, sub=sub, context_id=context)
-    assert response.status_code == 302, response.text[:500]
-    spawn_url = httpx.URL(fleet.url).join(response.headers["location"])
-    landing = parse_qs(spawn_url.query.decode())["next"][0]
-    name = spawn_url.path.rstrip("/").rsplit("/", 1)[-1]
-    browser.get(spawn_url, follow_redirects=True)
-    wait_ready(fleet, name)
+    name, landing = fleet.follow_to_server(H, browser, lms.launch(browser, sub=sub, context_id=context), READY_TIMEOUT)
     return browser, name, landing
 
 

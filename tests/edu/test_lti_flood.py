@@ -5,7 +5,6 @@ the flood comes from another loopback address (127.0.0.2) through the front door
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.lms.courses import peer_with_course
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("cpf")
@@ -25,16 +25,12 @@ FLOOD_ADDRESS = "127.0.0.2"
 
 @pytest.fixture(scope="module")
 def lms() -> Iterator[PeerLMS]:
-    with PeerLMS(label="canvas", client_id="hubfleet-tool", deployment_id="dep-1") as peer:
-        peer.add_person("s-ada", name="Ada Lovelace", email="ada@uni.example")
-        peer.add_course("ctx-A", title="Data Science 101", label="DS101")
-        peer.enroll("ctx-A", "s-ada", ["Learner"])
+    with peer_with_course("canvas", "ctx-A", {"ada": "s-ada"}) as peer:
         yield peer
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     # A small store: the flood's own accepted logins overflow it while the student's launch is pending.
     hubs = f"""\
 {H}:
@@ -44,7 +40,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[Ru
     username: email
     max_pending_logins: 20
     platforms:
-{platforms}"""
+{lms.platform_yaml(indent=6)}"""
     with running_fleet(tmp_path_factory.mktemp("flood"), hubs, [H], PASSWORD) as running:
         urls = ToolURLs.of(running.hub_url(H))
         lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
-import http.server
 import json
 import os
 import stat
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.edu.lti.launch import CLAIM, MAX_TOKEN_BYTES, NRPS_CLAIM, Launch, LaunchError, LaunchValidator
 from hubfleet.edu.lti.state import InitiationLimits, LoginStore, UsedNonces
 from hubfleet.spec.edu import LTIPlatform
+from tests.served import JSONServer
 
 ISSUER = "https://lms.example"
 CLIENT_ID = "tool-1"
@@ -46,25 +45,12 @@ class Platform:
     def __init__(self) -> None:
         self.key = RSAKey.generate_key(2048, private=True)
         self.kid = "platform-key-1"
-        self.fetches = 0
-        platform = self
+        self.server = JSONServer(self.jwks)
+        self.jwks_url = f"{self.server.url}/jwks"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                platform.fetches += 1
-                body = json.dumps(platform.jwks()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.jwks_url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def fetches(self) -> int:
+        return self.server.requests
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [{**self.key.as_dict(private=False), "kid": self.kid, "use": "sig", "alg": "RS256"}]}
@@ -92,7 +78,7 @@ class Platform:
 def platform() -> Iterator[Platform]:
     served = Platform()
     yield served
-    served.server.shutdown()
+    served.server.close()
 
 
 class Tool:

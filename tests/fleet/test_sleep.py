@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import textwrap
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from hubfleet.hub.authenticators.lti import ToolURLs
 from hubfleet.usage.metrics import metrics_token
 from hubfleet.usage.tables import Coverage, Sample
 from tests.helpers import RunningFleet, await_until, running_fleet, unique_hub, wait_until
-from tests.lms.courses import answered, source
+from tests.lms.courses import answered, peer_with_course, source
 from tests.lms.peer import PeerLMS
 
 S, L, K = unique_hub("zs"), unique_hub("zl"), unique_hub("zk")
@@ -36,7 +35,6 @@ IDLE = 10
 
 
 def hubs_yaml(lms: PeerLMS) -> str:
-    platforms = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {S}:
   auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [ann, bob]}}
@@ -51,7 +49,7 @@ def hubs_yaml(lms: PeerLMS) -> str:
   lti:
     username: email
     platforms:
-{platforms}{K}:
+{lms.platform_yaml(indent=6)}{K}:
   auth: {{type: shared-password, password: {PASSWORD}, allowed_users: [kim]}}
   sleep: {{after: never}}
 """
@@ -59,10 +57,7 @@ def hubs_yaml(lms: PeerLMS) -> str:
 
 @pytest.fixture(scope="module")
 def lms() -> Iterator[PeerLMS]:
-    with PeerLMS(label="moodle", client_id="sleepy-tool", deployment_id="dep-1") as peer:
-        peer.add_person("s-ann", name="Ann A", email="ann@uni.example")
-        peer.add_course("ctx-1", title="Course One", label="C1")
-        peer.enroll("ctx-1", "s-ann", ["Learner"])
+    with peer_with_course("moodle", "ctx-1", {"ann": "s-ann"}) as peer:
         yield peer
 
 

@@ -34,7 +34,7 @@ from tests.helpers import (
     unique_hub,
     wait_until,
 )
-from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
+from tests.slurm import PARTITION, SlurmCluster
 
 T = TypeVar("T")
 S = unique_hub("ts")
@@ -75,13 +75,7 @@ except urllib.error.HTTPError as error:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with slurm_cluster_in_env() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def fleet(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+def fleet(slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
     with running_fleet(tmp_path_factory.mktemp("slurm-fleet"), HUBS, [S], PASSWORD) as running:
         yield running
 
@@ -102,9 +96,9 @@ async def run_code(user: HubUser, code: str) -> str:
         await user.stop_kernel(kernel)
 
 
-def wait_for_no_jobs(cluster: SlurmCluster, timeout: float = 30) -> float:
+def wait_for_no_jobs(slurm: SlurmCluster, timeout: float = 30) -> float:
     started = time.monotonic()
-    wait_until(lambda: not cluster.jobs(), timeout, lambda: f"no jobs queued (still: {cluster.jobs()})")
+    wait_until(lambda: not slurm.jobs(), timeout, lambda: f"no jobs queued (still: {slurm.jobs()})")
     return time.monotonic() - started
 
 
@@ -117,7 +111,7 @@ def test_the_slurm_hub_is_up_and_passes_hubfleet_check(fleet: RunningFleet) -> N
     assert report["ok"] is True, result.stdout + result.stderr
 
 
-def test_a_server_is_a_slurm_job_running_as_the_users_account(fleet: RunningFleet, cluster: SlurmCluster) -> None:
+def test_a_server_is_a_slurm_job_running_as_the_users_account(fleet: RunningFleet, slurm: SlurmCluster) -> None:
     timings: dict[str, float] = {}
 
     async def scenario(user: HubUser) -> tuple[str, str, list[dict[str, str]], str]:
@@ -125,14 +119,14 @@ def test_a_server_is_a_slurm_job_running_as_the_users_account(fleet: RunningFlee
         # Resource keys in user_options must not reach the job: only the profile sizes it.
         await user.start_server({"profile": "job", "memory": "3G", "nprocs": "2", "options": "--exclusive"})
         timings["start"] = time.monotonic() - started
-        jobs = cluster.jobs()
-        job = cluster.run("scontrol", "show", "job", "--oneliner", jobs[0]["id"]) if jobs else ""
+        jobs = slurm.jobs()
+        job = slurm.run("scontrol", "show", "job", "--oneliner", jobs[0]["id"]) if jobs else ""
         who = await run_code(user, WHO)
         tamper = await run_code(user, TAMPER)
         started = time.monotonic()
         await user.stop_server()
         timings["stop"] = time.monotonic() - started
-        timings["gone"] = timings["stop"] + wait_for_no_jobs(cluster)
+        timings["gone"] = timings["stop"] + wait_for_no_jobs(slurm)
         return who, tamper, jobs, job
 
     who, tamper, jobs, job = as_sam(fleet, scenario)
@@ -141,7 +135,7 @@ def test_a_server_is_a_slurm_job_running_as_the_users_account(fleet: RunningFlee
         f"stop → job gone {timings['gone']:.2f}s"
     )
     assert [(j["user"], j["state"], j["name"]) for j in jobs] == [(ACCOUNT, "RUNNING", "spawner-jupyterhub")]
-    assert jobs[0]["nodes"] in cluster.nodes
+    assert jobs[0]["nodes"] in slurm.nodes
     name, in_job, path = who.split(" ", 2)
     assert (name, in_job) == (ACCOUNT, "True")
     assert path.startswith(f"{USER_ENV}/bin:")  # sudo resets PATH: the job script sets it again
@@ -163,38 +157,36 @@ print(subprocess.run(["sbatch", "--parsable", "--mem=100M", "--wrap", "sleep 600
 """
 
 
-def test_down_leaves_no_job_and_no_process(fleet: RunningFleet, cluster: SlurmCluster) -> None:
+def test_down_leaves_no_job_and_no_process(fleet: RunningFleet, slurm: SlurmCluster) -> None:
     async def start_and_submit(user: HubUser) -> str:
         await user.start_server()
         return await run_code(user, SUBMIT)  # a job of the user's own, which the hub knows nothing about
 
     own_job = as_sam(fleet, start_and_submit)
-    assert sorted((j["id"] == own_job, j["user"]) for j in cluster.jobs()) == [(False, ACCOUNT), (True, ACCOUNT)]
+    assert sorted((j["id"] == own_job, j["user"]) for j in slurm.jobs()) == [(False, ACCOUNT), (True, ACCOUNT)]
     fleet.cli("down")
-    assert cluster.jobs() == []
+    assert slurm.jobs() == []
     left = processes_of_hub_users(S)
     assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
 
 
-def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(
-    cluster: SlurmCluster, tmp_path: Path
-) -> None:
+def test_down_without_a_supervisor_cancels_the_jobs_of_a_slurm_hubs_users(slurm: SlurmCluster, tmp_path: Path) -> None:
     """What `hubfleet down` does for a Slurm hub whose supervisor died: cancel its users' jobs (and only theirs)."""
     hub = unique_hub("tj")
     fleet = parse(f"name: orphans\nhubs:\n  {hub}:\n    backend: slurm\n    auth: {AUTH}\n", tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create().hub(hub).create()
     settings = render_settings(fleet, fleet.hubs[hub], state, address_of(fleet.hubs[hub]))
-    settings.model_copy(update={"isolation": "slurm", "slurm": SlurmLink(conf=cluster.conf)}).write(state.settings_file)
+    settings.model_copy(update={"isolation": "slurm", "slurm": SlurmLink(conf=slurm.conf)}).write(state.settings_file)
     accounts.ensure_group(accounts.hub_groupname(hub))
     account = accounts.unix_username(hub, "kim")
     accounts.ensure_user(account, Path("/home") / account, groups=[accounts.hub_groupname(hub)])
     try:
         for user in (account, "root"):
             submit = ["sbatch", "--mem=100M", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"]
-            cluster.run("sudo", "-E", "-u", user, *submit)
-        assert sorted(j["user"] for j in cluster.jobs()) == sorted([account, "root"])
+            slurm.run("sudo", "-E", "-u", user, *submit)
+        assert sorted(j["user"] for j in slurm.jobs()) == sorted([account, "root"])
         assert SlurmBackend.clean_up_after(state) == 1
-        assert [j["user"] for j in cluster.jobs()] == ["root"]
+        assert [j["user"] for j in slurm.jobs()] == ["root"]
     finally:
-        cluster.cancel_all()
+        slurm.cancel_all()
         accounts.remove_hub_accounts(hub)

@@ -28,17 +28,18 @@ hubs:
       admins: [octocat]
     groups: {{staff: [octocat, hubber]}}
   pw:
-    auth: {{type: shared-password, password_file: {password_file}, allowed_users: [ann]}}
+    auth: {{type: shared-password, password_file: {secret_file}, allowed_users: [ann]}}
   native:
     auth: {{type: native, admins: [nia], minimum_password_length: 12}}
 """
 
 
-@pytest.fixture
-def rendered(tmp_path: Path) -> dict[str, HubSettings]:
-    password_file = tmp_path / "password"
-    password_file.write_text("from-a-file-42\n")
-    fleet = parse(FLEET.format(password_file=password_file), tmp_path / "fleet.yaml")
+def render(tmp_path: Path, fleet_file: str, secret: str) -> dict[str, HubSettings]:
+    """Each hub's settings for `fleet_file` (its `{secret_file}`: a file holding `secret`), written and read back as
+    the hub reads them."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{secret}\n")
+    fleet = parse(fleet_file.format(secret_file=secret_file), tmp_path / "fleet.yaml")
     state = FleetState(tmp_path / "state").create()
     out = {}
     for name, hub in fleet.hubs.items():
@@ -46,6 +47,11 @@ def rendered(tmp_path: Path) -> dict[str, HubSettings]:
         settings.write(state.hub(name).settings_file)
         out[name] = HubSettings.read(state.hub(name).settings_file)
     return out
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> dict[str, HubSettings]:
+    return render(tmp_path, FLEET, "from-a-file-42")
 
 
 def _config(settings: HubSettings) -> Config:
@@ -138,13 +144,8 @@ hubs:
 def test_cilogon_and_ldap_hubs(tmp_path: Path) -> None:
     """What a CILogon hub and an Active Directory hub are told (their logins need the real services; the OIDC and
     LDAP logins are tested end to end in test_sign_on.py)."""
-    secret_file = tmp_path / "secret"
-    secret_file.write_text("directory-secret-77\n")
-    fleet = parse(CAMPUS.format(secret_file=secret_file), tmp_path / "fleet.yaml")
-    state = FleetState(tmp_path / "state").create()
     configs = {}
-    for name, hub in fleet.hubs.items():
-        settings = render_settings(fleet, hub, state.hub(name).create(), address_of(hub))
+    for name, settings in render(tmp_path, CAMPUS, "directory-secret-77").items():
         assert "directory-secret-77" not in settings.model_dump_json()
         configs[name] = _config(settings)
     ci, ld = configs["ci"], configs["ld"]

@@ -71,14 +71,7 @@ def get(fleet: RunningFleet, hub: str, user: str) -> httpx.Response:
 
 
 def token(fleet: RunningFleet, hub: str, user: str, scopes: list[str] | None = None) -> str:
-    body = {"note": "export test", "expires_in": 600, **({"scopes": scopes} if scopes else {})}
-    response = httpx.post(
-        f"{fleet.hub_url(hub)}hub/api/users/{user}/tokens",
-        headers={"Authorization": f"token {fleet.service_token(hub)}"},
-        json=body,
-        timeout=30,
-    )
-    return response.raise_for_status().json()["token"]
+    return fleet.user_token(hub, user, "export test", expires_in=600, **({"scopes": scopes} if scopes else {}))
 
 
 def with_token(fleet: RunningFleet, hub: str, secret: str) -> httpx.Response:

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
 from hubfleet.edu.exchange.lms import record_launch
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.edu.lti.tables import Identity
 from hubfleet.hub.authenticators.lti import ToolURLs
+from tests.edu.sources import graded_cell, solution_cell, write_source
 from tests.helpers import RunningFleet
 from tests.lms.peer import PeerLMS
 
@@ -36,10 +35,17 @@ def peer_with_course(label: str, context: str, students: dict[str, str]) -> Iter
 
 
 def link_course(
-    fleet: RunningFleet, hub: str, course: str, lms: PeerLMS, context: str, students: dict[str, str]
+    fleet: RunningFleet,
+    hub: str,
+    course: str,
+    lms: PeerLMS,
+    context: str,
+    students: dict[str, str],
+    *,
+    nrps: bool = False,
 ) -> None:
     """Register `hub` as the peer's tool, and record what the students' and an instructor's launches would: their
-    LMS ids, and that `course` is the LMS's `context` with its AGS line items."""
+    LMS ids, and that `course` is the LMS's `context` with its AGS line items (and its NRPS members URL: `nrps`)."""
     urls = ToolURLs.of(fleet.hub_url(hub))
     lms.set_tool(login_url=urls.login, launch_url=urls.launch, jwks_url=urls.jwks)
     sessions = open_database(HubSettings.read(fleet.state_dir / "hubs" / hub / "settings.json").database_url)
@@ -55,6 +61,7 @@ def link_course(
         message_type="LtiResourceLinkRequest",
         target_link_uri=fleet.hub_url(hub),
         context_id=context,
+        nrps_url=lms.nrps_url(context) if nrps else None,
         ags_endpoint={"lineitems": lms.lineitems_url(context)},
     )
     record_launch(sessions, hub=hub, course=course, launch=launch)
@@ -62,21 +69,11 @@ def link_course(
 
 def source(root: Path) -> Path:
     """An assignment whose one test cell (1 point) passes when `mean` is right."""
-    folder = root / "hw-source"
-    folder.mkdir()
-    (folder / "assignment.yaml").write_text("name: means\ntitle: Means\n")
-    answer = {"solution": True, "grade": False, "locked": False, "grade_id": "answer", "schema_version": 3}
-    grading = {"grade": True, "solution": False, "locked": True, "grade_id": "check", "points": 1, "schema_version": 3}
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "def mean(xs):\n    ### BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    ### END SOLUTION",
-            metadata={"nbgrader": answer},
-        ),
-        nbformat.v4.new_code_cell("assert mean([1, 3]) == 2", metadata={"nbgrader": grading}),
+    cells = [
+        solution_cell("answer", "def mean(xs):\n    return sum(xs) / len(xs)"),
+        graded_cell("check", 1, "assert mean([1, 3]) == 2", locked=True),
     ]
-    nbformat.write(notebook, str(folder / "means.ipynb"))
-    return folder
+    return write_source(root / "hw-source", "name: means\ntitle: Means\n", cells, "means.ipynb")
 
 
 def answered(files: dict[str, str], body: str) -> dict[str, Any]:

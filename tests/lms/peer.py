@@ -42,6 +42,7 @@ import datetime as dt
 import html
 import json
 import secrets
+import textwrap
 import threading
 import time
 import typing as t
@@ -430,16 +431,18 @@ class PeerLMS:
     def lineitems_url(self, context_id: str) -> str:
         return f"{self.url}/ags/{context_id}/lineitems"
 
-    def platform_yaml(self) -> str:
-        """One entry of a fleet file's `lti: platforms:` list (YAML, starting with `- `)."""
-        return (
+    def platform_yaml(self, indent: int = 0) -> str:
+        """One entry of a fleet file's `lti: platforms:` list (YAML, starting with `- `), indented by `indent` spaces
+        (6 under a hub's `lti: platforms:`)."""
+        return textwrap.indent(
             f"- label: {self.label}\n"
             f"  issuer: {json.dumps(self.issuer)}\n"
             f"  client_id: {json.dumps(self.client_id)}\n"
             f"  deployment_ids: [{json.dumps(self.deployment_id)}]\n"
             f"  auth_login_url: {self.auth_login_url}\n"
             f"  token_url: {self.token_url}\n"
-            f"  jwks_url: {self.jwks_url}\n"
+            f"  jwks_url: {self.jwks_url}\n",
+            " " * indent,
         )
 
     # the tool and the people

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -34,14 +33,13 @@ CLI_CONTEXT = "ctx-cli"
 
 def hub_yaml(lms: PeerLMS) -> str:
     """Hub H: LTI from the peer, course `rs` (fleet-file staff and students) and course `cl` (LMS members only)."""
-    platform = textwrap.indent(lms.platform_yaml(), " " * 6)
     return f"""\
 {H}:
   auth: {{type: shared-password, password: {PASSWORD}}}
   culling: {{enabled: false}}
   lti:
     platforms:
-{platform}
+{lms.platform_yaml(indent=6)}
   courses:
     - name: rs
       title: Roster Sync 101

@@ -14,7 +14,7 @@ import pytest
 
 from hubfleet.health.client import HubUser, PasswordLogin
 from tests.helpers import RunningFleet, running_fleet, unique_hub
-from tests.slurm import PARTITION, SlurmCluster, slurm_cluster_in_env
+from tests.slurm import PARTITION, SlurmCluster
 
 HUB = unique_hub("tq")
 PASSWORD = "dask-slurm-password"
@@ -48,18 +48,12 @@ print(json.dumps({"total": total, "workers": sorted(map(list, where.values())), 
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with slurm_cluster_in_env() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def fleet(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+def fleet(slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
     with running_fleet(tmp_path_factory.mktemp("dask-slurm"), HUBS, [HUB], PASSWORD) as running:
         yield running
 
 
-def test_a_dask_cluster_runs_as_slurm_jobs_of_the_user(fleet: RunningFleet, cluster: SlurmCluster) -> None:
+def test_a_dask_cluster_runs_as_slurm_jobs_of_the_user(fleet: RunningFleet, slurm: SlurmCluster) -> None:
     async def scenario() -> dict:
         async with httpx.AsyncClient(timeout=300) as client:
             user = await HubUser.login(client, fleet.hub_url(HUB), PasswordLogin("sam", PASSWORD))
@@ -78,4 +72,4 @@ def test_a_dask_cluster_runs_as_slurm_jobs_of_the_user(fleet: RunningFleet, clus
     assert all(name == account and job_id for name, job_id in result["workers"]), result["workers"]
     assert result["jobs"].count(f"dask-gateway {account}") == 3, result["jobs"]  # scheduler + 2 workers
     fleet.cli("down")
-    assert cluster.jobs() == []
+    assert slurm.jobs() == []

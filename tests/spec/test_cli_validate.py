@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import psutil
 import pytest
 
 from hubfleet.spec import SpecError, load
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,18 +43,10 @@ hubs:
 
 def hubfleet(*args: str, cwd: Path, state_env: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HUBFLEET_STATE_DIR"}
-    env["COLUMNS"] = "80"  # a fixed width for rich, whatever the terminal running the tests
     if state_env is not None:
         env["HUBFLEET_STATE_DIR"] = str(state_env)
-    return subprocess.run(
-        [sys.executable, "-m", "hubfleet", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # 80 columns: the width users get, whatever the terminal running the tests
+    return helpers.hubfleet(*args, check=False, timeout=60, cwd=cwd, env=env, columns=80)
 
 
 def flat(text: str) -> str:

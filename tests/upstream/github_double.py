@@ -241,48 +241,45 @@ class World:
             0, {"id": str(self._ids), "type": kind, "repo": {"name": repo["nameWithOwner"]}, "created_at": iso(at)}
         )
 
+    def _thread(self, typename: str, prefix: str, repo: str, what: str, path: str) -> dict[str, Any]:
+        """What a pull request and an issue have alike: a number in their repository, a title and a URL."""
+        r = self.repo(repo)
+        number = self._number(repo)
+        return {
+            "__typename": typename,
+            "id": self._id(prefix),
+            "number": number,
+            "title": f"{what} {number} in {r['name']}",
+            "url": f"{r['url']}/{path}/{number}",
+            "repository": r,
+        }
+
     def pull_request(
         self, author: str, repo: str, at: dt.datetime, *, merged_at: dt.datetime | None = None, size: int = 10
     ) -> dict[str, Any]:
-        r = self.repo(repo)
-        number = self._number(repo)
-        pr = {
-            "__typename": "PullRequest",
-            "id": self._id("PR_"),
-            "number": number,
-            "title": f"Change {number} in {r['name']}",
-            "url": f"{r['url']}/pull/{number}",
+        pr = self._thread("PullRequest", "PR_", repo, "Change", "pull") | {
             "createdAt": iso(at),
             "mergedAt": iso(merged_at) if merged_at else None,
             "state": "MERGED" if merged_at else "OPEN",
             "additions": size,
             "deletions": size // 3,
             "author": self.user(author),
-            "repository": r,
         }
         self.pull_requests.append(pr)
-        self._event(author, "PullRequestEvent", r, at)
+        self._event(author, "PullRequestEvent", pr["repository"], at)
         return pr
 
     def merge(self, pr: dict[str, Any], at: dt.datetime) -> None:
         pr["mergedAt"], pr["state"] = iso(at), "MERGED"
 
     def issue(self, author: str, repo: str, at: dt.datetime) -> dict[str, Any]:
-        r = self.repo(repo)
-        number = self._number(repo)
-        issue = {
-            "__typename": "Issue",
-            "id": self._id("I_"),
-            "number": number,
-            "title": f"Problem {number} in {r['name']}",
-            "url": f"{r['url']}/issues/{number}",
+        issue = self._thread("Issue", "I_", repo, "Problem", "issues") | {
             "createdAt": iso(at),
             "state": "OPEN",
             "author": self.user(author),
-            "repository": r,
         }
         self.issues.append(issue)
-        self._event(author, "IssuesEvent", r, at)
+        self._event(author, "IssuesEvent", issue["repository"], at)
         return issue
 
     def review(self, author: str, pr: dict[str, Any], at: dt.datetime, comments: int = 0) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hubfleet.system import cgroups
 from tests.helpers import wait_until
+from tests.usage.conftest import process_in_cgroup
 
 
 def test_v2_readers(tmp_path: Path) -> None:
@@ -35,24 +34,13 @@ def test_v2_readers(tmp_path: Path) -> None:
 def test_real_cgroup_readers() -> None:
     driver = cgroups.detect()
     assert driver is not None
-    group = driver.create(f"hubfleet-usage-test-{os.getpid()}/g", cgroups.Limits(memory_bytes=512 * 2**20, cpu=1.0))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; x = b'x' * (100 * 2**20); t = time.process_time()\n"
-            "while time.process_time() - t < 0.5: pass\ntime.sleep(30)",
-        ],
-        preexec_fn=cgroups.prepare_preexec(group),
+    relpath = f"hubfleet-usage-test-{os.getpid()}/g"
+    code = (
+        "import time; x = b'x' * (100 * 2**20); t = time.process_time()\n"
+        "while time.process_time() - t < 0.5: pass\ntime.sleep(30)"
     )
-    try:
+    with process_in_cgroup(driver, relpath, cgroups.Limits(memory_bytes=512 * 2**20, cpu=1.0), code) as group:
         wait_until(lambda: group.cpu_seconds() >= 0.5, 20, "half a CPU-second burned")
         assert group.limits() == cgroups.Limits(memory_bytes=512 * 2**20, cpu=1.0)
         assert group.cpu_seconds() >= 0.5
         assert 100 * 2**20 <= group.memory_working_set_bytes() <= group.memory_bytes()
-    finally:
-        holder.kill()
-        holder.wait()
-        group.remove()
-        for path in group.paths:
-            os.rmdir(os.path.dirname(path))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from hubfleet.system import cgroups
 from hubfleet.usage.collector import Collector, _Server, max_gap
 from hubfleet.usage.tables import SERVER
 from tests.helpers import wait_until
-from tests.usage.conftest import make_fleet
+from tests.usage.conftest import make_fleet, process_in_cgroup
 
 
 def test_the_gap_bound() -> None:
@@ -29,9 +27,7 @@ def test_readings_across_a_gap_count_nothing(tmp_path: Path) -> None:
     driver = cgroups.detect()
     assert driver is not None
     relpath = f"hubfleet-usage-test-{os.getpid()}/h_alice"
-    group = driver.create(relpath, cgroups.Limits(memory_bytes=2**30, cpu=0.5))
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=cgroups.prepare_preexec(group))
-    try:
+    with process_in_cgroup(driver, relpath, cgroups.Limits(memory_bytes=2**30, cpu=0.5), "while True: pass") as group:
         collector = Collector(lambda: fleet, list, f"sqlite:///{tmp_path / 'ledger.sqlite'}", driver=driver)
         server = _Server("h", "alice", SERVER, relpath, None)
         wait_until(lambda: group.cpu_seconds() >= 0.2, 30, "the burner to run")
@@ -45,9 +41,3 @@ def test_readings_across_a_gap_count_nothing(tmp_path: Path) -> None:
         time.sleep(1.0)
         late = collector._read(fleet, server, time.time() + max_gap(2), max_gap(2))  # as if the collector had stopped
         assert late is not None and late.seconds == 0 and late.cpu_seconds == 0, "CPU across a gap is discarded"
-    finally:
-        burner.kill()
-        burner.wait()
-        group.remove()
-        for path in group.paths:
-            os.rmdir(os.path.dirname(path))

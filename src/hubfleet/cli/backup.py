@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -44,6 +45,8 @@ ARCHIVE_TO: Any = typer.Option(None, "--to", help="folder for the archive (defau
 FORCE: Any = typer.Option(False, "--force", help="even without a fresh archive (everything is lost)")
 ARCHIVE_FILE: Any = typer.Argument(..., help="a hub archive (.tar.gz)", exists=True, dir_okay=False)
 
+T = TypeVar("T")
+
 hub_app = typer.Typer(help="One hub's way out and back: archive, decommission, restore.", no_args_is_help=True)
 
 
@@ -76,6 +79,16 @@ def _progress() -> Progress:
     )
 
 
+def _run(failure: str, work: Callable[[RichReporter], T], *problems: type[Exception]) -> T:
+    """Run `work` with its progress shown; a snapshot error, an OSError (or one of `problems`) is a clear failure
+    starting with `failure`."""
+    try:
+        with _progress() as progress:
+            return work(RichReporter(progress))
+    except (SnapshotError, OSError, *problems) as exc:
+        raise fail(f"{failure}: {exc}") from None
+
+
 def _applied(state: FleetState) -> Fleet:
     applied = state.applied()
     if applied is None:
@@ -99,11 +112,10 @@ def backup(
     state = FleetState(state_root(state_dir))
     fleet = _applied(state)
     target = (to or _default_backups(state)).resolve()
-    try:
-        with _progress() as progress:
-            report = backup_fleet(fleet, state.root, target, RichReporter(progress), keep=keep)
-    except (SnapshotError, OSError) as exc:
-        raise fail(f"backup failed, earlier backups are untouched: {exc}") from None
+    report = _run(
+        "backup failed, earlier backups are untouched",
+        lambda reporter: backup_fleet(fleet, state.root, target, reporter, keep=keep),
+    )
     console.print(
         f"[green]✓[/] snapshot {escape(str(report.snapshot))}: {human_size(report.bytes_total)} in "
         f"{report.files_copied + report.files_linked} files ({report.files_linked} unchanged, linked), "
@@ -116,11 +128,7 @@ def restore(
     state_dir: Path | None = NEW_STATE_DIR,
 ) -> None:
     """Bring a fleet back from a backup onto a fresh state directory (checksums verified first)."""
-    try:
-        with _progress() as progress:
-            report = restore_fleet(source.resolve(), state_dir, RichReporter(progress))
-    except (SnapshotError, OSError) as exc:
-        raise fail(f"restore failed: {exc}") from None
+    report = _run("restore failed", lambda reporter: restore_fleet(source.resolve(), state_dir, reporter))
     console.print(
         f"[green]✓[/] restored fleet state to {escape(str(report.state_dir))}: hubs {', '.join(report.hubs)}, "
         f"{report.accounts} accounts ({report.seconds:.1f} s)"
@@ -174,11 +182,7 @@ def archive(
     fleet = _applied(state)
     piece = _stop_hub(state, hub)
     target = (to or state.root.parent / f"{state.root.name}-archives").resolve()
-    try:
-        with _progress() as progress:
-            report = archive_hub(fleet, state.root, hub, target, RichReporter(progress), spec=piece)
-    except (SnapshotError, OSError) as exc:
-        raise fail(f"archive failed: {exc}") from None
+    report = _run("archive failed", lambda reporter: archive_hub(fleet, state.root, hub, target, reporter, spec=piece))
     console.print(
         f"[green]✓[/] {escape(str(report.path))}: {report.files} files, {human_size(report.bytes_in)} → "
         f"{human_size(report.bytes)}, sha256 {report.sha256[:16]}…, {report.seconds:.1f} s"
@@ -214,11 +218,9 @@ def restore_hub_command(
     """Bring an archived hub back (checksums verified first); then add it to the fleet file and apply."""
     state = FleetState(state_root(state_dir)).create()
     fleet = _applied(state)
-    try:
-        with _progress() as progress:
-            hub, piece = restore_hub(fleet, state.root, archive_file.resolve(), RichReporter(progress))
-    except (SnapshotError, OSError, ValueError) as exc:
-        raise fail(f"restore failed: {exc}") from None
+    hub, piece = _run(
+        "restore failed", lambda reporter: restore_hub(fleet, state.root, archive_file.resolve(), reporter), ValueError
+    )
     console.print(f"[green]✓[/] hub {escape(hub)} restored from {escape(str(archive_file))}")
     if piece:
         console.print(f"Add it to the fleet file and run `hubfleet apply`:\n{escape(piece)}")

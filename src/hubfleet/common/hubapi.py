@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 from typing import Any
 
 import httpx
 
 PAGINATION = "application/jupyterhub-pagination+json"
+NO_SERVER = (400, 404)
+"""What the hub answers to stopping a server that is not running, or that a user does not have."""
 
 
 class HubAPI:
@@ -28,11 +30,18 @@ class HubAPI:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A request that must succeed (raises httpx.HTTPStatusError otherwise)."""
+    async def request(self, method: str, path: str, *, allow: Container[int] = (), **kwargs: Any) -> httpx.Response:
+        """A request that must succeed or answer one of the statuses in `allow` (raises httpx.HTTPStatusError
+        otherwise)."""
         response = await self._client.request(method, path, **kwargs)
-        response.raise_for_status()
+        if response.status_code not in allow:
+            response.raise_for_status()
         return response
+
+    async def _model(self, path: str) -> dict | None:
+        """The model at `path`, None if there is none."""
+        response = await self.request("GET", path, allow=(404,))
+        return None if response.status_code == 404 else response.json()
 
     async def alive(self) -> bool:
         """Whether the hub answers its API."""
@@ -71,11 +80,7 @@ class HubAPI:
         return int(page["_pagination"]["total"])
 
     async def user(self, name: str) -> dict | None:
-        response = await self._client.get(f"/users/{name}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return response.json()
+        return await self._model(f"/users/{name}")
 
     async def create_users(self, names: Iterable[str], admin: bool = False) -> None:
         names = sorted(names)
@@ -86,35 +91,23 @@ class HubAPI:
         """Create those of `names` that do not exist yet (the others are left as they are)."""
         names = sorted(names)
         if names:
-            response = await self._client.post("/users", json={"usernames": names})
-            if response.status_code != 409:  # 409: all of them exist already
-                response.raise_for_status()
+            await self.request("POST", "/users", json={"usernames": names}, allow=(409,))  # 409: all exist already
 
     async def set_admin(self, name: str, admin: bool) -> None:
         await self.request("PATCH", f"/users/{name}", json={"admin": admin})
 
     async def delete_user(self, name: str) -> None:
-        response = await self._client.delete(f"/users/{name}")
-        if response.status_code != 404:
-            response.raise_for_status()
+        await self.request("DELETE", f"/users/{name}", allow=(404,))
 
     async def ensure_group(self, name: str) -> None:
-        response = await self._client.post(f"/groups/{name}")
-        if response.status_code not in (201, 409):
-            response.raise_for_status()
+        await self.request("POST", f"/groups/{name}", allow=(409,))
 
     async def group(self, name: str) -> dict | None:
         """The group model (`users`, `properties`, …), None if there is no such group."""
-        response = await self._client.get(f"/groups/{name}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return response.json()
+        return await self._model(f"/groups/{name}")
 
     async def delete_group(self, name: str) -> None:
-        response = await self._client.delete(f"/groups/{name}")
-        if response.status_code != 404:
-            response.raise_for_status()
+        await self.request("DELETE", f"/groups/{name}", allow=(404,))
 
     async def add_members(self, group: str, users: Iterable[str]) -> None:
         users = sorted(users)
@@ -132,9 +125,7 @@ class HubAPI:
 
     async def stop_server(self, user: str) -> None:
         """Ask the hub to stop `user`'s default server (nothing if it has none)."""
-        response = await self._client.delete(f"/users/{user}/server")
-        if response.status_code not in (202, 204, 400, 404):
-            response.raise_for_status()
+        await self.request("DELETE", f"/users/{user}/server", allow=NO_SERVER)
 
     async def new_token(self, user: str, note: str, expires_in: int = 600) -> str:
         """A fresh API token for `user` (who is created if needed)."""
@@ -152,9 +143,7 @@ class HubAPI:
 
         async def stop(user: str, server: str) -> None:
             path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-            response = await self._client.delete(path)
-            if response.status_code not in (202, 204, 400, 404):
-                response.raise_for_status()
+            await self.request("DELETE", path, allow=NO_SERVER)
 
         await asyncio.gather(*(stop(u, s) for u, s in targets))
         deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
+from hubfleet.common.web import set_page_headers
 from hubfleet.console import charts, data, urls
 from hubfleet.console.auth import HubLogin, LoginAttempt, LoginError, Viewer, is_operator
 from hubfleet.edu.courses import next_prewarm
@@ -50,11 +51,7 @@ class ConsoleHandler(web.RequestHandler):
         return self.console.fleet()
 
     def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
+        set_page_headers(self, CONTENT_SECURITY_POLICY)
 
     def get_current_user(self) -> Viewer | None:
         value = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.console.session_ttl / DAY)
@@ -66,6 +63,11 @@ class ConsoleHandler(web.RequestHandler):
         """The logged-in viewer (only in `@web.authenticated` methods)."""
         assert self.current_user is not None
         return self.current_user
+
+    def operators_only(self, what: str) -> None:
+        """Refuse anyone but the fleet's operators (`what`: the page's subject and its verb, "The pilots table is")."""
+        if not self.viewer.operator:
+            raise PageError(403, f"{what} for the fleet's operators.")
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
@@ -203,8 +205,7 @@ class PilotsPage(ConsoleHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        if not self.viewer.operator:
-            raise PageError(403, "The pilots table is for the fleet's operators.")
+        self.operators_only("The pilots table is")
         today = dt.datetime.now(dt.UTC).date()
         statuses = await self.report(data.pilots, today)
         self.render("pilots.html", pilots=statuses, today=today)
@@ -215,8 +216,7 @@ class EconomicsPage(ConsoleHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        if not self.viewer.operator:
-            raise PageError(403, "The economics of the fleet are for its operators.")
+        self.operators_only("The economics are")
         month = self.month_argument()
         model = await self.report(data.economics, month)
         figure = charts.bars(
@@ -232,8 +232,7 @@ class ContributionsPage(ConsoleHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        if not self.viewer.operator:
-            raise PageError(403, "The contribution ledger is for the fleet's operators.")
+        self.operators_only("The contribution ledger is")
         today = dt.datetime.now(dt.UTC).date()
         ledger = await self.report(data.contributions, today)
         figure = charts.bars(

@@ -86,19 +86,29 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def self_signed(names: list[str], days: int = 7) -> tuple[str, str]:
-    """A stand-in certificate (PEM) and its key, served until the CA issued the real one."""
-    key = new_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "hubfleet")])
+def certificate_builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
+) -> x509.CertificateBuilder:
+    """A certificate of `subject` for `key`'s public key, by `issuer`, with a random serial number, valid from five
+    minutes ago (clocks differ) for `days` days; extensions and the signature are the caller's."""
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def self_signed(names: list[str], days: int = 7) -> tuple[str, str]:
+    """A stand-in certificate (PEM) and its key, served until the CA issued the real one."""
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "hubfleet")])
+    cert = (
+        certificate_builder(subject, subject, key, days)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
         .sign(key, hashes.SHA256())
     )

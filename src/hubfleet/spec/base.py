@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -27,3 +29,10 @@ class SpecModel(BaseModel):
     """Base of every fleet-file model: unknown keys are errors, models are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def refuse_doubles(names: Iterable[str], problem: str) -> None:
+    """Refuse names given more than once: a ValueError saying `problem`, then those names."""
+    doubled = sorted(name for name, count in Counter(names).items() if count > 1)
+    if doubled:
+        raise ValueError(f"{problem}: {', '.join(doubled)}")

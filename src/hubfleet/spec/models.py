@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from hubfleet.spec.auth import Auth
-from hubfleet.spec.base import HubName, Slug, SpecModel, Username
+from hubfleet.spec.base import HubName, Slug, SpecModel, Username, refuse_doubles
 from hubfleet.spec.edu import LTI, Course
 from hubfleet.spec.environments import Builds, Environment, EnvironmentName
 from hubfleet.spec.organisation import Organisation
@@ -214,9 +214,7 @@ class Profile(SpecModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError("list at least one environment, or leave `environment` out")
-            doubled = sorted({name for name in value if value.count(name) > 1})
-            if doubled:
-                raise ValueError(f"environments listed twice: {', '.join(doubled)}")
+            refuse_doubles(value, "environments listed twice")
         return value
 
     @property
@@ -378,10 +376,7 @@ class Hub(SpecModel):
     @field_validator("courses")
     @classmethod
     def _unique_courses(cls, courses: list[Course]) -> list[Course]:
-        names = [c.name for c in courses]
-        doubled = sorted({n for n in names if names.count(n) > 1})
-        if doubled:
-            raise ValueError(f"course names must be unique: {', '.join(doubled)}")
+        refuse_doubles((c.name for c in courses), "course names must be unique")
         return courses
 
     @property

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, StringConstraints, field_validator, model_validator
 
-from hubfleet.spec.base import HubName, Slug, SpecModel
+from hubfleet.spec.base import HubName, Slug, SpecModel, refuse_doubles
 from hubfleet.spec.units import Seconds
 
 GitHubLogin = Annotated[
@@ -126,19 +126,13 @@ class Organisation(SpecModel):
     @field_validator("engineers")
     @classmethod
     def _unique_logins(cls, engineers: list[Engineer]) -> list[Engineer]:
-        logins = [e.github.lower() for e in engineers]
-        doubled = sorted({login for login in logins if logins.count(login) > 1})
-        if doubled:
-            raise ValueError(f"an engineer is listed twice: {', '.join(doubled)}")
+        refuse_doubles((e.github.lower() for e in engineers), "an engineer is listed twice")
         return engineers
 
     @field_validator("projects")
     @classmethod
     def _unique_projects(cls, projects: list[KeyProject]) -> list[KeyProject]:
-        names = [p.name for p in projects]
-        doubled = sorted({name for name in names if names.count(name) > 1})
-        if doubled:
-            raise ValueError(f"project names must be unique: {', '.join(doubled)}")
+        refuse_doubles((p.name for p in projects), "project names must be unique")
         for kind in ("repos", "orgs"):
             owners: dict[str, str] = {}
             for project in projects:

@@ -193,15 +193,22 @@ class _Ledger:
         session.add(row)
 
 
-def _pull_request(login: str, node: dict[str, Any]) -> dict[str, Any]:
+def _item(login: str, node: dict[str, Any], about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every item records; `about` is the pull request or issue a review or comment is on (else the node)."""
+    about = node if about is None else about
     return {
         "github_id": node["id"],
         "login": login,
         "repo": _repo(node),
-        "number": node["number"],
-        "title": node["title"][:500],
+        "number": about["number"],
+        "title": about["title"][:500],
         "url": node["url"],
         "created_at": _time(node["createdAt"]),
+    }
+
+
+def _pull_request(login: str, node: dict[str, Any]) -> dict[str, Any]:
+    return _item(login, node) | {
         "merged_at": _time(node.get("mergedAt")),
         "state": node["state"],
         "additions": node.get("additions") or 0,
@@ -210,42 +217,18 @@ def _pull_request(login: str, node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _issue(login: str, node: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "github_id": node["id"],
-        "login": login,
-        "repo": _repo(node),
-        "number": node["number"],
-        "title": node["title"][:500],
-        "url": node["url"],
-        "created_at": _time(node["createdAt"]),
-        "state": node["state"],
-    }
+    return _item(login, node) | {"state": node["state"]}
 
 
 def _review(login: str, node: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "github_id": node["id"],
-        "login": login,
-        "repo": _repo(node),
-        "number": node["pullRequest"]["number"],
-        "title": node["pullRequest"]["title"][:500],
-        "url": node["url"],
-        "created_at": _time(node["createdAt"]),
+    return _item(login, node, node["pullRequest"]) | {
         "state": node["state"],
         "comments": node["comments"]["totalCount"],
     }
 
 
 def _comment(login: str, node: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "github_id": node["id"],
-        "login": login,
-        "repo": _repo(node),
-        "number": node["issue"]["number"],
-        "title": node["issue"]["title"][:500],
-        "url": node["url"],
-        "created_at": _time(node["createdAt"]),
-    }
+    return _item(login, node, node["issue"])
 
 
 PARSERS: dict[str, tuple[str, str, Callable[[str, dict[str, Any]], dict[str, Any]]]] = {

@@ -31,7 +31,7 @@ from hubfleet.edu.exchange.settings import SETTINGS_FILE as EXCHANGE_SETTINGS_FI
 from hubfleet.fleet.backend import Backend, HubHost, RunningHub
 from hubfleet.fleet.plan import HubChange
 from hubfleet.fleet.ports import allocate_ports, hub_ports
-from hubfleet.fleet.processes import ManagedProcess, http_ok
+from hubfleet.fleet.processes import ManagedProcess, Probe, http_ok
 from hubfleet.research.settings import SETTINGS_ENV as GATEWAY_SETTINGS_ENV
 from hubfleet.spec.models import Fleet, Hub
 from hubfleet.system import cgroups
@@ -119,17 +119,23 @@ class LocalHub:
         """Up: its API answers and its own route is on the fleet's proxy (it adds it itself at start)."""
         return self.host.routes.has_route(self.name) and await http_ok(f"{self.api_url}/")
 
-    def _hub_process(self) -> ManagedProcess:
+    def _process(self, part: str, argv: list[str], cwd: Path, env: dict[str, str], ready: Probe) -> ManagedProcess:
+        """One of the hub's processes (`part`: hub, dask-gateway, exchange), its log and pid file in the hub's state
+        directory, forked from the fleet's forkserver."""
         return ManagedProcess(
-            f"{self.name}/hub",
-            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG_FILE)],
-            cwd=self.state.root,
-            log_path=self.state.log("hub"),
-            env={SETTINGS_ENV: str(self.state.settings_file)},
-            ready=self._ready,
-            pid_file=self.state.root / "hub.pid",
+            f"{self.name}/{part}",
+            argv,
+            cwd=cwd,
+            log_path=self.state.log(part),
+            env=env,
+            ready=ready,
+            pid_file=self.state.root / f"{part}.pid",
             forkserver=self.host.forkserver,
         )
+
+    def _hub_process(self) -> ManagedProcess:
+        argv = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG_FILE)]
+        return self._process("hub", argv, self.state.root, {SETTINGS_ENV: str(self.state.settings_file)}, self._ready)
 
     def _gateway_process(self) -> ManagedProcess | None:
         if not _wants_gateway(self.spec):
@@ -138,16 +144,9 @@ class LocalHub:
         settings_file = settings.state_dir / "settings.json"
         settings.write(settings_file)
         health = f"http://{settings.proxy_address}{settings.prefix}/api/health"
-        return ManagedProcess(
-            f"{self.name}/dask-gateway",
-            [sys.executable, "-m", "dask_gateway_server", "-f", str(GATEWAY_CONFIG_FILE)],
-            cwd=settings.state_dir,
-            log_path=self.state.log("dask-gateway"),
-            env={GATEWAY_SETTINGS_ENV: str(settings_file)},
-            ready=lambda: http_ok(health),
-            pid_file=self.state.root / "dask-gateway.pid",
-            forkserver=self.host.forkserver,
-        )
+        argv = [sys.executable, "-m", "dask_gateway_server", "-f", str(GATEWAY_CONFIG_FILE)]
+        env = {GATEWAY_SETTINGS_ENV: str(settings_file)}
+        return self._process("dask-gateway", argv, settings.state_dir, env, lambda: http_ok(health))
 
     def _exchange_process(self) -> ManagedProcess | None:
         if not wants_exchange(self.spec):
@@ -156,16 +155,9 @@ class LocalHub:
         settings_file = self.state.root / EXCHANGE_SETTINGS_FILE
         settings.write(settings_file)
         health = f"http://{settings.address}{settings.prefix}api/health"
-        return ManagedProcess(
-            f"{self.name}/exchange",
-            [sys.executable, "-m", "hubfleet.edu.exchange.service"],
-            cwd=self.state.root,
-            log_path=self.state.log("exchange"),
-            env={EXCHANGE_SETTINGS_ENV: str(settings_file)},
-            ready=lambda: http_ok(health),
-            pid_file=self.state.root / "exchange.pid",
-            forkserver=self.host.forkserver,
-        )
+        argv = [sys.executable, "-m", "hubfleet.edu.exchange.service"]
+        env = {EXCHANGE_SETTINGS_ENV: str(settings_file)}
+        return self._process("exchange", argv, self.state.root, env, lambda: http_ok(health))
 
     async def prepare(self) -> None:
         """Groups, folders and their access on this machine (once per spec: again after a change)."""

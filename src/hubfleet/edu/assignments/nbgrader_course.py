@@ -284,23 +284,17 @@ def read_gradebook(path: Path) -> list[GradebookSubmission]:
         raise SourceError(f"{path}: cannot open it: {exc}") from None
     try:
         grades = db.execute(
-            """SELECT a.name, sa.student_id, sa.timestamp, n.name, bc.name, g.auto_score, g.manual_score,
-                      g.extra_credit
+            # A cell's comment is on its solution cell: another cell of the same name in the same notebook.
+            """SELECT a.name, sa.student_id, n.name, bc.name, g.auto_score, g.manual_score, g.extra_credit,
+                      (SELECT COALESCE(c.manual_comment, c.auto_comment) FROM comment c
+                       JOIN base_cell cc ON c.cell_id = cc.id
+                       WHERE c.notebook_id = g.notebook_id AND cc.name = bc.name)
                FROM grade g
                JOIN submitted_notebook sn ON g.notebook_id = sn.id
                JOIN submitted_assignment sa ON sn.assignment_id = sa.id
                JOIN assignment a ON sa.assignment_id = a.id
                JOIN notebook n ON sn.notebook_id = n.id
                JOIN base_cell bc ON g.cell_id = bc.id"""
-        ).fetchall()
-        comments = db.execute(
-            """SELECT a.name, sa.student_id, n.name, bc.name, COALESCE(c.manual_comment, c.auto_comment)
-               FROM comment c
-               JOIN submitted_notebook sn ON c.notebook_id = sn.id
-               JOIN submitted_assignment sa ON sn.assignment_id = sa.id
-               JOIN assignment a ON sa.assignment_id = a.id
-               JOIN notebook n ON sn.notebook_id = n.id
-               JOIN base_cell bc ON c.cell_id = bc.id"""
         ).fetchall()
         submissions = db.execute(
             """SELECT a.name, sa.student_id, sa.timestamp FROM submitted_assignment sa
@@ -310,17 +304,13 @@ def read_gradebook(path: Path) -> list[GradebookSubmission]:
         raise SourceError(f"{path}: not an nbgrader gradebook: {exc}") from None
     finally:
         db.close()
-    said = {(a, s, n, c): text for a, s, n, c, text in comments if text}
     found: dict[tuple[str, str], GradebookSubmission] = {}
     for assignment, student, stamp, *_ in submissions:
         when = dt.datetime.fromisoformat(str(stamp)).replace(tzinfo=dt.UTC) if stamp else None
         found[(assignment, student)] = GradebookSubmission(assignment, student, when, {})
-    for assignment, student, _stamp, notebook, cell, auto, manual, extra in grades:
+    for assignment, student, notebook, cell, auto, manual, extra, comment in grades:
         submission = found[(assignment, student)]
         submission.cells.setdefault(notebook, {})[cell] = GradebookCell(
-            auto_score=auto,
-            manual_score=manual,
-            extra_credit=extra,
-            comment=said.get((assignment, student, notebook, cell)),
+            auto_score=auto, manual_score=manual, extra_credit=extra, comment=comment or None
         )
     return sorted(found.values(), key=lambda s: (s.assignment, s.student))

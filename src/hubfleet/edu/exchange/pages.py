@@ -33,6 +33,7 @@ import nbformat
 import tornado.web
 from jupyterhub.services.auth import HubOAuth
 
+from hubfleet.common.web import set_page_headers
 from hubfleet.edu.courses import course_folder_path
 from hubfleet.edu.exchange import passback as passback_module
 from hubfleet.edu.exchange import sources, workflow
@@ -125,11 +126,7 @@ class PageHandler(BaseHandler):
         self.links = Links(service.settings.prefix)
 
     def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
+        set_page_headers(self, CONTENT_SECURITY_POLICY)
 
     async def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):

@@ -120,14 +120,18 @@ class Fetch(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
 
 
-class SubmissionFile(Base):
-    """One file of a submission."""
-
-    __tablename__ = "exchange_submission_files"
+class _FileOfSubmission:
+    """A file that belongs to a submission, by path; its content is a blob."""
 
     submission_id: Mapped[int] = mapped_column(ForeignKey("exchange_submissions.id"), primary_key=True)
     path: Mapped[str] = mapped_column(String(512), primary_key=True)
     sha256: Mapped[str] = mapped_column(ForeignKey("exchange_blobs.sha256"))
+
+
+class SubmissionFile(_FileOfSubmission, Base):
+    """One file of a submission, as the student sent it."""
+
+    __tablename__ = "exchange_submission_files"
 
 
 class Grading(Base):
@@ -140,14 +144,10 @@ class Grading(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)  # what went wrong for the submission as a whole
 
 
-class GradedFile(Base):
+class GradedFile(_FileOfSubmission, Base):
     """A notebook as the autograder ran it (with outputs): what feedback pages are made from."""
 
     __tablename__ = "exchange_graded_files"
-
-    submission_id: Mapped[int] = mapped_column(ForeignKey("exchange_submissions.id"), primary_key=True)
-    path: Mapped[str] = mapped_column(String(512), primary_key=True)
-    sha256: Mapped[str] = mapped_column(ForeignKey("exchange_blobs.sha256"))
 
 
 class Grade(Base):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from joserfc import jwt
 
 from hubfleet.edu.lti.keys import ALGORITHM, ToolKey
+from hubfleet.edu.lti.state import Expiring
 
 if TYPE_CHECKING:
     from hubfleet.edu.lti.launch import Launch
@@ -222,7 +222,6 @@ class PickSession:
     launch: Launch
     username: str
     course: str
-    created: float
 
 
 class PickSessions:
@@ -232,36 +231,20 @@ class PickSessions:
     def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         if ttl <= 0 or max_entries < 1:
             raise ValueError("picker sessions need a positive TTL and room for at least one")
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._clock = clock
-        self._open: OrderedDict[str, PickSession] = OrderedDict()
+        self._open: Expiring[PickSession] = Expiring(ttl, max_entries, clock)
 
     def __len__(self) -> int:
         return len(self._open)
 
     def start(self, launch: Launch, username: str, course: str) -> PickSession:
-        self._expire()
-        while len(self._open) >= self.max_entries:
-            self._open.popitem(last=False)
-        session = PickSession(secrets.token_urlsafe(32), launch, username, course, self._clock())
-        self._open[session.id] = session
+        session = PickSession(secrets.token_urlsafe(32), launch, username, course)
+        self._open.add(session.id, session)
         return session
 
     def get(self, session_id: str) -> PickSession | None:
         """The open session `session_id` (still open afterwards); None if unknown, expired or taken."""
-        self._expire()
         return self._open.get(session_id[:128])
 
     def take(self, session_id: str) -> PickSession | None:
         """The open session `session_id`, closed (a second take gets None)."""
-        self._expire()
-        return self._open.pop(session_id[:128], None)
-
-    def _expire(self) -> None:
-        deadline = self._clock() - self.ttl
-        while self._open:
-            oldest = next(iter(self._open.values()))
-            if oldest.created > deadline:
-                break
-            self._open.popitem(last=False)
+        return self._open.pop(session_id[:128])

@@ -17,8 +17,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 Clock = Callable[[], float]
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,49 @@ class LoginStore:
             self._forget(oldest.state)
 
 
+class Expiring(Generic[V]):
+    """Values by key, oldest first: each forgotten `ttl` seconds after it was added, at most `max_entries` (the
+    oldest dropped to make room). What has expired is forgotten before every look-up."""
+
+    def __init__(self, ttl: float, max_entries: int, clock: Clock = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        self._expire()
+        return key in self._entries
+
+    def add(self, key: str, value: V) -> None:
+        self._expire()
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            self._entries.popitem(last=False)
+        self._entries[key] = (self._clock(), value)
+
+    def get(self, key: str) -> V | None:
+        self._expire()
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def pop(self, key: str) -> V | None:
+        self._expire()
+        entry = self._entries.pop(key, None)
+        return None if entry is None else entry[1]
+
+    def _expire(self) -> None:
+        deadline = self._clock() - self.ttl
+        while self._entries:
+            key, (added, _) = next(iter(self._entries.items()))
+            if added > deadline:
+                break
+            del self._entries[key]
+
+
 class UsedNonces:
     """Nonces of id_tokens already accepted, remembered for `ttl` seconds (at most `max_entries`, oldest dropped).
 
@@ -112,35 +157,20 @@ class UsedNonces:
     """
 
     def __init__(self, ttl: float, max_entries: int, clock: Clock = time.monotonic) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: Expiring[None] = Expiring(ttl, max_entries, clock)
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def __contains__(self, nonce: object) -> bool:
-        self._expire()
         return nonce in self._seen
 
     def add(self, nonce: str) -> bool:
         """Remember `nonce`; False if it was already there (a replay)."""
-        self._expire()
         if nonce in self._seen:
             return False
-        while len(self._seen) >= self.max_entries:
-            self._seen.popitem(last=False)
-        self._seen[nonce] = self._clock()
+        self._seen.add(nonce, None)
         return True
-
-    def _expire(self) -> None:
-        deadline = self._clock() - self.ttl
-        while self._seen:
-            nonce, seen = next(iter(self._seen.items()))
-            if seen > deadline:
-                break
-            del self._seen[nonce]
 
 
 class TokenBucket:

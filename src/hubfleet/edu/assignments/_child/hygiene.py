@@ -348,13 +348,7 @@ class CleanState:
         sys.setprofile(None)
         if not _same(gc.callbacks, self.gc_callbacks):
             gc.callbacks[:] = self.gc_callbacks
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        _reap_children()
         try:
             threads = len(os.listdir("/proc/self/task"))
             me = str(os.getpid())
@@ -469,6 +463,11 @@ def _stop_other_processes(host_namespace: tuple[int, int]) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(-1, signal.SIGKILL)
+    _reap_children()
+
+
+def _reap_children() -> None:
+    """Reap every child that has exited, without waiting for the others."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
