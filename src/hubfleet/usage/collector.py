@@ -166,12 +166,15 @@ class Collector:
         targets = [t for t in self.targets() if t.name in fleet.hubs]
         views = await asyncio.gather(*(self._view(fleet, t) for t in targets), return_exceptions=True)
         answered = []
+        still_up = {t.name for t in self.targets()}  # a hub that fell asleep during the sweep is no failure
         for target, view in zip(targets, views, strict=True):
-            if isinstance(view, BaseException):
+            if not isinstance(view, BaseException):
+                answered.append(view)
+            elif target.name in still_up:
                 self._gauges.errors.inc()
                 log.warning("usage: hub %s did not answer: %s", target.name, view)
             else:
-                answered.append(view)
+                log.info("usage: hub %s went to sleep during the sweep", target.name)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, self._record, fleet, answered, time.time())
         result.seconds = time.monotonic() - started
