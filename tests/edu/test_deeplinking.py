@@ -31,10 +31,10 @@ from hubfleet.db import open_database
 from hubfleet.edu.exchange.tables import Assignment
 from hubfleet.edu.lti.keys import ToolKey
 from hubfleet.hub.authenticators.lti import ToolURLs
+from tests.browser import chromium
 from tests.edu.git_daemon import CourseRepository, git_daemon
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
 from tests.lms.peer import DL_CLAIM, LTI_CLAIM, PeerLMS
-from tests.browser import chromium
 
 H = unique_hub("dl")
 PASSWORD = "deeplink-test-password"
@@ -527,6 +527,7 @@ def test_tool_configuration_offers_deep_linking(fleet: RunningFleet) -> None:
 
 
 # --------------------------------------------------------------------------------------------- in a real browser
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[playwright_api.Browser, Path]]:
