@@ -577,12 +577,14 @@ def bare_hub(label: str, root: Path, users: list[str]) -> Iterator[BareHub]:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    """Median, p90 (statistics.quantiles, inclusive), max, min and mean, rounded to the millisecond."""
+    """Median, p90 and p95 (statistics.quantiles, inclusive), max, min and mean, rounded to the millisecond."""
     ordered = sorted(values)
     p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
+    p95 = statistics.quantiles(ordered, n=20, method="inclusive")[18] if len(ordered) > 1 else ordered[0]
     return {
         "median": round(statistics.median(ordered), 3),
         "p90": round(p90, 3),
+        "p95": round(p95, 3),
         "max": round(ordered[-1], 3),
         "min": round(ordered[0], 3),
         "mean": round(statistics.fmean(ordered), 3),
@@ -645,12 +647,15 @@ def parse_args(
     default_out: Path,
     each: str,
     kept: str,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
-    """The command line: the benchmark's `count` option (name, short name, default, help; at least 1), then --out,
-    --quiet-timeout (waited before each `each`) and --keep-workdir (which keeps `kept`)."""
+    """The command line: the benchmark's `count` option (name, short name, default, help; at least 1), the options
+    `more` adds, then --out, --quiet-timeout (waited before each `each`) and --keep-workdir (which keeps `kept`)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
     name, short, default, text = count
     parser.add_argument(name, short, type=int, default=default, help=text)
+    if more is not None:
+        more(parser)
     parser.add_argument("--out", type=Path, default=default_out, help=f"JSON results (default {default_out})")
     parser.add_argument(
         "--quiet-timeout",
