@@ -10,7 +10,8 @@ Each student is a client of its own that behaves like a browser (httpx, its own 
 whose progress event stream it follows until `ready`, then reloading as the page's script does — until the
 JupyterLab page; then a kernel through the server's REST API (cookie and `X-XSRFToken`, as JupyterLab calls it),
 `print(5*4)` over the kernel's websocket, which must print 20; then it stops its server through the hub's REST API
-(as the hub's home page does) and waits until it is gone. Students arrive uniformly over the ramp.
+(as the hub's home page does) once every student has a result, as at the end of a class. Students arrive
+uniformly over the ramp.
 
 For each size, three systems are up at once and stormed in turn, run after run (a, b, c, a, b, c, …):
 
@@ -121,9 +122,10 @@ METHOD = [
     " server had picked for it (jupyter_client picks free ports, then the kernel binds them: another kernel can"
     " take one in between); the kernel is started again, and its websocket waits for the first one's"
     " kernel_info reply until jupyter_server's kernel_info_timeout (60 s)",
-    "stop: DELETE hub/api/users/<u>/server with the hub's _xsrf cookie as X-XSRFToken; GET hub/api/users/<u>"
-    " every 0.5 s until that server is gone (or replaced by a new start: the pre-warm of a meeting still ahead"
-    " starts it again)",
+    "stop: once every student has a result (or failed), as at the end of a class, so that no stop overlaps what is"
+    " measured: DELETE hub/api/users/<u>/server with the hub's _xsrf cookie as X-XSRFToken; GET"
+    " hub/api/users/<u> every 0.5 s until that server is gone (or replaced by a new start: the pre-warm of a"
+    " meeting still ahead starts it again); wall_s: the storm's first arrival until its last result",
     "failure: any step answering unexpectedly, a failed spawn, a wrong result, or no result within 600 s",
     "server CPU: user + system time of every process of the student's Unix account (reaped children included)"
     " read when the Lab page arrived; start_cpu_s_before: median over the bare hub's plain starts,"
@@ -426,42 +428,66 @@ class Storm:
         return sum(1 for visit in self.visits if visit.error is not None)
 
 
-async def visit(system: System, student: Visit, unix_user: str) -> None:
-    """One student's visit (timings and failure recorded in `student`)."""
-    limits = httpx.Limits(max_connections=8)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0), limits=limits) as client:
-        browser = Browser(client, system.url)
-        start = time.perf_counter()
-        await log_in_with_form(client, browser.base, student.user, system.password)
-        lab = await browser.open_lab(student)
-        student.lab_s = round(time.perf_counter() - start, 3)
-        student.server_cpu_s = (await asyncio.to_thread(server_cpu, unix_user))[0]
-        start = time.perf_counter()
-        output = (await browser.run_code(lab, student.user, CODE)).strip()
-        if output != EXPECTED:
-            raise HubError(f"{CODE} printed {output!r}, not {EXPECTED}")
-        student.kernel_s = round(time.perf_counter() - start, 3)
-        student.first_result_s = round(student.lab_s + student.kernel_s, 3)
-        start = time.perf_counter()
-        await browser.stop_server(student.user)
-        student.stop_s = round(time.perf_counter() - start, 3)
+async def attend(browser: Browser, password: str, student: Visit, unix_user: str) -> None:
+    """One student logs in, opens JupyterLab and runs the code (timings recorded in `student`)."""
+    start = time.perf_counter()
+    await log_in_with_form(browser.client, browser.base, student.user, password)
+    lab = await browser.open_lab(student)
+    student.lab_s = round(time.perf_counter() - start, 3)
+    student.server_cpu_s = (await asyncio.to_thread(server_cpu, unix_user))[0]
+    start = time.perf_counter()
+    output = (await browser.run_code(lab, student.user, CODE)).strip()
+    if output != EXPECTED:
+        raise HubError(f"{CODE} printed {output!r}, not {EXPECTED}")
+    student.kernel_s = round(time.perf_counter() - start, 3)
+    student.first_result_s = round(student.lab_s + student.kernel_s, 3)
+
+
+def failed(system: System, student: Visit, exc: Exception, step: str = "") -> None:
+    """Record a student's failure (the first one) and say it."""
+    if student.error is None:
+        student.error = (step + f"{type(exc).__name__}: {exc}")[:500]
+    log(f"  {system.key} {student.user}: FAILED {step}{type(exc).__name__}: {exc}"[:300])
 
 
 async def storm(system: System, n: int, ramp: float) -> tuple[list[Visit], float]:
-    """N students arriving uniformly over `ramp` seconds; their visits and the storm's wall time."""
+    """N students arriving uniformly over `ramp` seconds, each with a browser of their own: they log in, open
+    JupyterLab and run the code; once every one has a result (or has failed) they stop their servers, as at the end
+    of a class — so that no stop overlaps what is measured (and in (c) no server stopped before the meeting is
+    pre-warmed again during the storm). The visits, and the wall time until the last result."""
     students = [Visit(user, round(ramp * i / n, 3)) for i, user in enumerate(system.users[:n])]
+    finished: list[Visit] = []
+    class_over = asyncio.Event()
 
-    async def arrive(student: Visit, unix_user: str) -> None:
-        await asyncio.sleep(student.arrival_s)
-        try:
-            await asyncio.wait_for(visit(system, student, unix_user), VISIT_TIMEOUT)
-        except Exception as exc:  # a failure of this student: recorded, the storm goes on
-            student.error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
-            log(f"  {system.key} {student.user}: FAILED {student.error}")
+    async def come(student: Visit, unix_user: str) -> None:
+        limits = httpx.Limits(max_connections=8)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0), limits=limits) as client:
+            browser = Browser(client, system.url)
+            await asyncio.sleep(student.arrival_s)
+            try:
+                await asyncio.wait_for(attend(browser, system.password, student, unix_user), VISIT_TIMEOUT)
+            except Exception as exc:  # this student's failure: recorded, the storm goes on
+                failed(system, student, exc)
+            finally:
+                finished.append(student)
+                if len(finished) == len(students):
+                    class_over.set()
+            await class_over.wait()
+            if student.first_result_s is None:
+                return  # what a failure left is stopped by System.stop_all
+            start = time.perf_counter()
+            try:
+                await browser.stop_server(student.user)
+                student.stop_s = round(time.perf_counter() - start, 3)
+            except Exception as exc:
+                failed(system, student, exc, "stop: ")
 
     start = time.perf_counter()
-    await asyncio.gather(*(arrive(s, u) for s, u in zip(students, system.unix_users, strict=True)))
-    return students, time.perf_counter() - start
+    everyone = asyncio.gather(*(come(s, u) for s, u in zip(students, system.unix_users, strict=True)))
+    await class_over.wait()
+    wall = time.perf_counter() - start
+    await everyone
+    return students, wall
 
 
 async def wait_prewarmed(system: System, client: httpx.AsyncClient, n: int) -> tuple[int, float]:
