@@ -25,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -449,6 +449,7 @@ def bare_config(
     password: str,
     marker: str,
     users: list[str],
+    http_timeout: int = 60,
 ) -> str:
     scopes = ["admin:users", "admin:servers", "tokens", "list:users", "read:users", "read:servers"]
     return textwrap.dedent(
@@ -471,7 +472,7 @@ def bare_config(
         c.Spawner.cmd = [{str(SINGLEUSER)!r}]
         c.Spawner.default_url = "/lab"
         c.Spawner.ip = "127.0.0.1"
-        c.Spawner.http_timeout = 60
+        c.Spawner.http_timeout = {http_timeout}
         c.Spawner.start_timeout = 120
         c.Spawner.environment = {{{MARKER_ENV!r}: {marker!r}}}
         c.JupyterHub.services = [{{"name": "bench-admin", "api_token": {token!r}}}]
@@ -518,9 +519,11 @@ class BareHub:
 
 
 @contextlib.contextmanager
-def bare_hub(label: str, root: Path, users: list[str]) -> Iterator[BareHub]:
+def bare_hub(label: str, root: Path, users: list[str], http_timeout: int = 60) -> Iterator[BareHub]:
     """A bare JupyterHub 6.1.1 in `root` with its own configurable-http-proxy and JupyterHub's own
-    LocalProcessSpawner, its `users` real Unix users made here with `useradd -m` (none may exist yet).
+    LocalProcessSpawner, its `users` real Unix users made here with `useradd -m` (none may exist yet). Servers get
+    `start_timeout` 120 s and `http_timeout` `http_timeout` s (LocalProcessSpawner's start returns at once: the
+    server's whole start-up falls under `http_timeout`).
 
     At the end (also on failure or Ctrl-C) the hub is stopped, whatever it left running is killed and the users are
     removed with their homes. `label` prefixes the progress lines.
@@ -540,7 +543,7 @@ def bare_hub(label: str, root: Path, users: list[str]) -> Iterator[BareHub]:
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True, capture_output=True, text=True)
             created.append(user)
         config = root / "jupyterhub_config.py"
-        config.write_text(bare_config(root, public, proxy_api, hub_port, token, password, marker, users))
+        config.write_text(bare_config(root, public, proxy_api, hub_port, token, password, marker, users, http_timeout))
         log(f"{label}: starting a bare JupyterHub {jupyterhub.__version__} on 127.0.0.1:{public} ({len(users)} users)")
         started = time.perf_counter()
         with open(log_file, "ab") as out:
@@ -672,6 +675,33 @@ def parse_args(
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(work)`, where Ctrl-C or SIGTERM cancel `work` at once (its `finally` and `async with` blocks run:
+    clients close, servers are stopped) and then raise KeyboardInterrupt. A KeyboardInterrupt raised by a signal
+    handler could otherwise land inside a library's callback and be swallowed."""
+
+    async def cancellable() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        return asyncio.run(cancellable())
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def prepare(check_prerequisites: Callable[[], None]) -> dt.datetime | None:
