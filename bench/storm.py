@@ -17,11 +17,12 @@ For each size, three systems are up at once and stormed in turn, run after run (
 
 (a) **bare**: a bare JupyterHub 6.1.1 with its own proxy and LocalProcessSpawner; students are real Unix users
     `st<hex>a<i>` made with `useradd -m` (removed at the end).
-(b) **hubfleet**: a hub of a one-fleet file (through the front door), servers forked from the environment's fork
-    server; its students' Unix accounts are made before the first storm, as they would be for a class that met.
+(b) **hubfleet**: a hub of a fleet started with the real CLI (reached through its front door), servers forked from
+    the environment's fork server; its students' Unix accounts are made before the first storm, as they would be
+    for a class that met before.
 (c) **pre-warm**: a second hub of that fleet, whose course (the students are its roster) meets in `--lead`
-    minutes: the fleet's pre-warm starts their servers before it; each storm waits until pre-warm has started
-    them all (or stopped for want of memory), and after each storm until pre-warm has started them again.
+    minutes: the fleet's pre-warm starts their servers before it. Each run first waits until pre-warm has started
+    them all (or stopped for want of memory), so that it never runs during a storm.
 
 Also measured: the CPU seconds a server has used when its JupyterLab page arrives (its process tree's user +
 system time, reaped children included): a plain `jupyterhub-singleuser` start on the bare hub (before) against a
@@ -315,20 +316,20 @@ class System:
             await asyncio.sleep(0.5)
 
 
-def meeting(lead: dt.timedelta) -> tuple[dt.datetime, dict[str, str]]:
-    """A meeting whose pre-warm is on from now (it starts `lead` minus half a minute from now): its start, and the
-    schedule entry (local time, as the fleet file has it)."""
+def meeting(lead: dt.timedelta) -> dict[str, str]:
+    """The schedule entry (local time, as the fleet file has it) of a meeting whose pre-warm is on from now: it starts
+    `lead` minus half a minute from now."""
     start = (dt.datetime.now() + lead - dt.timedelta(seconds=30)).replace(microsecond=0)
     end = min(start + dt.timedelta(hours=1), start.replace(hour=23, minute=59, second=59))
     if end <= start:
         raise BenchError("the meeting would start at midnight: run the benchmark a minute later")
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[start.weekday()]
-    return start, {"day": day, "start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
+    return {"day": day, "start": f"{start:%H:%M:%S}", "end": f"{end:%H:%M:%S}"}
 
 
 def hub_specs(tag: str, users: list[str], password: str, lead: dt.timedelta) -> dict[str, dict[str, Any]]:
     """(b) a hub of the students; (c) a hub whose course of the students meets after `lead` (pre-warm on)."""
-    _, entry = meeting(lead)
+    entry = meeting(lead)
     auth = {"type": "shared-password", "password": password, "allowed_users": users}
     plain = {"display_name": "Storm", "auth": auth, "profiles": [PROFILE], "sleep": {"after": "never"}}
     course = {"name": "storm", "students": users, "schedule": [entry], "prewarm": {"lead": int(lead.total_seconds())}}
