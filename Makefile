@@ -61,6 +61,7 @@ test: setup lint
 bench: setup
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/dask.py
 	$(BIN)/python bench/lti.py
 	$(BIN)/python bench/grading.py

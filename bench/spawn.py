@@ -19,15 +19,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import pwd
 import re
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jupyterhub
 import psutil
 from common import (
     REPO,
@@ -43,23 +38,21 @@ from common import (
     BenchError,
     CpuMeter,
     CpuUse,
-    attempt,
+    bare_hub,
+    check_spawn_prerequisites,
     cmdline_with_cwd,
     command_output,
-    free_port,
-    kill_processes,
     log,
     log_table_header,
     machine_info,
-    no_interrupts,
-    owned_by,
     parse_args,
     prepare,
-    processes_where,
     run_in_workdir,
     running_fleet,
+    server_cpu,
     summary,
-    tail,
+    uids_of,
+    warm_file_cache,
     write_results,
 )
 
@@ -67,17 +60,12 @@ from hubfleet.fleet.processes import find_proxy_command
 from hubfleet.system import accounts
 
 DEFAULT_OUT = REPO / "bench" / "results" / "spawn.json"
-SINGLEUSER = USER_ENV / "bin" / "jupyterhub-singleuser"
 
 POLL_SECONDS = 0.1
 SPAWN_TIMEOUT = 180.0
 STOP_TIMEOUT = 120.0
-HUB_START_TIMEOUT = 120.0
 SETTLE_SECONDS = 1.0
 """Pause after every stop, so that a round does not start while the previous servers are still exiting."""
-
-MARKER_ENV = "HUBFLEET_BENCH_MARKER"
-"""Environment variable carried by the baseline hub, its proxy and its servers, to find them at clean-up."""
 
 USER_ENV_VERSIONS = ("jupyterhub_version", "jupyterlab_version", "jupyter_server_version", "python_version")
 
@@ -146,56 +134,6 @@ class SetupsCpuMeter(CpuMeter):
         if any(self.workdir in arg for arg in cmdline):
             return "other"
         return None
-
-
-def server_cpu(unix_user: str) -> tuple[float | None, float | None]:
-    """CPU seconds used so far by a user's running server (with its reaped children), and its cgroup's throttling.
-
-    The second value is how long the kernel held the server back for its CPU quota (None without a quota cgroup).
-    """
-    try:
-        uid = pwd.getpwnam(unix_user).pw_uid
-    except KeyError:
-        return None, None
-    used = 0.0
-    throttled: float | None = None
-    for process in processes_where(owned_by({uid})):
-        with contextlib.suppress(psutil.Error):
-            cpu = process.cpu_times()
-            used += cpu.user + cpu.system + cpu.children_user + cpu.children_system
-            if throttled is None:
-                throttled = cgroup_throttled_seconds(process.pid)
-    return round(used, 2), throttled
-
-
-def cgroup_throttled_seconds(pid: int) -> float | None:
-    """Seconds the CPU controller of `pid`'s cgroup throttled it (None when not in a cgroup with a CPU quota)."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if path in ("/", ""):
-            continue
-        names = controllers.split(",") if controllers else []
-        for mount in mounts:
-            fields = mount.split()
-            if len(fields) < 4:
-                continue
-            options = fields[3].split(",")
-            if ("cpu" in names and fields[2] == "cgroup" and "cpu" in options) or (
-                not names and fields[2] == "cgroup2"
-            ):
-                stat = Path(fields[1] + path) / "cpu.stat"
-                with contextlib.suppress(OSError):
-                    values = dict(item.split() for item in stat.read_text().splitlines() if len(item.split()) == 2)
-                    if "throttled_time" in values:
-                        return round(int(values["throttled_time"]) / 1e9, 2)
-                    if "throttled_usec" in values:
-                        return round(int(values["throttled_usec"]) / 1e6, 2)
-    return None
 
 
 @dataclass
@@ -464,36 +402,6 @@ async def measure(targets: list[Target], meter: SetupsCpuMeter, quiet_timeout: f
     return rounds
 
 
-# --------------------------------------------------------------------------------------------- processes
-
-
-def environ_has(marker: str) -> Callable[[psutil.Process], bool]:
-    def check(process: psutil.Process) -> bool:
-        return process.environ().get(MARKER_ENV) == marker
-
-    return check
-
-
-def uids_of(names: list[str]) -> set[int]:
-    uids = set()
-    for name in names:
-        with contextlib.suppress(KeyError):
-            uids.add(pwd.getpwnam(name).pw_uid)
-    return uids
-
-
-def wait_http_ok(url: str, process: subprocess.Popen[bytes] | None, log_file: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise BenchError(f"exited with {process.returncode} during start-up:\n{tail(log_file)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise BenchError(f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}")
-
-
 # --------------------------------------------------------------------------------------------- hubfleet
 
 
@@ -540,121 +448,24 @@ def hubfleet_setup(n: int, workdir: Path) -> Iterator[Target]:
 # --------------------------------------------------------------------------------------------- bare JupyterHub
 
 
-def bare_config(
-    root: Path, public: int, proxy_api: int, hub_port: int, token: str, marker: str, users: list[str]
-) -> str:
-    scopes = ["admin:users", "admin:servers", "tokens", "list:users", "read:users", "read:servers"]
-    return textwrap.dedent(
-        f"""\
-        # A bare JupyterHub with its own configurable-http-proxy and JupyterHub's own LocalProcessSpawner.
-        c = get_config()  # noqa: F821
-        c.JupyterHub.bind_url = "http://127.0.0.1:{public}/"
-        c.JupyterHub.base_url = "/"
-        c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
-        c.JupyterHub.db_url = {f"sqlite:///{root / 'jupyterhub.sqlite'}"!r}
-        c.JupyterHub.cookie_secret_file = {str(root / "jupyterhub_cookie_secret")!r}
-        c.JupyterHub.pid_file = {str(root / "jupyterhub.pid")!r}
-        c.ConfigurableHTTPProxy.command = [{find_proxy_command()!r}]
-        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"
-        c.ConfigurableHTTPProxy.auth_token = {secrets.token_hex(32)!r}
-        c.JupyterHub.authenticator_class = "shared-password"
-        c.SharedPasswordAuthenticator.user_password = {secrets.token_urlsafe(12)!r}
-        c.Authenticator.allowed_users = {set(users)!r}
-        c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
-        c.Spawner.cmd = [{str(SINGLEUSER)!r}]
-        c.Spawner.default_url = "/lab"
-        c.Spawner.ip = "127.0.0.1"
-        c.Spawner.http_timeout = 60
-        c.Spawner.start_timeout = 120
-        c.Spawner.environment = {{{MARKER_ENV!r}: {marker!r}}}
-        c.JupyterHub.services = [{{"name": "bench-admin", "api_token": {token!r}}}]
-        c.JupyterHub.load_roles = [{{"name": "bench-admin", "scopes": {scopes!r}, "services": ["bench-admin"]}}]
-        """
-    )
-
-
-def stop_bare_hub(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)  # the hub stops its servers (cleanup_servers) and its proxy
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-def userdel(name: str) -> None:
-    with contextlib.suppress(KeyError):
-        pwd.getpwnam(name)
-        result = subprocess.run(["userdel", "-r", name], capture_output=True, text=True, check=False)
-        # 12: the home or mail spool could not be removed (e.g. there was no mail spool): the user is gone.
-        if result.returncode not in (0, 12):
-            raise BenchError(f"userdel -r {name}: {result.returncode} {result.stderr.strip()}")
-
-
 @contextlib.contextmanager
 def bare_setup(n: int, workdir: Path) -> Iterator[Target]:
     """A bare JupyterHub 6.1.1 spawning the same kind of real Unix users with LocalProcessSpawner."""
-    prefix = f"bhf{secrets.token_hex(2)}"
-    users = [f"{prefix}u{i}" for i in range(1, n + 1)]
+    users = [f"bhf{secrets.token_hex(2)}u{i}" for i in range(1, n + 1)]
     root = workdir / "baseline"
     root.mkdir()
-    marker = secrets.token_hex(8)
-    token = secrets.token_hex(32)
-    public, proxy_api, hub_port = free_port(), free_port(), free_port()
-    created: list[str] = []
-    process: subprocess.Popen[bytes] | None = None
-    log_file = root / "jupyterhub.log"
-    try:
-        for user in users:
-            if user in {entry.pw_name for entry in pwd.getpwall()}:
-                raise BenchError(f"user {user} already exists")
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True, capture_output=True, text=True)
-            created.append(user)
-        config = root / "jupyterhub_config.py"
-        config.write_text(bare_config(root, public, proxy_api, hub_port, token, marker, users))
-        log(f"baseline: starting a bare JupyterHub {jupyterhub.__version__} on 127.0.0.1:{public} (users {prefix}u*)")
-        started = time.perf_counter()
-        with open(log_file, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, MARKER_ENV: marker},
-            )
-        try:
-            wait_http_ok(f"http://127.0.0.1:{public}/hub/api/", process, log_file, HUB_START_TIMEOUT)
-        except BenchError as exc:
-            raise BenchError(f"the bare JupyterHub {exc}") from None
-        up_seconds = time.perf_counter() - started
-        log(f"baseline: hub up in {up_seconds:.1f} s")
+    with bare_hub("baseline", root, users) as hub:
         yield Target(
             label="baseline",
-            api_url=f"http://127.0.0.1:{public}/hub/api",
-            server_prefix=f"http://127.0.0.1:{public}",
-            token=token,
+            api_url=f"{hub.url}/hub/api",
+            server_prefix=hub.url,
+            token=hub.token,
             users=users,
             unix_users=users,
             root=root,
-            hub_log=log_file,
-            info={"public_port": public, "up_seconds": up_seconds},
+            hub_log=hub.log_file,
+            info={"public_port": hub.port, "up_seconds": hub.up_seconds},
         )
-    finally:
-        with no_interrupts():
-            log("baseline: stopping the hub and removing its Unix users")
-            if process is not None:
-                attempt("stopping the bare hub", lambda: stop_bare_hub(process))
-            leftovers = processes_where(environ_has(marker)) + processes_where(owned_by(uids_of(created)))
-            if leftovers:
-                log(f"  clean-up: {len(leftovers)} process(es) of the bare hub left: killing them")
-                kill_processes(leftovers)
-            for user in created:
-                attempt(f"userdel -r {user}", lambda user=user: userdel(user))  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -812,27 +623,6 @@ def print_table(results: dict[str, Any], n: int) -> None:
 # --------------------------------------------------------------------------------------------- main
 
 
-def check_prerequisites() -> None:
-    if os.geteuid() != 0:
-        raise BenchError("run as root: both setups spawn servers as real Unix users")
-    if not os.access(SINGLEUSER, os.X_OK):
-        raise BenchError(f"no {SINGLEUSER}: run `make setup`")
-    for tool in ("useradd", "userdel"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} not found")
-    find_proxy_command()
-
-
-def warm_file_cache() -> None:
-    """Read the user environment once, so that neither setup's first spawn pays for a cold page cache."""
-    subprocess.run(
-        [str(USER_ENV / "bin" / "python"), "-c", "import jupyterhub.singleuser, jupyterlab, jupyter_server.serverapp"],
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-
-
 def idle_check(meter: SetupsCpuMeter, seconds: float = 3.0) -> float:
     """How busy the CPUs are before the benchmark starts; warns when something else is using them."""
     before = meter.sample()
@@ -846,7 +636,7 @@ def idle_check(meter: SetupsCpuMeter, seconds: float = 3.0) -> float:
 def main(argv: list[str] | None = None) -> int:
     users = ("--users", "-n", 6, "N: spawns per round (default 6)")
     args = parse_args(argv, __doc__, users, DEFAULT_OUT, each="round", kept="hub logs, configs, fleet state")
-    started = prepare(check_prerequisites)
+    started = prepare(check_spawn_prerequisites)
     if started is None:
         return 2
     info = spawn_machine_info()

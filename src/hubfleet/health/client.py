@@ -84,9 +84,35 @@ def expect(response: httpx.Response, base: httpx.URL, *statuses: int) -> httpx.R
     return response
 
 
-def _xsrf_cookie(client: httpx.AsyncClient) -> str | None:
-    cookies = sorted((c for c in client.cookies.jar if c.name == "_xsrf"), key=lambda c: len(c.path or ""))
+def xsrf_cookie(client: httpx.AsyncClient, path: str | None = None) -> str | None:
+    """The `_xsrf` cookie a browser would send with a request for `path` (the one of the longest cookie path that
+    is a prefix of it; without `path`, of the longest path)."""
+    cookies = sorted(
+        (c for c in client.cookies.jar if c.name == "_xsrf" and (path is None or path.startswith(c.path or "/"))),
+        key=lambda c: len(c.path or ""),
+    )
     return cookies[-1].value if cookies else None
+
+
+async def log_in_with_form(client: httpx.AsyncClient, base: httpx.URL, username: str, password: str) -> None:
+    """Log in through the hub's login form at `base` (the hub's public URL) as a browser does: the page, its `_xsrf`
+    cookie sent back as a form field, the credentials. The session's cookies stay in `client`; the redirect after
+    the login is not followed (the hub would start the server)."""
+    page = expect(await client.get(base.join("hub/login"), follow_redirects=True), base, 200)
+    form = re.search(r"<form\b[^>]*\baction=\"([^\"]*)\"", page.text)
+    if form is None or 'name="password"' not in page.text:
+        raise HubError(f"no password form on {page.url.path}")
+    xsrf = xsrf_cookie(client)
+    if xsrf is None:
+        raise HubError("the hub set no _xsrf cookie on its login page")
+    response = await client.post(
+        page.url.join(html.unescape(form.group(1))),
+        data={"_xsrf": xsrf, "username": username, "password": password},
+    )
+    if not response.is_redirect:
+        error = re.search(r"class=\"login_error\"[^>]*>([^<]*)<", response.text)
+        reason = html.unescape(error.group(1)).strip() if error else "login rejected"
+        raise HubError(f"{_status_line(response, base)}: {reason}")
 
 
 def execute_request(username: str, session_id: str, code: str) -> dict[str, Any]:
@@ -141,25 +167,10 @@ class HubUser:
                     f"token belongs to {owner.get('kind')} {owner.get('name')!r}, not user {login.username!r}"
                 )
             return cls(client, base, login.username, login.token)
-        page = expect(await client.get(base.join("hub/login"), follow_redirects=True), base, 200)
-        form = re.search(r"<form\b[^>]*\baction=\"([^\"]*)\"", page.text)
-        if form is None or 'name="password"' not in page.text:
-            raise HubError(f"no password form on {page.url.path}")
-        xsrf = _xsrf_cookie(client)
-        if xsrf is None:
-            raise HubError("the hub set no _xsrf cookie on its login page")
-        # Not following the redirect: the hub would start the server itself.
-        response = await client.post(
-            page.url.join(html.unescape(form.group(1))),
-            data={"_xsrf": xsrf, "username": login.username, "password": login.password},
-        )
-        if not response.is_redirect:
-            error = re.search(r"class=\"login_error\"[^>]*>([^<]*)<", response.text)
-            reason = html.unescape(error.group(1)).strip() if error else "login rejected"
-            raise HubError(f"{_status_line(response, base)}: {reason}")
+        await log_in_with_form(client, base, login.username, login.password)
         # Cookie-authenticated API calls, made the way the hub's own pages make them.
         api_headers = {
-            "X-XSRFToken": _xsrf_cookie(client) or "",
+            "X-XSRFToken": xsrf_cookie(client) or "",
             "Sec-Fetch-Mode": "cors",
             "Sec-Fetch-Site": "same-origin",
         }
@@ -226,41 +237,42 @@ class HubUser:
 
     async def execute(self, kernel_id: str, code: str, timeout: float = 60.0) -> str:
         """Run `code` over the kernel's websocket; its stdout and result text. CodeError if it raised."""
-        session_id = uuid.uuid4().hex
         url = self.url(f"{self.server_path}api/kernels/{kernel_id}/channels")
-        url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws", params={"session_id": session_id})
-        request = HTTPRequest(
-            str(url),
-            headers={"Authorization": f"token {self.token}"},
-            connect_timeout=timeout,
-            request_timeout=timeout,
-        )
-        socket = await websocket_connect(request)
-        try:
-            message = execute_request(self.name, session_id, code)
-            await socket.write_message(json.dumps(message))
-            output = []
-            while True:
-                raw = await asyncio.wait_for(socket.read_message(), timeout)
-                if raw is None:
-                    raise HubError("the kernel websocket closed before the kernel went idle")
-                reply = json.loads(raw)
-                state = reply.get("content", {}).get("execution_state")
-                if reply.get("channel") == "iopub" and state in ("restarting", "dead"):
-                    raise KernelDied("the kernel died while running the code (killed, or out of memory)")
-                if (
-                    reply.get("channel") != "iopub"
-                    or reply["parent_header"].get("msg_id") != message["header"]["msg_id"]
-                ):
-                    continue
-                kind, content = reply["header"]["msg_type"], reply["content"]
-                if kind == "stream" and content.get("name") == "stdout":
-                    output.append(content["text"])
-                elif kind == "execute_result":
-                    output.append(content["data"].get("text/plain", ""))
-                elif kind == "error":
-                    raise CodeError(content.get("ename", ""), content.get("evalue", ""))
-                elif kind == "status" and content.get("execution_state") == "idle":
-                    return "".join(output)
-        finally:
-            socket.close()
+        return await execute_over_websocket(url, {"Authorization": f"token {self.token}"}, self.name, code, timeout)
+
+
+async def execute_over_websocket(
+    channels: httpx.URL, headers: dict[str, str], username: str, code: str, timeout: float = 60.0
+) -> str:
+    """Run `code` in the kernel whose websocket is at `channels` (its `…/api/kernels/<id>/channels` URL, http or
+    https), connecting with `headers`; its stdout and result text. CodeError if it raised, KernelDied if the kernel
+    died."""
+    session_id = uuid.uuid4().hex
+    url = channels.copy_with(scheme="wss" if channels.scheme == "https" else "ws", params={"session_id": session_id})
+    request = HTTPRequest(str(url), headers=headers, connect_timeout=timeout, request_timeout=timeout)
+    socket = await websocket_connect(request)
+    try:
+        message = execute_request(username, session_id, code)
+        await socket.write_message(json.dumps(message))
+        output = []
+        while True:
+            raw = await asyncio.wait_for(socket.read_message(), timeout)
+            if raw is None:
+                raise HubError("the kernel websocket closed before the kernel went idle")
+            reply = json.loads(raw)
+            state = reply.get("content", {}).get("execution_state")
+            if reply.get("channel") == "iopub" and state in ("restarting", "dead"):
+                raise KernelDied("the kernel died while running the code (killed, or out of memory)")
+            if reply.get("channel") != "iopub" or reply["parent_header"].get("msg_id") != message["header"]["msg_id"]:
+                continue
+            kind, content = reply["header"]["msg_type"], reply["content"]
+            if kind == "stream" and content.get("name") == "stdout":
+                output.append(content["text"])
+            elif kind == "execute_result":
+                output.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                raise CodeError(content.get("ename", ""), content.get("evalue", ""))
+            elif kind == "status" and content.get("execution_state") == "idle":
+                return "".join(output)
+    finally:
+        socket.close()
