@@ -60,7 +60,9 @@ class Follower:
             self.lines.append(line.rstrip("\n"))
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
+        # SIGTERM, not Ctrl-C's SIGINT: a test run started in the background (as CI may) has SIGINT ignored, and
+        # every process it starts inherits that.
+        self.process.terminate()
         self.process.wait(10)
 
 
