@@ -647,6 +647,15 @@ def _ratio(results: dict[str, Any], key: str, metric: str, n: int) -> str:
     return "-" if ratio is None else f"{ratio:.2f}"
 
 
+def _table(title: str, *figures: str) -> Table:
+    """A results table: the system and N on the left, then `figures` right-aligned."""
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("system", no_wrap=True)
+    for name in ("N", *figures):
+        table.add_column(name, justify="right", no_wrap=True)
+    return table
+
+
 def print_tables(results: dict[str, Any], sizes: list[int]) -> None:
     """The figures in tables of at most 80 columns."""
     console = Console(width=80)
@@ -656,9 +665,7 @@ def print_tables(results: dict[str, Any], sizes: list[int]) -> None:
         for key in SYSTEMS
         if f"{key}_{n}" in results["systems"]
     ]
-    lab = Table(title="Login → JupyterLab page (s)", box=box.SIMPLE_HEAD)
-    for name in ("system", "N", "p50", "p95", "max", "p95 / bare", "failed", "port clashes"):
-        lab.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
+    lab = _table("Login → JupyterLab page (s)", "p50", "p95", "max", "p95 / bare", "failed", "port clashes")
     for key, n, entry in rows:
         lab.add_row(
             TITLES[key],
@@ -669,18 +676,10 @@ def print_tables(results: dict[str, Any], sizes: list[int]) -> None:
             str(entry["kernel_port_clashes"]),
         )
     console.print(lab)
-    code = Table(title="Kernel + first result, and login → first result (s)", box=box.SIMPLE_HEAD)
-    for name in (
-        "system",
-        "N",
-        "kernel\np50",
-        "kernel\np95",
-        "kernel\nmax",
-        "to result\np50",
-        "to result\np95",
-        "p95 /\nbare",
-    ):
-        code.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
+    code = _table(
+        "Kernel + first result, and login → first result (s)",
+        *("kernel\np50", "kernel\np95", "kernel\nmax", "to result\np50", "to result\np95", "p95 /\nbare"),
+    )
     for key, n, entry in rows:
         code.add_row(
             TITLES[key],
