@@ -54,8 +54,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/lint-imports
 
+# Two workers by default (TEST_WORKERS=0 runs the suite in one process): most of a test's time is spent waiting on
+# the hubs, servers and kernels it starts.
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Baselines (ltiauthenticator) go into .venv only here; nbgrader gets a virtualenv of its own (bench/grading.py).
 bench: setup

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import hashlib
+import itertools
 import json
 import os
 import pwd
@@ -83,6 +86,8 @@ class RunningFleet:
     password: str
     extra: dict[str, Any] = field(default_factory=dict)
     scheme: str = "http"
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+    """API tokens minted by `token`, by (hub, user)."""
 
     @property
     def url(self) -> str:
@@ -116,6 +121,16 @@ class RunningFleet:
             hub, "POST", f"users/{user}/tokens", json={"note": note, "expires_in": expires_in, **body}
         )
         return minted.raise_for_status().json()["token"]
+
+    def token(self, hub: str, user: str) -> str:
+        """An API token of `user` on `hub`, minted once for this fleet (`user_token`) and kept."""
+        if (hub, user) not in self.tokens:
+            self.tokens[hub, user] = self.user_token(hub, user, "test")
+        return self.tokens[hub, user]
+
+    def service_url(self, hub: str, service: str) -> str:
+        """The URL of `hub`'s service `service`, through the front door."""
+        return f"{self.hub_url(hub)}services/{service}/"
 
     def wait_for_server(self, hub: str, user: str, timeout: float) -> None:
         """Wait until `user`'s default server on `hub` is ready."""
@@ -198,10 +213,19 @@ def fleet_yaml(
     return text + "hubs:\n" + textwrap.indent(textwrap.dedent(hubs), "  ")
 
 
+PORT_BLOCKS = 60
+"""How many blocks of 200 internal ports test fleets choose from (20000 to 31999)."""
+_next_block = itertools.count(secrets.randbelow(PORT_BLOCKS))
+
+
 def port_block() -> tuple[int, int]:
-    """Internal ports for a test fleet: 199 ports chosen per run (so that fleets of parallel runs do not meet), below
-    the kernel's ephemeral range (32768+), where the OS hands out ports to outgoing connections and `bind(0)`."""
-    start = 20000 + (secrets.randbelow(60) * 200)
+    """Internal ports for a test fleet: 199 ports below the kernel's ephemeral range (32768+), where the OS hands out
+    ports to outgoing connections and `bind(0)`. A run starts at a random block (so that fleets of parallel runs
+    rarely meet) and takes the next one for each fleet; each pytest-xdist worker of a run takes its own share of the
+    blocks, so that fleets of one run never meet."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    start = 20000 + ((next(_next_block) * workers + worker) % PORT_BLOCKS) * 200
     return start, start + 198
 
 
@@ -289,9 +313,16 @@ def wipe_hub(fleet: RunningFleet, hub: str) -> None:
     shutil.rmtree(fleet.shared_root / hub, ignore_errors=True)
 
 
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or secrets.token_hex(8)
+"""This run's identity: pytest-xdist's workers of one run share it, so that they collect the same test names."""
+_asked: collections.Counter[str] = collections.Counter()
+
+
 def unique_hub(prefix: str) -> str:
-    """A hub name unlikely to exist on this machine (hub names scope Unix accounts)."""
-    return f"{prefix}{secrets.token_hex(2)}"
+    """A hub name unlikely to exist on this machine (hub names scope Unix accounts): the prefix and four hex digits
+    drawn from this run's identity, the same in every worker of the run."""
+    _asked[prefix] += 1
+    return prefix + hashlib.sha256(f"{_RUN} {prefix} {_asked[prefix]}".encode()).hexdigest()[:4]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str], every: float = 0.05) -> Any:

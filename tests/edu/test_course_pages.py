@@ -35,8 +35,8 @@ from hubfleet.edu.exchange.settings import SERVICE_NAME
 from hubfleet.health.client import TokenLogin
 from tests.browser import chromium
 from tests.edu.sources import graded_cell, nbgrader, solution_cell, write_source
-from tests.helpers import USER_ENV, RunningFleet, running_fleet, unique_hub, wait_until
-from tests.lms.courses import link_course, peer_with_course
+from tests.helpers import USER_ENV, RunningFleet, unique_hub, wait_until
+from tests.lms.courses import LinkedCourse
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ip")
@@ -71,6 +71,9 @@ def hub_yaml(lms: PeerLMS) -> str:
 {lms.platform_yaml(indent=6)}"""
 
 
+COURSE = LinkedCourse(H, PASSWORD, "ds", "canvas", CONTEXT, STUDENTS, hub_yaml, nrps=True)
+
+
 def source_zip(root: Path) -> Path:
     """hw1 as a .zip of its folder: a function to write (tests worth 2 points, one hidden) and an explanation graded
     by hand (2 points), due in a week."""
@@ -95,26 +98,9 @@ def source_zip(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lms() -> Iterator[PeerLMS]:
-    with peer_with_course("canvas", CONTEXT, STUDENTS) as peer:
-        yield peer
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
-    with running_fleet(tmp_path_factory.mktemp("pages"), hub_yaml(lms), [H], PASSWORD) as running:
-        link_course(running, H, "ds", lms, CONTEXT, STUDENTS, nrps=True)
-        yield running
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[playwright_api.Browser, Path]]:
     with chromium(AREA) as started:
         yield started
-
-
-def pages(fleet: RunningFleet) -> str:
-    return f"{fleet.hub_url(H)}services/{SERVICE_NAME}/"
 
 
 def log_in(
@@ -124,7 +110,7 @@ def log_in(
     hub's login form on the way (OAuth), and land on it."""
     context = browser[0].new_context(viewport={"width": 1280, "height": 800}, timezone_id=zone)
     page = context.new_page()
-    page.goto(pages(fleet) + path)
+    page.goto(fleet.service_url(H, SERVICE_NAME) + path)
     try:
         page.wait_for_url(f"**/hubs/{H}/hub/login**", timeout=60_000)
     except playwright_api.TimeoutError:
@@ -132,22 +118,13 @@ def log_in(
     page.fill("#username_input", user)
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
-    page.wait_for_url(pages(fleet) + path)
+    page.wait_for_url(fleet.service_url(H, SERVICE_NAME) + path)
     return page
 
 
 def shoot(browser: tuple[playwright_api.Browser, Path], page: Any, name: str) -> None:
     page.wait_for_load_state("load")  # frames (previews, graded notebooks) included
     page.screenshot(path=browser[1] / f"{name}.png", full_page=True)
-
-
-_tokens: dict[str, str] = {}
-
-
-def token(fleet: RunningFleet, user: str) -> str:
-    if user not in _tokens:
-        _tokens[user] = fleet.user_token(H, user, "course pages test")
-    return _tokens[user]
 
 
 CLI = f"{USER_ENV}/bin/hubfleet-assignment"
@@ -208,7 +185,7 @@ def test_an_instructor_syncs_the_roster_and_releases_an_uploaded_assignment(
 def test_students_fetch_and_submit_through_their_servers(fleet: RunningFleet) -> None:
     def session(student: str, answer: str) -> list:
         code = STUDENT_SESSION.format(cli=CLI, answer=answer)
-        return json.loads(fleet.run_code(H, TokenLogin(student, token(fleet, student)), code))  # type: ignore[arg-type]
+        return json.loads(fleet.run_code(H, TokenLogin(student, fleet.token(H, student)), code))  # type: ignore[arg-type]
 
     # Both servers at once, in threads of their own (Playwright's event loop holds this one).
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -286,8 +263,8 @@ def test_feedback_released_and_grades_held_by_the_lms(
     page.reload()
     assert page.locator('tr[data-student="sa"] .feedback').inner_text() == "made"
     feedback = httpx.get(
-        f"{pages(fleet)}api/courses/ds/assignments/{ASSIGNMENT}/feedback",
-        headers={"Authorization": f"token {token(fleet, 'sa')}"},
+        f"{fleet.service_url(H, SERVICE_NAME)}api/courses/ds/assignments/{ASSIGNMENT}/feedback",
+        headers={"Authorization": f"token {fleet.token(H, 'sa')}"},
         timeout=60,
     )
     assert feedback.status_code == 200 and "Right, but say why it is positive." in feedback.text
@@ -349,7 +326,7 @@ def test_a_ta_grades_but_cannot_release_or_send_grades(
     assert _post_from_page(page, f"{base}/assignments/{ASSIGNMENT}/passback") == 403
     assert _post_from_page(page, f"{base}/assignments/{ASSIGNMENT}/feedback") == 403
     assert _post_from_page(page, f"{base}/assignments/{ASSIGNMENT}/collect") == 303  # TAs collect
-    refused = page.goto(pages(fleet) + "courses/ds/new")
+    refused = page.goto(fleet.service_url(H, SERVICE_NAME) + "courses/ds/new")
     assert refused is not None and refused.status == 403
     assert "only instructors of ds may release assignments" in page.locator(".explanation").inner_text()
     shoot(browser, page, "ta-refused")
@@ -361,17 +338,17 @@ def test_a_student_and_another_courses_instructor_get_403(
 ) -> None:
     student = log_in(browser, fleet, "sa", "")
     assert student.locator('article[data-course="ds"]').get_attribute("data-role") == "student"
-    refused = student.goto(pages(fleet) + "courses/ds/")
+    refused = student.goto(fleet.service_url(H, SERVICE_NAME) + "courses/ds/")
     assert refused is not None and refused.status == 403
     assert "for its instructors and TAs" in student.locator(".explanation").inner_text()
-    refused = student.goto(pages(fleet) + f"courses/ds/assignments/{ASSIGNMENT}/submissions/1")
+    refused = student.goto(fleet.service_url(H, SERVICE_NAME) + f"courses/ds/assignments/{ASSIGNMENT}/submissions/1")
     assert refused is not None and refused.status == 403
     student.context.close()
 
     other = log_in(browser, fleet, "olga", "courses/bio/")
     paths = ("courses/ds/", "courses/ds/gradebook.csv", "courses/ds/roster", f"courses/ds/assignments/{ASSIGNMENT}")
     for path in paths:
-        refused = other.goto(pages(fleet) + path)
+        refused = other.goto(fleet.service_url(H, SERVICE_NAME) + path)
         assert refused is not None and refused.status == 403, path
         assert "not on the staff of course ds" in other.locator(".explanation").inner_text()
     other.context.close()
@@ -405,8 +382,8 @@ def test_an_instructor_releases_from_the_course_folder_with_a_due_date_in_their_
     assert "due 2031-01-15 17:00 UTC" in page.locator(".flash").inner_text()
     assert "instant feedback" in page.locator("main p.meta").first.inner_text()
     listed = httpx.get(
-        f"{pages(fleet)}api/courses/ds/assignments",
-        headers={"Authorization": f"token {token(fleet, 'sa')}"},
+        f"{fleet.service_url(H, SERVICE_NAME)}api/courses/ds/assignments",
+        headers={"Authorization": f"token {fleet.token(H, 'sa')}"},
         timeout=60,
     ).json()["assignments"]
     assert {a["name"]: a["due"] for a in listed}["hw2"] == "2031-01-15T17:00:00+00:00"

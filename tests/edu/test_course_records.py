@@ -14,16 +14,12 @@ import csv
 import io
 import textwrap
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from hubfleet.edu.exchange.settings import SERVICE_NAME
-from tests.helpers import RunningFleet, hubfleet, running_fleet, unique_hub, wait_until, wipe_hub
-from tests.lms.courses import answered, link_course, peer_with_course, source
+from tests.helpers import RunningFleet, hubfleet, unique_hub, wait_until, wipe_hub
+from tests.lms.courses import LinkedCourse, answered, source
 from tests.lms.peer import PeerLMS
 
 pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
@@ -49,29 +45,8 @@ def hub_yaml(lms: PeerLMS) -> str:
     ) + lms.platform_yaml(indent=6)
 
 
-@pytest.fixture(scope="module")
-def lms() -> Iterator[PeerLMS]:
-    with peer_with_course("moodle", CONTEXT, LMS_IDS) as peer:
-        yield peer
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
-    with running_fleet(tmp_path_factory.mktemp("records"), hub_yaml(lms), [H], PASSWORD) as running:
-        link_course(running, H, "stats", lms, CONTEXT, LMS_IDS)
-        yield running
-
-
-_tokens: dict[str, str] = {}
-
-
-def call(fleet: RunningFleet, user: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """The exchange's REST API as `user` (a token minted once through the hub's API; None: no credentials)."""
-    if user is not None and user not in _tokens:
-        _tokens[user] = fleet.user_token(H, user, "records test")
-    headers = {"Authorization": f"token {_tokens[user]}"} if user else {}
-    url = f"{fleet.hub_url(H)}services/{SERVICE_NAME}/{path}"
-    return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
+COURSE = LinkedCourse(H, PASSWORD, "stats", "moodle", CONTEXT, LMS_IDS, hub_yaml)
+call = COURSE.exchange
 
 
 def archive(data: bytes) -> dict[str, bytes]:

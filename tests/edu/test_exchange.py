@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SERVICE_NAM
 from hubfleet.edu.exchange.tables import Grade, Grading, Submission
 from hubfleet.health.client import TokenLogin
 from tests.edu.sources import graded_cell, solution_cell, write_source
-from tests.helpers import USER_ENV, RunningFleet, running_fleet, unique_hub
-from tests.lms.courses import link_course, peer_with_course
+from tests.helpers import USER_ENV, RunningFleet, unique_hub
+from tests.lms.courses import LinkedCourse
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ex")
@@ -69,6 +68,9 @@ def hub_yaml(lms: PeerLMS) -> str:
 {lms.platform_yaml(indent=6)}"""
 
 
+COURSE = LinkedCourse(H, PASSWORD, "ds", "canvas", CONTEXT, SUBS, hub_yaml)
+
+
 def source_folder(root: Path) -> Path:
     """An nbgrader-style assignment: one solution cell, one autograded test cell (2 points), due in a week."""
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
@@ -84,37 +86,7 @@ def source_folder(root: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def lms() -> Iterator[PeerLMS]:
-    with peer_with_course("canvas", CONTEXT, SUBS) as peer:
-        yield peer
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, lms: PeerLMS) -> Iterator[RunningFleet]:
-    with running_fleet(tmp_path_factory.mktemp("exchange"), hub_yaml(lms), [H], PASSWORD) as running:
-        link_course(running, H, "ds", lms, CONTEXT, SUBS)
-        yield running
-
-
-def service_url(fleet: RunningFleet) -> str:
-    return f"{fleet.hub_url(H)}services/{SERVICE_NAME}/"
-
-
-_tokens: dict[str, str] = {}
-
-
-def token(fleet: RunningFleet, user: str) -> str:
-    """An API token of `user` (minted once through the hub's API with the fleet's service token)."""
-    if user not in _tokens:
-        _tokens[user] = fleet.user_token(H, user, "exchange test")
-    return _tokens[user]
-
-
-def call(fleet: RunningFleet, user: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """A request to the exchange's REST API through the front door, as `user` (None: no credentials)."""
-    headers = {"Authorization": f"token {token(fleet, user)}"} if user else {}
-    return httpx.request(method, service_url(fleet) + path, headers=headers, timeout=120, **kwargs)
+call = COURSE.exchange
 
 
 def files_body(files: dict[str, bytes]) -> dict[str, Any]:
@@ -151,7 +123,7 @@ print(json.dumps(steps))
 def student_session(fleet: RunningFleet, user: str) -> dict[str, Any]:
     """In `user`'s own server (started if needed), in a kernel: fetch (twice), answer wrongly and submit, answer
     rightly and submit again, all with `hubfleet-assignment`."""
-    login = TokenLogin(user, token(fleet, user))
+    login = TokenLogin(user, fleet.token(H, user))
     return json.loads(fleet.run_code(H, login, STUDENT_SESSION))  # type: ignore[arg-type]
 
 
@@ -161,7 +133,7 @@ def in_server(fleet: RunningFleet, user: str, *args: str) -> list:
         f"import subprocess, json; r = subprocess.run({[CLI, *args]!r}, capture_output=True, text=True); "
         "print(json.dumps([r.returncode, r.stdout + r.stderr]))"
     )
-    return json.loads(fleet.run_code(H, TokenLogin(user, token(fleet, user)), code))  # type: ignore[arg-type]
+    return json.loads(fleet.run_code(H, TokenLogin(user, fleet.token(H, user)), code))  # type: ignore[arg-type]
 
 
 def wait_for_grading(fleet: RunningFleet, timeout: float = 300) -> dict[str, Any]:
@@ -256,7 +228,7 @@ def test_permissions(fleet: RunningFleet) -> None:
     bad_score = call(fleet, "prof", "PUT", f"{base}/grades/sa", json={"notebook": "squares.ipynb", "cell": "x"})
     assert bad_score.status_code == 400
     # A browser without a session is sent to log in through the hub (OAuth).
-    index = httpx.get(service_url(fleet), timeout=30)
+    index = httpx.get(fleet.service_url(H, SERVICE_NAME), timeout=30)
     assert index.status_code == 302 and "oauth2/authorize" in index.headers["Location"]
 
 
@@ -270,7 +242,7 @@ def test_upload_too_large(fleet: RunningFleet) -> None:
     host, port = settings.address.split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     connection.putrequest("POST", f"{settings.prefix}{base}")
-    connection.putheader("Authorization", f"token {token(fleet, 'sa')}")
+    connection.putheader("Authorization", f"token {fleet.token(H, 'sa')}")
     connection.putheader("Content-Length", str(10**10))
     connection.endheaders()
     declared = connection.getresponse()
@@ -412,7 +384,7 @@ def test_instant_feedback_shows_visible_tests_only(
 
     from hubfleet.edu.exchange import student as student_command  # the students' command, against the service
 
-    monkeypatch.setenv("HUBFLEET_EXCHANGE_URL", service_url(fleet))
-    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token(fleet, "sc"))
+    monkeypatch.setenv("HUBFLEET_EXCHANGE_URL", fleet.service_url(H, SERVICE_NAME))
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", fleet.token(H, "sc"))
     assert student_command.main(["check", "ds", "hw2"]) == 0
     assert "visible tests: 2 / 2 points" in capsys.readouterr().out

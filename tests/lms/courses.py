@@ -8,19 +8,47 @@ import base64
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from hubfleet.common.settings import HubSettings
 from hubfleet.db import open_database
 from hubfleet.edu.exchange.lms import record_launch
+from hubfleet.edu.exchange.settings import SERVICE_NAME
 from hubfleet.edu.lti.launch import Launch
 from hubfleet.edu.lti.tables import Identity
 from hubfleet.hub.authenticators.lti import ToolURLs
 from tests.edu.sources import graded_cell, solution_cell, write_source
 from tests.helpers import RunningFleet
 from tests.lms.peer import PeerLMS
+
+
+@dataclass(frozen=True)
+class LinkedCourse:
+    """A test module's hub with course `course` linked to course `context` at an LMS peer labelled `lms`, whose
+    learners are `students` (hub user → LMS id); `hub_yaml` writes the hub's part of the fleet file. The `lms` and
+    `fleet` fixtures of tests/edu/conftest.py start both for a module that names one as `COURSE`."""
+
+    hub: str
+    password: str
+    course: str
+    lms: str
+    context: str
+    students: dict[str, str]
+    hub_yaml: Callable[[PeerLMS], str]
+    nrps: bool = False
+    """Record the course's NRPS members URL too (as a launch from an LMS that offers it would)."""
+
+    def exchange(self, fleet: RunningFleet, user: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the hub's exchange service (`path` below its URL) through the front door, as `user` with a
+        token minted once (None: no credentials)."""
+        headers = {"Authorization": f"token {fleet.token(self.hub, user)}"} if user else {}
+        url = fleet.service_url(self.hub, SERVICE_NAME) + path
+        return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
 
 
 @contextlib.contextmanager
