@@ -87,6 +87,14 @@ def wait_asleep(fleet: RunningFleet, hub: str, timeout: float = IDLE + 30) -> di
     )
 
 
+def put_to_sleep(fleet: RunningFleet, hub: str) -> dict:
+    """`hubfleet sleep HUB`: the hub asleep at once, its status returned (tests of waking need not wait)."""
+    assert f"hub {hub} is asleep" in fleet.cli("sleep", hub).stdout
+    status = hub_status(fleet, hub)
+    assert status["state"] == "asleep", status
+    return status
+
+
 def api_get(fleet: RunningFleet, hub: str, path: str, token: str) -> httpx.Response:
     return httpx.get(f"{fleet.hub_url(hub)}hub/api/{path}", headers={"Authorization": f"token {token}"}, timeout=90)
 
@@ -111,8 +119,19 @@ def test_hubs_that_may_sleep_start_asleep_and_a_hub_that_may_not_runs(fleet: Run
     assert fleet.status()["hubs"] and all(h["healthy"] for h in fleet.status()["hubs"])
 
 
+def test_the_operator_puts_a_hub_to_sleep_and_wakes_it(fleet: RunningFleet) -> None:
+    before = put_to_sleep(fleet, S)["wakes"]
+    assert "is awake" in fleet.cli("wake", S).stdout
+    status = hub_status(fleet, S)
+    assert status["state"] == "running" and status["wakes"] == before + 1
+    never = fleet.cli("sleep", K, check=False)
+    assert never.returncode == 1 and "never sleeps" in never.stderr and hub_status(fleet, K)["state"] == "running"
+    unknown = fleet.cli("sleep", "nosuchhub", check=False)
+    assert unknown.returncode == 1 and "no hub 'nosuchhub'" in unknown.stderr
+
+
 def test_a_rest_call_with_a_token_wakes_the_hub_and_is_answered(fleet: RunningFleet, ann_token: str) -> None:
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     before = hub_status(fleet, S)["wakes"]
     response = api_get(fleet, S, "user", ann_token)
     assert response.status_code == 200 and response.json()["name"] == "ann"
@@ -121,7 +140,7 @@ def test_a_rest_call_with_a_token_wakes_the_hub_and_is_answered(fleet: RunningFl
 
 
 def test_a_browser_sees_a_starting_page_then_the_login_page(fleet: RunningFleet) -> None:
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     page = httpx.get(f"{fleet.hub_url(S)}hub/login", headers={"Accept": "text/html"}, timeout=30)
     assert page.status_code == 200 and f"Starting {S}" in page.text and page.headers["Cache-Control"] == "no-store"
     wait_until(lambda: httpx.get(f"{fleet.url}/_hubfleet/wake/{S}", timeout=10).json()["awake"], 30, "the hub awake")
@@ -132,7 +151,7 @@ def test_a_browser_sees_a_starting_page_then_the_login_page(fleet: RunningFleet)
 def test_two_requests_racing_during_a_wake_both_succeed_and_the_hub_starts_once(
     fleet: RunningFleet, ann_token: str
 ) -> None:
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     before = hub_status(fleet, S)["wakes"]
 
     async def both() -> list[httpx.Response]:
@@ -151,7 +170,7 @@ def test_a_form_post_login_wakes_the_hub_and_logs_in(fleet: RunningFleet) -> Non
     with httpx.Client(timeout=90) as browser:
         page = browser.get(f"{fleet.hub_url(S)}hub/login")  # wakes the hub if needed, sets the _xsrf cookie
         assert page.status_code == 200
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     with httpx.Client(timeout=90, cookies=browser.cookies) as browser:
         xsrf = browser.cookies.get("_xsrf")
         response = browser.post(
@@ -162,7 +181,7 @@ def test_a_form_post_login_wakes_the_hub_and_logs_in(fleet: RunningFleet) -> Non
 
 
 def test_an_lti_launch_wakes_the_hub(fleet: RunningFleet, lms: PeerLMS) -> None:
-    wait_asleep(fleet, L)
+    put_to_sleep(fleet, L)
     with httpx.Client(timeout=90) as browser:
         response = lms.launch(browser, sub="s-ann", context_id="ctx-1")
     assert response.status_code == 302, response.text[:300]
@@ -172,7 +191,7 @@ def test_an_lti_launch_wakes_the_hub(fleet: RunningFleet, lms: PeerLMS) -> None:
 
 
 def test_an_lti_login_initiation_posted_to_a_sleeping_hub_goes_on_to_the_lms(fleet: RunningFleet, lms: PeerLMS) -> None:
-    wait_asleep(fleet, L)
+    put_to_sleep(fleet, L)
     urls = ToolURLs.of(fleet.hub_url(L))
     form = {
         "iss": lms.issuer,
@@ -229,6 +248,8 @@ def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:
             user = await HubUser.login(client, fleet.hub_url(S), PasswordLogin("ann", PASSWORD))
             await user.start_server()
             try:
+                refused = await asyncio.to_thread(fleet.cli, "sleep", S, check=False)
+                assert refused.returncode == 1 and "stays awake" in refused.stderr, refused.stdout + refused.stderr
                 return await await_until(lambda: asyncio.to_thread(idle_but_awake), 90, "the hub idle past its time")
             finally:
                 await user.stop_server()
@@ -240,7 +261,7 @@ def test_a_hub_never_sleeps_while_a_server_runs(fleet: RunningFleet) -> None:
 
 def test_metering_goes_on_across_sleep_without_waking_hubs(fleet: RunningFleet) -> None:
     """The collector skips sleeping hubs (no errors, no wake) and metered the server that kept a hub awake."""
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     wakes = hub_status(fleet, S)["wakes"]
     sessions = open_database(default_url(fleet.state_dir))
 
@@ -262,7 +283,7 @@ def test_metering_goes_on_across_sleep_without_waking_hubs(fleet: RunningFleet) 
 
 
 def test_apply_changes_a_sleeping_hubs_settings_without_waking_it(fleet: RunningFleet) -> None:
-    wait_asleep(fleet, S)
+    put_to_sleep(fleet, S)
     wakes = hub_status(fleet, S)["wakes"]
     fleet.write(fleet.file.read_text().replace("memory: 300M, default: true", "memory: 400M, default: true"))
     fleet.cli("apply", str(fleet.file))

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,29 @@ def status(
         raise typer.Exit(1)
 
 
+HUB_ARGUMENT = typer.Argument(..., help="the hub's name in the fleet file")
+
+
+def sleep(hub: str = HUB_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
+    """Put HUB to sleep now, without waiting for its idle time (before a quiet weekend, say); it wakes on the next
+    request as usual. Refused while it is at work: a server or a user's process runs, a course meets, grading or
+    a passback is under way."""
+    _ask_supervisor(ControlClient.sleep, hub, state_dir, f"hub {hub} is asleep")
+
+
+def wake(hub: str = HUB_ARGUMENT, state_dir: Path | None = STATE_DIR_OPTION) -> None:
+    """Wake HUB now (ahead of a class, say) and return once it answers; it sleeps again after its idle time."""
+    _ask_supervisor(ControlClient.wake, hub, state_dir, f"hub {hub} is awake")
+
+
+def _ask_supervisor(action: Callable[[ControlClient, str], None], hub: str, state_dir: Path | None, done: str) -> None:
+    try:
+        action(ControlClient(FleetState(state_root(state_dir)), timeout=180), hub)
+    except (NotRunning, RuntimeError) as exc:
+        raise fail(str(exc)) from None
+    console.print(done)
+
+
 def down(state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Stop the fleet: user servers, hubs, proxies and the front door; nothing is left running."""
     state = FleetState(state_root(state_dir))
@@ -435,3 +459,5 @@ def register(app: typer.Typer) -> None:
     app.command()(apply)
     app.command()(status)
     app.command()(down)
+    app.command()(sleep)
+    app.command()(wake)

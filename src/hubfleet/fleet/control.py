@@ -35,6 +35,8 @@ class Controlled(Protocol):
 
     async def wake(self, hub: str) -> None: ...
 
+    async def sleep_hub(self, hub: str) -> str | None: ...
+
     async def restart_hub(self, name: str) -> bool: ...
 
     async def renew_forkserver(self) -> bool: ...
@@ -94,6 +96,19 @@ class WakeHandler(_ControlHandler):
         self.reply(200, {"hub": hub, "awake": True})
 
 
+class SleepHandler(_ControlHandler):
+    async def post(self, hub: str) -> None:
+        try:
+            kept_awake = await self.supervisor.sleep_hub(hub)
+        except KeyError:
+            self.reply(404, {"error": f"no hub {hub!r} runs in this fleet"})
+            return
+        if kept_awake is not None:
+            self.reply(409, {"error": f"hub {hub} stays awake: {kept_awake}"})
+            return
+        self.reply(200, {"hub": hub, "asleep": True})
+
+
 class RestartHandler(_ControlHandler):
     async def post(self, hub: str) -> None:
         try:
@@ -126,6 +141,7 @@ def serve(supervisor: Controlled, state: FleetState) -> HTTPServer:
             (r"/apply", ApplyHandler, {"supervisor": supervisor}),
             (r"/down", DownHandler, {"supervisor": supervisor}),
             (r"/wake/([^/]+)", WakeHandler, {"supervisor": supervisor}),
+            (r"/sleep/([^/]+)", SleepHandler, {"supervisor": supervisor}),
             (r"/restart/([^/]+)", RestartHandler, {"supervisor": supervisor}),
             (r"/forkserver/renew", ForkServerHandler, {"supervisor": supervisor}),
         ]
@@ -169,10 +185,7 @@ class ControlClient:
     def restart(self, hub: str) -> bool:
         """Restart hub `hub` from the installed code, its users' servers kept; False when it sleeps. RuntimeError
         with the reason when it cannot."""
-        response = self._call("POST", f"/restart/{hub}")
-        if response.status_code != 200:
-            raise RuntimeError(response.json().get("error", response.text))
-        return bool(response.json()["restarted"])
+        return bool(self._hub_call("restart", hub)["restarted"])
 
     def renew_forkserver(self) -> bool:
         """A new fork server for hubs (re)started from now on; whether it is ready."""
@@ -182,9 +195,18 @@ class ControlClient:
 
     def wake(self, hub: str) -> None:
         """Wake hub `hub` (at once if it is awake); RuntimeError with the reason when it cannot."""
-        response = self._call("POST", f"/wake/{hub}")
+        self._hub_call("wake", hub)
+
+    def sleep(self, hub: str) -> None:
+        """Put hub `hub` to sleep now (at once if it sleeps); RuntimeError with the reason when it stays awake."""
+        self._hub_call("sleep", hub)
+
+    def _hub_call(self, action: str, hub: str) -> dict[str, Any]:
+        """POST /ACTION/HUB: the answer's document, or RuntimeError with the error it gives."""
+        response = self._call("POST", f"/{action}/{hub}")
         if response.status_code != 200:
             raise RuntimeError(response.json().get("error", response.text))
+        return response.json()
 
 
 def supervisor_process(state: FleetState) -> pidfiles.ProcessRecord | None:

@@ -143,10 +143,30 @@ class SleepKeeper:
         last = timestamp(await self.routes.last_activity(hub.name))
         if last is not None and now - last < after:
             return "used recently"
+        return await self.at_work(hub, backend)
+
+    async def at_work(self, hub: Hub, backend: Backend) -> str | None:
+        """What `hub` is doing that keeps it awake whatever its idle time (None: nothing): a course meeting, a
+        server, a cluster or a process of its users, grading or a passback."""
         course = in_meeting(hub, dt.datetime.now())
         if course is not None:
             return f"course {course} meets"
         return await backend.busy(hub.name)
+
+    async def sleep_at_once(self, name: str) -> str | None:
+        """Put hub `name` to sleep now, recent use or not (`hubfleet sleep`), unless it never sleeps or is at work:
+        then the reason, and the hub stays as it is. KeyError when no backend runs it."""
+        hub, backend = self.fleet().hubs.get(name), self.backend_of(name)
+        if hub is None or backend is None:
+            raise KeyError(name)
+        if hub.sleep.after is None:
+            return "it never sleeps (sleep: never)"
+        if backend.is_awake(name):
+            why = await self.at_work(hub, backend)
+            if why is not None:
+                return why
+            await self.sleep(name, "`hubfleet sleep`")
+        return None
 
     async def sweep(self) -> None:
         """Put every awake hub that may sleep to sleep."""

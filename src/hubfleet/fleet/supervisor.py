@@ -204,6 +204,12 @@ class Supervisor:
             raise RuntimeError(self.failed.get(hub, "it is not running"))
         await self.keeper.wake(hub)
 
+    async def sleep_hub(self, hub: str) -> str | None:
+        """Put `hub` to sleep now; why not, when it must stay awake (KeyError: no such hub runs)."""
+        if hub in self.failed:
+            raise KeyError(hub)
+        return await self.keeper.sleep_at_once(hub)
+
     def wake_timeout(self) -> float:
         return float(self.fleet.front_door.wake_timeout)
 
