@@ -36,7 +36,7 @@ from hubfleet.health.client import TokenLogin
 from tests.browser import chromium
 from tests.edu.sources import graded_cell, nbgrader, solution_cell, write_source
 from tests.helpers import USER_ENV, RunningFleet, unique_hub, wait_until
-from tests.lms.courses import LinkedCourse
+from tests.lms.courses import LinkedCourse, lti_hub_yaml
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ip")
@@ -50,25 +50,18 @@ pytestmark = pytest.mark.needs("root", "cgroups", "user_env", "chromium")
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    return f"""\
-{H}:
-  auth: {{type: shared-password, password: {PASSWORD}}}
-  culling: {{enabled: false}}
-  profiles:
-    - {{name: small, cpu: 1, memory: 512M, default: true}}
-  courses:
-    - name: ds
-      title: Data Science
-      instructors: [prof]
-      tas: [tina]
-      roster: lms
-      lms_context: {CONTEXT}
-    - name: bio
-      instructors: [olga]
-      students: [so]
-  lti:
-    platforms:
-{lms.platform_yaml(indent=6)}"""
+    courses = f"""\
+        - name: ds
+          title: Data Science
+          instructors: [prof]
+          tas: [tina]
+          roster: lms
+          lms_context: {CONTEXT}
+        - name: bio
+          instructors: [olga]
+          students: [so]
+        """
+    return lti_hub_yaml(H, PASSWORD, lms, courses)
 
 
 COURSE = LinkedCourse(H, PASSWORD, "ds", "canvas", CONTEXT, STUDENTS, hub_yaml, nrps=True)

@@ -34,6 +34,7 @@ from tests.browser import chromium
 from tests.edu.git_daemon import CourseRepository, git_daemon
 from tests.edu.sources import graded_cell, solution_cell, write_source
 from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.lms.courses import lti_hub_yaml
 from tests.lms.peer import DL_CLAIM, LTI_CLAIM, PeerLMS
 
 H = unique_hub("dl")
@@ -68,23 +69,16 @@ def git_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Co
 
 
 def hub_yaml(lms: PeerLMS, repo: str) -> str:
-    return f"""\
-{H}:
-  auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
-  culling: {{enabled: false}}
-  profiles:
-    - {{name: small, cpu: 1, memory: 512M, default: true}}
-  courses:
-    - name: ds
-      title: Data Science
-      roster: lms
-      lms_context: {CONTEXT}
-      content: {{repo: "{repo}", branch: main, path: week1.ipynb}}
-    - name: other
-      students: [olga]
-  lti:
-    platforms:
-{lms.platform_yaml(indent=6)}"""
+    courses = f"""\
+        - name: ds
+          title: Data Science
+          roster: lms
+          lms_context: {CONTEXT}
+          content: {{repo: "{repo}", branch: main, path: week1.ipynb}}
+        - name: other
+          students: [olga]
+        """
+    return lti_hub_yaml(H, PASSWORD, lms, courses, admins=("boss",))
 
 
 @pytest.fixture(scope="module")

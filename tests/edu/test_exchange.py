@@ -35,7 +35,7 @@ from hubfleet.edu.exchange.tables import Grade, Grading, Submission
 from hubfleet.health.client import TokenLogin
 from tests.edu.sources import graded_cell, solution_cell, write_source
 from tests.helpers import USER_ENV, RunningFleet, unique_hub
-from tests.lms.courses import LinkedCourse
+from tests.lms.courses import LinkedCourse, lti_hub_yaml
 from tests.lms.peer import PeerLMS
 
 H = unique_hub("ex")
@@ -48,24 +48,17 @@ pytestmark = pytest.mark.needs("root", "cgroups", "user_env")
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    return f"""\
-{H}:
-  auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
-  culling: {{enabled: false}}
-  profiles:
-    - {{name: small, cpu: 1, memory: 512M, default: true}}
-  courses:
-    - name: ds
-      title: Data Science
-      instructors: [prof]
-      tas: [tina]
-      students: [sa, sb, sc, sd, se]
-      lms_context: {CONTEXT}
-    - name: other
-      students: [so]
-  lti:
-    platforms:
-{lms.platform_yaml(indent=6)}"""
+    courses = f"""\
+        - name: ds
+          title: Data Science
+          instructors: [prof]
+          tas: [tina]
+          students: [sa, sb, sc, sd, se]
+          lms_context: {CONTEXT}
+        - name: other
+          students: [so]
+        """
+    return lti_hub_yaml(H, PASSWORD, lms, courses, admins=("boss",))
 
 
 COURSE = LinkedCourse(H, PASSWORD, "ds", "canvas", CONTEXT, SUBS, hub_yaml)

@@ -23,6 +23,7 @@ from joserfc.jwk import RSAKey
 from hubfleet.edu.lti.launch import CLAIM, MAX_TOKEN_BYTES
 from hubfleet.hub.authenticators.lti import STATE_COOKIE_PREFIX, ToolURLs
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
+from tests.lms.courses import lti_hub_yaml
 from tests.lms.peer import LIS_ROLES, PeerLMS
 
 H = unique_hub("lti")
@@ -48,21 +49,18 @@ ENROLMENTS = [  # context, sub, role
 
 
 def hub_yaml(lms: PeerLMS) -> str:
-    return f"""\
-{H}:
-  auth: {{type: shared-password, password: {PASSWORD}, admins: [boss]}}
-  culling: {{enabled: false}}
-  courses:
-    - name: ds101
-      title: Data Science 101
-      roster: lms
-      lms_context: ctx-A
-  lti:
-    username: email
-    initiations_per_address: 100000  # this module's tests start many logins from one address
-    initiations_per_platform: 100000
-    platforms:
-{lms.platform_yaml(indent=6)}"""
+    courses = """\
+        - name: ds101
+          title: Data Science 101
+          roster: lms
+          lms_context: ctx-A
+        """
+    lti = """\
+        username: email
+        initiations_per_address: 100000  # this module's tests start many logins from one address
+        initiations_per_platform: 100000
+        """
+    return lti_hub_yaml(H, PASSWORD, lms, courses, admins=("boss",), profile=False, lti=lti)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,30 @@ class LinkedCourse:
         headers = {"Authorization": f"token {fleet.token(self.hub, user)}"} if user else {}
         url = fleet.service_url(self.hub, SERVICE_NAME) + path
         return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
+
+
+def lti_hub_yaml(
+    hub: str,
+    password: str,
+    lms: PeerLMS,
+    courses: str,
+    *,
+    admins: tuple[str, ...] = (),
+    profile: bool = True,
+    lti: str = "",
+) -> str:
+    """Hub `hub`'s part of a test fleet file: shared-password logins (`admins` the hub's admins), no culling, one
+    small default profile (`profile`), the `courses` given (a YAML list, unindented), LTI 1.3 with the peer `lms`
+    as its platform (`lti`: more keys of `lti:`, unindented)."""
+    admin_list = f", admins: [{', '.join(admins)}]" if admins else ""
+    text = (
+        f"{hub}:\n  auth: {{type: shared-password, password: {password}{admin_list}}}\n  culling: {{enabled: false}}\n"
+    )
+    if profile:
+        text += "  profiles:\n    - {name: small, cpu: 1, memory: 512M, default: true}\n"
+    text += "  courses:\n" + textwrap.indent(textwrap.dedent(courses), "    ")
+    text += "  lti:\n" + textwrap.indent(textwrap.dedent(lti), "    ")
+    return text + "    platforms:\n" + lms.platform_yaml(indent=6)
 
 
 @contextlib.contextmanager

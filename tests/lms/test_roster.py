@@ -22,6 +22,7 @@ from hubfleet.edu.lti.services import Member, ServiceClient
 from hubfleet.edu.roster import CourseNotOnHub, SyncReport, sync_course
 from hubfleet.spec.edu import LTIPlatform, group_name
 from tests.helpers import RunningFleet, running_fleet, unique_hub
+from tests.lms.courses import lti_hub_yaml
 from tests.lms.minitool import MiniTool
 from tests.lms.peer import LIS_ROLES, PeerLMS
 
@@ -33,25 +34,19 @@ CLI_CONTEXT = "ctx-cli"
 
 def hub_yaml(lms: PeerLMS) -> str:
     """Hub H: LTI from the peer, course `rs` (fleet-file staff and students) and course `cl` (LMS members only)."""
-    return f"""\
-{H}:
-  auth: {{type: shared-password, password: {PASSWORD}}}
-  culling: {{enabled: false}}
-  lti:
-    platforms:
-{lms.platform_yaml(indent=6)}
-  courses:
-    - name: rs
-      title: Roster Sync 101
-      roster: lms
-      lms_context: {CONTEXT}
-      instructors: [prof]
-      students: [old1, s03, s04]
-    - name: cl
-      title: Synced from the command line
-      roster: lms
-      lms_context: {CLI_CONTEXT}
-"""
+    courses = f"""\
+        - name: rs
+          title: Roster Sync 101
+          roster: lms
+          lms_context: {CONTEXT}
+          instructors: [prof]
+          students: [old1, s03, s04]
+        - name: cl
+          title: Synced from the command line
+          roster: lms
+          lms_context: {CLI_CONTEXT}
+        """
+    return lti_hub_yaml(H, PASSWORD, lms, courses, profile=False)
 
 
 @pytest.fixture(scope="module")

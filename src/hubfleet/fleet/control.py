@@ -24,6 +24,10 @@ class NotRunning(RuntimeError):
     """No supervisor answers for this state directory."""
 
 
+class Refused(Exception):
+    """The hub stays as it is, for the reason given."""
+
+
 class Controlled(Protocol):
     """What the control socket asks of the supervisor."""
 
@@ -83,43 +87,53 @@ class ApplyHandler(_ControlHandler):
         self.reply(200, {"plan": changes.to_dict(), "failed": self.supervisor.failed})
 
 
-class WakeHandler(_ControlHandler):
+class _HubActionHandler(_ControlHandler):
+    """POST /VERB/HUB: 200 with what `act` answers, 404 for a hub the fleet does not run, 409 when the hub stays as
+    it is (`Refused`), 503 when the action failed."""
+
+    verb = ""
+
+    async def act(self, hub: str) -> dict[str, Any]:
+        raise NotImplementedError
+
     async def post(self, hub: str) -> None:
+        try:
+            document = await self.act(hub)
+        except KeyError:
+            self.reply(404, {"error": f"no hub {hub!r} runs in this fleet"})
+        except Refused as exc:
+            self.reply(409, {"error": f"hub {hub} {exc}"})
+        except Exception as exc:
+            self.reply(503, {"error": f"hub {hub} could not {self.verb}: {exc}"})
+        else:
+            self.reply(200, {"hub": hub, **document})
+
+
+class WakeHandler(_HubActionHandler):
+    verb = "wake"
+
+    async def act(self, hub: str) -> dict[str, Any]:
         if hub not in self.supervisor.hub_names():
-            self.reply(404, {"error": f"no hub {hub!r} in this fleet"})
-            return
-        try:
-            await self.supervisor.wake(hub)
-        except Exception as exc:
-            self.reply(503, {"error": f"hub {hub} could not wake: {exc}"})
-            return
-        self.reply(200, {"hub": hub, "awake": True})
+            raise KeyError(hub)
+        await self.supervisor.wake(hub)
+        return {"awake": True}
 
 
-class SleepHandler(_ControlHandler):
-    async def post(self, hub: str) -> None:
-        try:
-            kept_awake = await self.supervisor.sleep_hub(hub)
-        except KeyError:
-            self.reply(404, {"error": f"no hub {hub!r} runs in this fleet"})
-            return
+class SleepHandler(_HubActionHandler):
+    verb = "sleep"
+
+    async def act(self, hub: str) -> dict[str, Any]:
+        kept_awake = await self.supervisor.sleep_hub(hub)
         if kept_awake is not None:
-            self.reply(409, {"error": f"hub {hub} stays awake: {kept_awake}"})
-            return
-        self.reply(200, {"hub": hub, "asleep": True})
+            raise Refused(f"stays awake: {kept_awake}")
+        return {"asleep": True}
 
 
-class RestartHandler(_ControlHandler):
-    async def post(self, hub: str) -> None:
-        try:
-            restarted = await self.supervisor.restart_hub(hub)
-        except KeyError:
-            self.reply(404, {"error": f"no hub {hub!r} runs in this fleet"})
-            return
-        except Exception as exc:
-            self.reply(503, {"error": f"hub {hub} could not restart: {exc}"})
-            return
-        self.reply(200, {"hub": hub, "restarted": restarted})
+class RestartHandler(_HubActionHandler):
+    verb = "restart"
+
+    async def act(self, hub: str) -> dict[str, Any]:
+        return {"restarted": await self.supervisor.restart_hub(hub)}
 
 
 class ForkServerHandler(_ControlHandler):
