@@ -31,6 +31,7 @@ SECTIONS = (
     "ACME",
     "Paths",
     "PortRange",
+    "Logs",
     "Usage",
     "Metering",
     "RateCard",

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from hubfleet.common import events
+from hubfleet.common.state import FleetState
 from hubfleet.fleet import logs
 from hubfleet.system import pidfiles
 from tests.helpers import RunningFleet, running_fleet, unique_hub, wait_until
@@ -29,8 +30,11 @@ HUBS = f"{H}:\n  auth: {{type: shared-password, password: {PASSWORD}, allowed_us
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
-    with running_fleet(tmp_path_factory.mktemp("events"), HUBS, [H], PASSWORD) as running:
-        yield running
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HUBFLEET_ROTATE_EVERY", "1")  # the supervisor looks at its logs' sizes every second
+        with running_fleet(tmp_path_factory.mktemp("events"), HUBS, [H], PASSWORD) as running:
+            patch.undo()
+            yield running
 
 
 def _events(fleet: RunningFleet, *args: str) -> list[dict]:
@@ -124,6 +128,19 @@ def test_logs_show_a_hubs_own_log(fleet: RunningFleet) -> None:
     assert unknown.returncode == 1 and f"(hubs: {H})" in unknown.stderr
 
 
+def test_the_fleet_files_log_limits_apply_to_a_running_fleet(fleet: RunningFleet) -> None:
+    """`logs:` changed by an apply: a hub's log over the new size is rotated, with no more copies than it keeps."""
+    fleet.write(fleet.file.read_text().replace("hubs:\n", "logs: {max_size: 1M, keep: 1}\nhubs:\n", 1))
+    fleet.cli("apply", str(fleet.file))
+    hub_log = logs.log_of(FleetState(fleet.state_dir), H, "hub")
+    for _ in range(2):
+        with open(hub_log, "a") as out:
+            out.writelines("x" * 1023 + "\n" for _ in range(1100))  # 1.1 MiB
+        wait_until(lambda: hub_log.stat().st_size < 1024**2, 30, "the hub's log rotated")
+    assert hub_log.with_name("hub.log.1").stat().st_size > 1024**2
+    assert not hub_log.with_name("hub.log.2").exists()
+
+
 def test_down_is_recorded_last(fleet: RunningFleet) -> None:
     fleet.cli("down")
     found = _events(fleet)
@@ -148,7 +165,7 @@ def test_a_log_is_rotated_while_its_writer_goes_on(tmp_path: Path) -> None:
         wait_until(lambda: path.stat().st_size > 4096, 20, "the writer going on in the emptied file")
         assert logs.rotate(path, max_bytes=4096, backups=2)
         assert path.with_name("hub.log.2").exists()
-        assert not logs.rotate(path, max_bytes=10**9)
+        assert not logs.rotate(path, max_bytes=10**9, backups=2)
         text = path.read_text()
         assert "\0" not in text  # appended at the new end, not at the old offset (no hole)
     finally:

@@ -170,6 +170,17 @@ def test_units_in_a_fleet_file(tmp_path: Path) -> None:
     assert hub.profiles[0].model_dump()["memory"] == "1536M"  # sizes serialize back to their short spelling
 
 
+def test_log_limits(tmp_path: Path) -> None:
+    default = load(write(tmp_path, "name: t\nhubs:\n  a:\n" + NATIVE)).logs
+    assert (default.max_size, default.keep) == (20 * M, 3)
+    limits = load(write(tmp_path, "name: t\nlogs: {max_size: 5M, keep: 1}\nhubs:\n  a:\n" + NATIVE)).logs
+    assert (limits.max_size, limits.keep) == (5 * M, 1)
+    for bad, words in [("{max_size: 100K}", "at least 1M"), ("{keep: 0}", "greater than or equal to 1")]:
+        with pytest.raises(SpecError) as raised:
+            load(write(tmp_path, f"name: t\nlogs: {bad}\nhubs:\n  a:\n" + NATIVE))
+        assert words in str(raised.value)
+
+
 # ------------------------------------------------------------------------------------------------ relative paths
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import logging.handlers
 import os
 import signal
 import subprocess
@@ -46,6 +45,7 @@ from hubfleet.fleet.plan import FleetPlan, plan
 from hubfleet.fleet.processes import signal_process
 from hubfleet.spec import Fleet, SpecError, json_schema, load, parse
 from hubfleet.spec.auth import SharedPasswordAuth
+from hubfleet.spec.models import Logs
 from hubfleet.system import cgroups, pidfiles
 from hubfleet.usage.storage import quota_problems
 
@@ -203,10 +203,8 @@ def _state_cell(hub: HubStatus) -> str:
     return cell
 
 
-def _setup_logging(state: FleetState, verbose: bool) -> None:
-    handler = logging.handlers.RotatingFileHandler(
-        state.supervisor_log, maxBytes=fleet_logs.MAX_BYTES, backupCount=fleet_logs.BACKUPS, encoding="utf-8"
-    )
+def _setup_logging(state: FleetState, verbose: bool, limits: Logs) -> None:
+    handler = fleet_logs.handler(state.supervisor_log, limits)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -242,7 +240,7 @@ def up(
     if detach:
         _up_detached(source, state, verbose, len(fleet.hubs))
         return
-    _setup_logging(state, verbose)
+    _setup_logging(state, verbose, fleet.logs)
     text = source.read_text(encoding="utf-8")
     supervisor = Supervisor(fleet, source, text, state)
 

@@ -22,10 +22,6 @@ from pydantic import BaseModel
 
 LOGGER = "hubfleet.events"
 EVENTS_FILE = "events.jsonl"
-MAX_BYTES = 10 * 1024**2
-"""The event log's size before it is rotated (`events.jsonl.1`, …)."""
-BACKUPS = 3
-"""Rotated event logs kept."""
 
 _KEY = "hubfleet_event"
 
@@ -66,11 +62,12 @@ class _JsonLines(logging.Formatter):
         )
 
 
-def attach(path: Path) -> logging.Handler:
-    """Write every event recorded in this process to `path` (JSON lines, mode 0600, rotated by size)."""
+def attach(path: Path, max_bytes: int, backups: int) -> logging.Handler:
+    """Write every event recorded in this process to `path` (JSON lines, mode 0600), rotated (`events.jsonl.1`, …)
+    beyond `max_bytes`, `backups` rotated copies kept."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.close(fd)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.addFilter(lambda entry: hasattr(entry, _KEY))
     handler.setFormatter(_JsonLines())
     log.addHandler(handler)
@@ -104,8 +101,13 @@ def read(path: Path, hub: str | None = None, until: int | None = None) -> list[E
     return found
 
 
-def rotated(path: Path, backups: int = BACKUPS) -> list[Path]:
-    """`path` after its rotated copies, oldest first (`path.3`, `path.2`, `path.1`, `path`)."""
+def rotated(path: Path, backups: int | None = None) -> list[Path]:
+    """`path` after its rotated copies, oldest first (`path.3`, `path.2`, `path.1`, `path`): the first `backups`
+    of them, or (None) every one there is."""
+    if backups is None:
+        backups = 0
+        while path.with_name(f"{path.name}.{backups + 1}").exists():
+            backups += 1
     return [path.with_name(f"{path.name}.{n}") for n in range(backups, 0, -1)] + [path]
 
 

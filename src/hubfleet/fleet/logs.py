@@ -7,22 +7,21 @@ and events.jsonl are the supervisor's own, rotated by its logging handlers (rena
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from hubfleet.common.events import rotated
 from hubfleet.common.state import FleetState
+from hubfleet.spec.models import Logs
 
-MAX_BYTES = 20 * 1024**2
-"""A log's size before it is rotated."""
-BACKUPS = 3
-"""Rotated copies kept of each log (`.1` the newest)."""
-ROTATE_EVERY = 60
-"""Seconds between two looks at the logs' sizes."""
+ROTATE_EVERY = float(os.environ.get("HUBFLEET_ROTATE_EVERY") or 60.0)
+"""Seconds between two looks at the logs' sizes (`$HUBFLEET_ROTATE_EVERY`, for tests)."""
 
 Process = Literal["hub", "proxy", "gateway", "exchange"]
 PROCESSES: tuple[Process, ...] = ("hub", "proxy", "gateway", "exchange")
@@ -66,7 +65,7 @@ def rotated_logs(state: FleetState) -> Iterator[Path]:
         yield from state.hub(name).root.glob("*.log")
 
 
-def rotate(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> bool:
+def rotate(path: Path, max_bytes: int, backups: int) -> bool:
     """Rotate `path` if it is larger than `max_bytes` (copy to `.1`, truncate); whether it was."""
     try:
         if path.stat().st_size <= max_bytes:
@@ -84,6 +83,20 @@ def rotate(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> bo
     return True
 
 
-def rotate_all(state: FleetState) -> list[Path]:
-    """Rotate every log of the fleet that has grown too large; the ones rotated."""
-    return [path for path in rotated_logs(state) if rotate(path)]
+def rotate_all(state: FleetState, limits: Logs) -> list[Path]:
+    """Rotate every log of the fleet larger than the fleet file's `logs.max_size`; the ones rotated."""
+    return [path for path in rotated_logs(state) if rotate(path, limits.max_size, limits.keep)]
+
+
+def handler(path: Path, limits: Logs) -> logging.handlers.RotatingFileHandler:
+    """A logging handler writing to `path`, rotated (renamed) as `limits` say."""
+    return logging.handlers.RotatingFileHandler(
+        path, maxBytes=limits.max_size, backupCount=limits.keep, encoding="utf-8"
+    )
+
+
+def resize(handlers: Iterable[logging.Handler], limits: Logs) -> None:
+    """Make the rotating ones of `handlers` follow `limits` (after an apply changed them)."""
+    for each in handlers:
+        if isinstance(each, logging.handlers.RotatingFileHandler):
+            each.maxBytes, each.backupCount = limits.max_size, limits.keep

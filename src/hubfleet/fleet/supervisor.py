@@ -34,6 +34,7 @@ from hubfleet.fleet.scratch import ScratchSweeper
 from hubfleet.fleet.sleep import SWEEP_EVERY, SleepKeeper
 from hubfleet.spec import Fleet, parse
 from hubfleet.spec.models import Hub
+from hubfleet.spec.units import format_size
 from hubfleet.system import cgroups, pidfiles
 from hubfleet.system.forkserver import ForkServer
 from hubfleet.usage.collector import Collector, HubTarget
@@ -94,7 +95,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, f"{sig.name} to the supervisor")
         pidfiles.write(self.state.supervisor_pid_file, os.getpid())
-        self._events = events.attach(self.state.events_file)
+        self._events = events.attach(self.state.events_file, self.fleet.logs.max_size, self.fleet.logs.keep)
         events.record("fleet.starting", f"fleet {self.fleet.name} starting (pid {os.getpid()})", pid=os.getpid())
         try:
             self._control = control.serve(self, self.state)
@@ -271,8 +272,10 @@ class Supervisor:
             events.record("hub.restarted", f"hub {hub.name} restarted: {why}", hub=hub.name, why=why)
 
     async def _rotate_logs(self) -> None:
-        for path in await asyncio.get_running_loop().run_in_executor(None, logs.rotate_all, self.state):
-            log.info("rotated %s (larger than %d MiB)", path, logs.MAX_BYTES // 1024**2)
+        limits = self.fleet.logs
+        logs.resize([*logging.getLogger().handlers, *([self._events] if self._events else [])], limits)
+        for path in await asyncio.get_running_loop().run_in_executor(None, logs.rotate_all, self.state, limits):
+            log.info("rotated %s (larger than %s)", path, format_size(limits.max_size))
 
     def _remove_cgroup(self) -> None:
         """Remove the fleet's cgroup once its hubs are down (if nothing is left in it)."""

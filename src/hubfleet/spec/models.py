@@ -102,6 +102,22 @@ class Paths(SpecModel):
     shared_root: Path = Field(Path("/srv/hubfleet"), description="parent directory of hubs' shared folders")
 
 
+class Logs(SpecModel):
+    """How large the fleet's logs grow before they are rotated, and how many rotated copies of each are kept:
+    supervisor.log, events.jsonl, the front door's and every hub's process logs. A change applies within a minute
+    of `hubfleet apply`."""
+
+    max_size: ByteSize = Field(20 * 1024**2, description="a log's size before it is rotated (at least 1M)")
+    keep: int = Field(3, ge=1, le=100, description="rotated copies kept of each log (`.1` the newest)")
+
+    @field_validator("max_size")
+    @classmethod
+    def _at_least_a_mebibyte(cls, size: int) -> int:
+        if size < 1024**2:
+            raise ValueError("must be at least 1M (a smaller log would be rotated all the time)")
+        return size
+
+
 class PortRange(SpecModel):
     """Loopback ports hubfleet may give to hubs' internal services (hub API, proxies, services)."""
 
@@ -431,6 +447,7 @@ class Fleet(SpecModel):
     )
     paths: Paths = Field(default_factory=Paths)
     internal_ports: PortRange = Field(default_factory=PortRange)
+    logs: Logs = Field(default_factory=Logs, description="log rotation: size and copies kept")
     defaults: HubDefaults = Field(default_factory=HubDefaults)
     usage: Usage = Field(default_factory=Usage, description="metering, cost model and budget alerts")
     console: Console = Field(default_factory=Console, description="the web console at the front door's `/`")
