@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -138,6 +139,22 @@ def test_server_runs_as_the_users_own_account_in_its_cgroup(fleet: RunningFleet,
     assert f"/{fleet.cgroup(A)}/{A}_alice" in cgroup_lines
     group = cgroups.detect().open(f"{fleet.cgroup(A)}/{A}_alice")
     assert group is not None and group.pids()
+
+
+def test_kernels_talk_to_their_server_over_unix_sockets_in_the_users_runtime_folder(
+    fleet: RunningFleet, alice: TokenLogin
+) -> None:
+    """No TCP ports for kernels to race for when a class starts at once (hubfleet.hub.spawner.KERNEL_TRANSPORT_ARG)."""
+    code = (
+        "import json, os, pathlib\n"
+        "from ipykernel.connect import get_connection_info\n"
+        "info = json.loads(get_connection_info())\n"
+        "folder = pathlib.Path(info['ip']).parent\n"
+        "print(info['transport'], folder, oct(folder.stat().st_mode & 0o777), folder.stat().st_uid == os.getuid())"
+    )
+    transport, folder, mode, own = run(fleet, A, alice, lambda user: start_and_run(user, code)).split()
+    uid = pwd.getpwnam(f"{A}_alice").pw_uid
+    assert (transport, folder, mode, own) == ("ipc", f"/run/hubfleet/runtime/{uid}", "0o700", "True")
 
 
 def test_a_user_cannot_read_another_users_home(fleet: RunningFleet, alice: TokenLogin) -> None:
