@@ -30,6 +30,7 @@ from hubfleet.system.accounts import (
     hub_groupname,
     remove_group,
     remove_user,
+    runtime_dir,
     set_managed_groups,
     unix_groupname,
     unix_username,
@@ -318,7 +319,11 @@ def test_groups_and_managed_memberships(sandbox: Sandbox) -> None:
 def test_remove_user_and_group(sandbox: Sandbox) -> None:
     alice = sandbox.user("alice")
     group = sandbox.group(unix_groupname(sandbox.hub, "physics"))
+    runtime = runtime_dir(alice.uid)
+    ensure_folder(runtime, alice.uid, alice.gid, 0o700)
+    (runtime / "kernel-1.json").write_text("{}")
     remove_user(alice.name)
+    assert not runtime.exists()  # a later account with the same uid finds nothing of alice's
     remove_group(group)
     with pytest.raises(KeyError):
         pwd.getpwnam(alice.name)

@@ -50,15 +50,11 @@ SCRATCH_ENV = "SCRATCH_DIR"
 
 READY_POLL_SECONDS = 0.1
 
-RUNTIME_ROOT = Path("/run/hubfleet/runtime")
-"""Each user's Jupyter runtime folder is `<uid>` below it (root-owned parents, the user's own 0700 folder, on a
-local tmpfs). The server's kernels talk to it over Unix sockets there (`KERNEL_TRANSPORT_ARG`)."""
-
 KERNEL_TRANSPORT_ARG = "--KernelManager.transport=ipc"
 """Kernels and their server talk over Unix sockets, not TCP: jupyter_client picks free TCP ports and only then does
 the kernel bind them, so kernels started at once (a class arriving) could race for a port and fail; socket files in
-the user's own runtime folder cannot clash. The folder's short path keeps the sockets' paths under the 107-byte limit
-of Unix sockets, which a runtime folder in a home would pass with long user names."""
+the user's own runtime folder (`accounts.runtime_dir`) cannot clash. The folder's short path keeps the sockets' paths
+under the 107-byte limit of Unix sockets, which a runtime folder in a home would pass with long user names."""
 
 DASK_ENVIRONMENT_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__ENVIRONMENT"
 """The Dask Gateway client's default `environment` option: `build-<id>` of the build the server runs from, so that
@@ -633,7 +629,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
         env["USER"] = self.unix_name
         env["HOME"] = entry.pw_dir
         env["SHELL"] = entry.pw_shell or "/bin/bash"
-        env["JUPYTER_RUNTIME_DIR"] = str(RUNTIME_ROOT / str(entry.pw_uid))
+        env["JUPYTER_RUNTIME_DIR"] = str(accounts.runtime_dir(entry.pw_uid))
         return self._add_env(env)
 
     def get_args(self) -> list[str]:
@@ -642,7 +638,7 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     def _prepare_account(self) -> None:
         super()._prepare_account()
         entry = pwd.getpwnam(self.unix_name)
-        accounts.ensure_folder(RUNTIME_ROOT / str(entry.pw_uid), entry.pw_uid, entry.pw_gid, 0o700)
+        accounts.ensure_folder(accounts.runtime_dir(entry.pw_uid), entry.pw_uid, entry.pw_gid, 0o700)
 
     async def stop(self, now: bool = False) -> None:
         relpath = self.cgroup_relpath

@@ -73,6 +73,10 @@ LOCK_RETRIES = 8
 # Serializes hubfleet's changes to the user and group databases (in /run, which only root can write).
 ACCOUNTS_LOCK = Path("/run/hubfleet-accounts.lock")
 # Where the shadow tools live when the caller's PATH has no sbin directories (e.g. a hub started by systemd).
+RUNTIME_ROOT = Path("/run/hubfleet/runtime")
+"""Each account's Jupyter runtime folder is `<uid>` below it (`runtime_dir`): root-owned parents, the account's own
+0700 folder, on the local tmpfs (emptied at boot)."""
+
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TOOL_PACKAGES = {"setfacl": "acl", "getfacl": "acl"}
 
@@ -430,12 +434,21 @@ def ensure_folder(path: Path, uid: int = 0, gid: int = 0, mode: int = 0o755) -> 
     _make_dir(path, uid, gid, mode)
 
 
+def runtime_dir(uid: int) -> Path:
+    """The Jupyter runtime folder of the account with ``uid`` (see RUNTIME_ROOT): a path short enough for the Unix
+    sockets kept there."""
+    return RUNTIME_ROOT / str(uid)
+
+
 def remove_user(name: str) -> None:
-    """Delete user ``name`` with its home, mail spool and private group; nothing happens if it is missing."""
+    """Delete user ``name`` with its home, runtime folder, mail spool and private group; nothing happens if it is
+    missing."""
     _check_unix_name(name)
     with _accounts_lock():
-        if _passwd_entry(name) is not None:
+        entry = _passwd_entry(name)
+        if entry is not None:
             _run("userdel", "--remove", "--force", name)
+            shutil.rmtree(runtime_dir(entry.pw_uid), ignore_errors=True)
 
 
 def remove_hub_accounts(hub: str) -> list[str]:
