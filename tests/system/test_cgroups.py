@@ -207,14 +207,22 @@ def test_pids_limit_stops_a_fork_loop(driver: CgroupDriver, relpath: str) -> Non
 
 def test_kill_all_and_remove_leave_nothing(driver: CgroupDriver, relpath: str) -> None:
     group = driver.create(f"{relpath}/server", Limits(memory_bytes=256 * MiB, cpu=1, pids_max=50))
-    # a server that daemonizes grandchildren (they outlive their parent) ...
+    # a server that daemonizes grandchildren (they outlive their parent); it says ready once every grandchild
+    # runs and every middle child is reaped, so the group then holds exactly the server and three grandchildren ...
     code = (
         "import os, sys, time\n"
+        "r, w = os.pipe()\n"
         "for _ in range(3):\n"
-        "    if os.fork() == 0:\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
         "        if os.fork() == 0:\n"
+        "            os.write(w, b'x')\n"
         "            time.sleep(60)\n"
         "        os._exit(0)\n"
+        "    os.waitpid(child, 0)\n"
+        "got = b''\n"
+        "while len(got) < 3:\n"
+        "    got += os.read(r, 3 - len(got))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -224,9 +232,8 @@ def test_kill_all_and_remove_leave_nothing(driver: CgroupDriver, relpath: str) -
     # ... and a process that was started elsewhere and moved in by pid
     other = subprocess.Popen(["sleep", "60"])
     group.add_process(other.pid)
-    wait_until(lambda: len(group.pids()) >= 5, 2, "five processes in the group", every=0.02)
     pids = group.pids()
-    assert proc.pid in pids and other.pid in pids and len(pids) >= 5, pids
+    assert proc.pid in pids and other.pid in pids and len(pids) == 5, pids
     parent = driver.open(relpath)
     assert parent is not None and set(parent.pids()) == set(pids)  # descendants are included
 
