@@ -386,9 +386,9 @@ class HubfleetSpawnerMixin(Configurable):
         except OSError as exc:
             self.log.warning("cannot link ~/%s for %s: %s", SCRATCH_LINK, self.user.name, exc)
 
-    def _prepare_account(self) -> None:
+    def _prepare_account(self) -> accounts.Account:
         """Create the Unix account, set its hub groups, link the shared folders it may see, and make its scratch
-        folder (the user's own, 0700, in a root-owned parent) with its `~/scratch` link."""
+        folder (the user's own, 0700, in a root-owned parent) with its `~/scratch` link; returns the account."""
         home = Path(self.home_root) / self.unix_name
         hub_group = accounts.hub_groupname(self.hub_name)
         accounts.ensure_group(hub_group)
@@ -407,6 +407,7 @@ class HubfleetSpawnerMixin(Configurable):
             accounts.ensure_folder(scratch.parent)
             accounts.ensure_folder(scratch, account.uid, account.gid, 0o700)
         self._link_scratch(account.home, account.uid, account.gid)
+        return account
 
     def _limit_home(self, account: accounts.Account) -> None:
         """The home as a file system of the quota's size (an existing home moves in first); see system.homes. A home
@@ -635,10 +636,10 @@ class IsolatedSpawner(HubfleetSpawnerMixin, LocalProcessSpawner):
     def get_args(self) -> list[str]:
         return [*super().get_args(), KERNEL_TRANSPORT_ARG]
 
-    def _prepare_account(self) -> None:
-        super()._prepare_account()
-        entry = pwd.getpwnam(self.unix_name)
-        accounts.ensure_folder(accounts.runtime_dir(entry.pw_uid), entry.pw_uid, entry.pw_gid, 0o700)
+    def _prepare_account(self) -> accounts.Account:
+        account = super()._prepare_account()
+        accounts.ensure_folder(accounts.runtime_dir(account.uid), account.uid, account.gid, 0o700)
+        return account
 
     async def stop(self, now: bool = False) -> None:
         relpath = self.cgroup_relpath
