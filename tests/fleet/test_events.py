@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,8 +54,8 @@ class Follower:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # The command takes the file's size before it prints: whatever is written from now on, it prints.
         wait_until(lambda: self.lines, 60, "the follower's first line (the last one kept)")
-        time.sleep(0.5)  # it follows from the end of the file now
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -176,11 +175,10 @@ def test_a_log_is_rotated_while_its_writer_goes_on(tmp_path: Path) -> None:
 def test_following_goes_on_across_a_rotation(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text("old\n")
-    lines = events.follow_lines(path, every=0.05)
+    lines = events.follow_lines(path, every=0.05, start=path.stat().st_size)  # from here, however late it starts
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(line for _, line in zip(range(3), lines, strict=False)))
     reader.start()
-    time.sleep(0.3)
     with open(path, "a") as out:
         out.write("first\n")
     wait_until(lambda: seen == ["first"], 5, "the first line")

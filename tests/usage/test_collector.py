@@ -31,11 +31,13 @@ def test_readings_across_a_gap_count_nothing(tmp_path: Path) -> None:
         collector = Collector(lambda: fleet, list, f"sqlite:///{tmp_path / 'ledger.sqlite'}", driver=driver)
         server = _Server("h", "alice", SERVER, relpath, None)
         wait_until(lambda: group.cpu_seconds() >= 0.2, 30, "the burner to run")
-        first = collector._read(fleet, server, time.time(), max_gap(2))
+        then = time.time()
+        first = collector._read(fleet, server, then, max_gap(2))
         assert first is not None and first.seconds == 0 and first.cpu_seconds == 0, "a first reading is a baseline"
         time.sleep(1.5)
-        second = collector._read(fleet, server, time.time(), max_gap(2))
-        assert second is not None and 1.4 < second.seconds < 2.5
+        now = time.time()
+        second = collector._read(fleet, server, now, max_gap(2))
+        assert second is not None and second.seconds == pytest.approx(now - then), "it covers the time since the last"
         assert 0 < second.cpu_seconds <= 0.5 * second.seconds * 1.1, "counted, and the CPU quota holds it to 0.5"
         assert second.cpu_request == 0.5 and second.memory_request == 2**30, "the request is the cgroup's limits"
         time.sleep(1.0)
