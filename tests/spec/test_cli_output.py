@@ -99,6 +99,8 @@ def test_status_urls_are_never_cut() -> None:
             assert hub.url in text
         for name in names:
             assert f"│ {name} " in text  # hub names whole, too
+        for process in ("hub 412345", "exchange 412399", "dask-gateway 412400"):
+            assert text.count(process) == len(hubs), text  # and pids
 
 
 def test_a_fleet_that_does_not_fit_this_machine_is_valid_with_warnings(tmp_path: Path) -> None:

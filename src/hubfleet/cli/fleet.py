@@ -178,12 +178,12 @@ def _status_table(document: FleetStatus, caption: str | None = None) -> Group:
     longest = max((len(hub.name) for hub in document.hubs), default=3)
     table.add_column("hub", no_wrap=True, min_width=longest)
     table.add_column("state")
-    table.add_column("pids", overflow="fold")
+    table.add_column("pids", no_wrap=True)  # a pid is never cut in two; one process a line
     for column in ("users", "servers", "restarts"):
         table.add_column(column, justify="right")
     for hub in document.hubs:
         state = _state_cell(hub)
-        pids = "\n".join(f"{k}={v}" for k, v in hub.pids.items() if v)
+        pids = "\n".join(f"{k} {v}" for k, v in hub.pids.items() if v)
         restarts = sum(hub.restarts.values())
         users = "" if hub.users is None else str(hub.users)
         servers = "" if hub.running_servers is None else str(hub.running_servers)
@@ -199,7 +199,8 @@ def _state_cell(hub: HubStatus) -> str:
     if hub.state == "asleep":
         cell = "[blue]asleep[/]"
     if hub.last_wake is not None:
-        cell += f"\n[dim]woke {hub.wakes} times, last {time.strftime('%H:%M', time.localtime(hub.last_wake))}[/]"
+        times = "once" if hub.wakes == 1 else f"{hub.wakes} times"
+        cell += f"\n[dim]woke {times}\nlast {time.strftime('%H:%M', time.localtime(hub.last_wake))}[/]"
     return cell
 
 
