@@ -1,6 +1,6 @@
 """What the commands print, read as an operator reads it: no emoji made of a message's text, numbers without
 exponents, URLs never cut to fit a table, YAML mistakes at their line in plain words, warnings for a fleet that does
-not fit this machine, and `--version`."""
+not fit this machine, report tables that fit the terminal without cutting a number, and `--version`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 
 from hubfleet import __version__
-from hubfleet.cli import output
+from hubfleet.cli import output, reports
 from hubfleet.cli.fleet import _status_table
-from hubfleet.cli.reports import cell
+from hubfleet.cli.reports import cell, emit
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet.fit import Machine, machine_warnings
 from hubfleet.spec import parse
@@ -101,6 +101,56 @@ def test_status_urls_are_never_cut() -> None:
             assert f"│ {name} " in text  # hub names whole, too
         for process in ("hub 412345", "exchange 412399", "dask-gateway 412400"):
             assert text.count(process) == len(hubs), text  # and pids
+
+
+def test_report_tables_fit_the_terminal_and_never_cut_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    columns = [
+        ("hub", "hub"),
+        ("plan", "plan"),
+        ("users", "users"),
+        ("idle", "idle capacity"),
+        ("fee", "hub fee (cost)"),
+        ("total", "total USD"),
+        ("budget", "budget"),
+        ("budget_used", "budget used"),
+        ("plan_fee", "plan pays"),
+        ("top_user", "top user"),
+    ]
+    rows = [
+        {
+            "hub": name,
+            "plan": "paid",
+            "users": 12345.678,
+            "idle": 0.5,
+            "fee": 300.0,
+            "total": 12646.18,
+            "budget": 150000.0,
+            "budget_used": "8%",
+            "plan_fee": 2500.0,
+            "top_user": "grace (1,234.56)",
+        }
+        for name in ("research", "university-physics")
+    ]
+    numbers = ["12,345.68", "0.50", "300.00", "12,646.18", "150,000.00"]
+    every = ["top user", "plan pays", "budget used"]
+    for width, left_out in ((200, []), (100, every[:2]), (80, every)):
+        screen = Console(width=width, record=True, emoji=False)
+        monkeypatch.setattr(reports, "console", screen)
+        emit(rows, columns, "Cost", False, False, optional=["top_user", "plan_fee", "budget_used"])
+        text = screen.export_text()
+        assert all(len(line) <= width for line in text.splitlines()), text
+        assert all(text.count(number) == len(rows) for number in numbers), text
+        assert "…" not in text
+        if left_out:
+            assert f"left out at this width: {', '.join(left_out)} (" in " ".join(text.split())
+        else:
+            assert "left out" not in text and text.count("2,500.00") == len(rows)
+        if width >= 100:
+            assert "│ university-physics │" in text  # names whole as well, while the terminal allows
+    narrow = Console(width=40, record=True, emoji=False)  # too narrow for whole values: they wrap, never go
+    monkeypatch.setattr(reports, "console", narrow)
+    emit(rows[:1], columns[:4], "Cost", False, False)
+    assert "12,34" in narrow.export_text() and "…" not in narrow.export_text()
 
 
 def test_a_fleet_that_does_not_fit_this_machine_is_valid_with_warnings(tmp_path: Path) -> None:

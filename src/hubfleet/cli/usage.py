@@ -30,6 +30,11 @@ from hubfleet.cli.reports import (
 from hubfleet.usage.reports import cost_report, monthly_active_users, pilot_statuses, usage_report
 from hubfleet.usage.storage import storage_report
 
+# Columns a narrow terminal leaves out of the tables, first to last (CSV and JSON keep them).
+USAGE_OPTIONAL = ("used_memory_gb_hours", "used_cpu_hours", "dask_cpu_hours", "logins", "server_hours", "storage_gb")
+COST_OPTIONAL = ("top_user", "plan_fee", "budget_used", "prewarm", "idle")
+PILOTS_OPTIONAL = ("start", "budget_used", "idle")
+
 
 def usage(
     hub: str | None = typer.Option(None, "--hub", help="only this hub"),
@@ -74,7 +79,7 @@ def usage(
         ("cost", f"cost {currency}"),
     ]
     title = f"Usage by {by} from {first} to {last or 'today'}" + (f", hub {hub}" if hub else "")
-    emit(records, columns, title, as_csv, as_json)
+    emit(records, columns, title, as_csv, as_json, optional=USAGE_OPTIONAL)
     write_plot(plot, lambda plots: plots.usage_figure(rows, by), title, records, columns)
 
 
@@ -136,7 +141,7 @@ def cost(
             ("cost", f"cost {report.currency}"),
         ]
         title = f"Hub {hub}, {first:%B %Y} ({source}): total {hub_cost.total:.2f} {report.currency}"
-        emit(records, columns, title, as_csv, as_json, dataclasses.asdict(hub_cost))
+        emit(records, columns, title, as_csv, as_json, dataclasses.asdict(hub_cost), optional=["storage_gb_months"])
         write_plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
         return
     records = []
@@ -175,7 +180,7 @@ def cost(
         ("top_user", "top user"),
     ]
     title = f"Cost, {first:%B %Y} ({source}): {report.total:.2f} {report.currency}"
-    emit(records, columns, title, as_csv, as_json, dataclasses.asdict(report))
+    emit(records, columns, title, as_csv, as_json, dataclasses.asdict(report), optional=COST_OPTIONAL)
     write_plot(plot, lambda plots: plots.cost_figure(report), title, records, columns)
 
 
@@ -228,7 +233,7 @@ def pilots(
         ("budget_used", "budget used"),
     ]
     title = f"Pilots on {day}"
-    emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(s) for s in statuses])
+    emit(records, columns, title, as_csv, as_json, [dataclasses.asdict(s) for s in statuses], optional=PILOTS_OPTIONAL)
     write_plot(plot, lambda plots: plots.pilots_figure(statuses), title, records, columns)
 
 
