@@ -34,7 +34,7 @@ from hubfleet.edu.exchange.settings import DEFAULT_MAX_UPLOAD_BYTES, SERVICE_NAM
 from hubfleet.edu.exchange.tables import Grade, Grading, Submission
 from hubfleet.health.client import TokenLogin
 from tests.edu.sources import graded_cell, solution_cell, write_source
-from tests.helpers import USER_ENV, RunningFleet, unique_hub
+from tests.helpers import USER_ENV, RunningFleet, hubfleet, unique_hub
 from tests.lms.courses import LinkedCourse, lti_hub_yaml
 from tests.lms.peer import PeerLMS
 
@@ -178,6 +178,22 @@ def test_source_to_lms_score(fleet: RunningFleet, lms: PeerLMS, tmp_path: Path) 
     assert totals == {"sa": 2.0, "sb": 0.0}, book  # the later submission counts
     csv_text = call(fleet, "tina", "GET", f"{base}/grades.csv").raise_for_status().text
     assert csv_text.splitlines()[0].startswith("student,submitted_at,late,graded,squares.ipynb:test_square")
+    # The operator's tables as an 80-column terminal shows them: every line fits, every number whole.
+    tables = {
+        "course": ("status", H, "ds"),
+        "students": ("status", H, "ds", ASSIGNMENT),
+        "gradebook": ("grades", H, "ds"),
+        "grades": ("grades", H, "ds", ASSIGNMENT),
+    }
+    shown = {
+        key: hubfleet("assignment", *args, "--state-dir", str(fleet.state_dir), columns=80).stdout
+        for key, args in tables.items()
+    }
+    assert all(max(map(len, text.splitlines())) <= 80 and "…" not in text for text in shown.values()), shown
+    assert f"│ {ASSIGNMENT} " in shown["course"], shown["course"]
+    assert "2 / 2" in shown["students"] and "0 / 2" in shown["students"], shown["students"]
+    assert "2 / 2" in shown["gradebook"] and "0 / 2" in shown["gradebook"], shown["gradebook"]
+    assert "│ sa " in shown["grades"] and "100%" in shown["grades"], shown["grades"]
 
     assert "feedback pages made for 2 student(s)" in fleet.cli("assignment", "feedback", H, "ds", ASSIGNMENT).stdout
     page = call(fleet, "sa", "GET", f"{base}/feedback")

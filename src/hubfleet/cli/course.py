@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
+from hubfleet.cli.tables import Column, print_table
 from hubfleet.common.hubapi import HubAPI
 from hubfleet.common.settings import HubSettings
 from hubfleet.common.state import FleetState
@@ -97,16 +98,17 @@ def list_courses(
     if as_json:
         print(json.dumps([view.to_dict() for view in views.values()], indent=2))
         return
-    table = Table(title=f"courses on hub {hub}", title_justify="left")
-    for column in ("course", "title", "origin", "instructors", "tas", "students", "lms context"):
-        table.add_column(column)
+    columns = [Column("course"), Column("title"), Column("origin")]
+    columns += [Column(heading, right=True) for heading in ("instructors", "tas", "students")]
+    columns.append(Column("lms context"))
+    rows = []
     for view in views.values():
         data = view.to_dict()
         counts = [str(len(view.members[role])) for role in COURSE_ROLES]
-        table.add_row(
-            view.name, escape(data["title"] or ""), data["origin"], *counts, escape(data["lms_context"] or "")
+        rows.append(
+            [view.name, escape(data["title"] or ""), data["origin"], *counts, escape(data["lms_context"] or "")]
         )
-    console.print(table)
+    print_table(console, f"courses on hub {hub}", columns, rows, drop=[2], note="--json has all")
 
 
 @course_app.command("show")

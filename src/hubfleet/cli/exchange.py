@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
+from hubfleet.cli.tables import Column, print_table
 from hubfleet.common.zipstream import ZipLimitError, ZipStream
 from hubfleet.db import open_database
 from hubfleet.edu.exchange import export
@@ -194,36 +195,37 @@ def status_command(
     """The course's assignments (submissions, collected, graded), or one assignment's students."""
     exchange, _ = _exchange(hub, state_dir)
     if name is None:
-        table = Table(title=f"assignments of {course} on {hub}", title_justify="left")
-        for column in ("assignment", "due", "points", "students submitted", "collected", "graded"):
-            table.add_column(column)
+        columns = [Column("assignment"), Column("due")]
+        columns += [Column(heading, right=True) for heading in ("points", "students submitted", "collected", "graded")]
+        lines = []
         for assignment in exchange.assignments(course):
             latest = exchange.latest(course, assignment.name)
             rows = exchange.gradebook(course, assignment.name)
             due = f"{assignment.due:%Y-%m-%d %H:%M}" if assignment.due else "-"
             graded = sum(row.graded for row in rows)
-            table.add_row(
-                assignment.name, due, f"{assignment.max_score:g}", str(len(latest)), str(len(rows)), str(graded)
-            )
-        console.print(table)
+            counts = [str(len(latest)), str(len(rows)), str(graded)]
+            lines.append([escape(assignment.name), due, f"{assignment.max_score:g}", *counts])
+        print_table(console, f"assignments of {course} on {hub}", columns, lines, note=None)
         return
     progress = _refused(lambda: exchange.progress(course, name))
     maximum = exchange.assignment(course, name).max_score
-    table = Table(title=f"{course}/{name} on {hub}", title_justify="left")
-    for column in ("student", "fetched", "last submitted", "late", "collected", "graded", "score"):
-        table.add_column(column)
+    columns = [Column(heading) for heading in ("student", "fetched", "last submitted", "late", "collected", "graded")]
+    columns.append(Column("score", right=True))
+    lines = []
     for row in progress:
         collected = "no" if row.collected_id is None else ("yes" if row.collected_id == row.latest_id else "older")
-        table.add_row(
-            escape(row.student),
-            f"{row.fetched_at:%Y-%m-%d %H:%M}" if row.fetched_at else "no",
-            f"{row.last_submitted:%Y-%m-%d %H:%M:%S}" if row.last_submitted else "-",
-            "late" if row.submissions and row.late else "",
-            collected if row.submissions else "-",
-            "yes" if row.graded else "no",
-            f"{row.total:g} / {maximum:g}" if row.graded and row.total is not None else "-",
+        lines.append(
+            [
+                escape(row.student),
+                f"{row.fetched_at:%Y-%m-%d %H:%M}" if row.fetched_at else "no",
+                f"{row.last_submitted:%Y-%m-%d %H:%M:%S}" if row.last_submitted else "-",
+                "late" if row.submissions and row.late else "",
+                collected if row.submissions else "-",
+                "yes" if row.graded else "no",
+                f"{row.total:g} / {maximum:g}" if row.graded and row.total is not None else "-",
+            ]
         )
-    console.print(table)
+    print_table(console, f"{course}/{name} on {hub}", columns, lines, drop=[1], note=None)
 
 
 def feedback_command(
@@ -255,24 +257,24 @@ def grades_command(
         if as_csv:
             print(book.csv(), end="")
             return
-        table = Table(title=f"gradebook of {course}", title_justify="left")
-        table.add_column("student")
-        for assignment, maximum in book.assignments:
-            table.add_column(f"{assignment} /{maximum:g}", justify="right")
-        table.add_column("total", justify="right")
+        columns = [Column("student")]
+        columns += [
+            Column(f"{escape(assignment)} /{maximum:g}", right=True) for assignment, maximum in book.assignments
+        ]
+        columns.append(Column("total", right=True))
+        lines = []
         for row in book.rows:
             scores = ["-" if row.scores[a] is None else f"{row.scores[a]:g}" for a, _ in book.assignments]
-            table.add_row(escape(row.student), *scores, f"{row.total:g} / {row.max_total:g}")
-        console.print(table)
+            lines.append([escape(row.student), *scores, f"{row.total:g} / {row.max_total:g}"])
+        print_table(console, f"gradebook of {course}", columns, lines, note=None)
         return
     if as_csv:
         print(_refused(lambda: exchange.gradebook_csv(course, name)), end="")
         return
-    table = Table(title=f"grades of {course}/{name}", title_justify="left")
-    for column in ("student", "late", "graded", "raw", "kept", "total", "max"):
-        table.add_column(column)
-    for row in _refused(lambda: exchange.gradebook(course, name)):
-        table.add_row(
+    columns = [Column(heading) for heading in ("student", "late", "graded")]
+    columns += [Column(heading, right=True) for heading in ("raw", "kept", "total", "max")]
+    lines = [
+        [
             escape(row.student),
             "late" if row.late else "",
             "yes" if row.graded else "no",
@@ -280,8 +282,10 @@ def grades_command(
             f"{row.kept:.0%}",
             f"{row.total:g}",
             f"{row.max_score:g}",
-        )
-    console.print(table)
+        ]
+        for row in _refused(lambda: exchange.gradebook(course, name))
+    ]
+    print_table(console, f"grades of {course}/{name}", columns, lines, note=None)
 
 
 def passback_command(

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.cells import cell_len
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.orm import Session
 
 from hubfleet import db
 from hubfleet.cli.output import console, errors, fail, print_problems, state_root
+from hubfleet.cli.tables import Column, print_table
 from hubfleet.common.state import FleetState, database_url
 from hubfleet.spec import Fleet, SpecError, load, parse
 from hubfleet.usage.cost import BillError
@@ -89,11 +88,8 @@ def emit(
     document: Any = None,
     optional: Sequence[str] = (),
 ) -> None:
-    """Rows as CSV, JSON (`document` if given) or a rich table; `columns` is (key, heading).
-
-    The table fits the terminal without cutting a number: headings stack their words first, then the `optional`
-    columns are left out, in that order, and a line under the table names them (CSV and JSON have every column).
-    """
+    """Rows as CSV, JSON (`document` if given) or a table fitted to the terminal (`hubfleet.cli.tables`);
+    `columns` is (key, heading), `optional` the keys a narrow terminal may leave out, first to last."""
     if as_json:
         print(json.dumps(document if document is not None else list(rows), indent=2, default=str))
     elif as_csv:
@@ -101,52 +97,15 @@ def emit(
         writer.writeheader()
         writer.writerows({key: _plain(value) for key, value in row.items()} for row in rows)
     else:
-        shown = list(columns)
-        table, width = _table(rows, shown, title)
-        left_out: list[str] = []
-        droppable = [key for key in optional if any(key == k for k, _ in columns)]
-        while width > console.width:
-            table, width = _table(rows, shown, title, stacked=True)
-            if width <= console.width or not droppable:
-                break
-            key = droppable.pop(0)
-            left_out += [heading for k, heading in shown if k == key]
-            shown = [(k, heading) for k, heading in shown if k != key]
-        if width > console.width:  # a very narrow terminal: values wrap rather than lose characters
-            table, width = _table(rows, shown, title, stacked=True, whole=False)
-        console.print(table)
-        if left_out:
-            console.print(f"[dim]left out at this width: {escape(', '.join(left_out))} (--csv and --json have all)[/]")
+        headings = [Column(heading, right=_numeric(rows, key)) for key, heading in columns]
+        cells = [[escape(cell(row.get(key), key in MONEY)) for key, _ in columns] for row in rows]
+        keys = [key for key, _ in columns]
+        drop = [keys.index(key) for key in optional if key in keys]
+        print_table(console, title, headings, cells, drop)
 
 
-def _table(
-    rows: Sequence[dict[str, Any]],
-    columns: Sequence[tuple[str, str]],
-    title: str,
-    stacked: bool = False,
-    whole: bool = True,
-) -> tuple[Table, int]:
-    """The rows as a table, and the least width it needs. With `whole`, a value of one word (a number, a name, a
-    date) is never wrapped, longer text wraps at spaces; `stacked` puts each heading word on a line of its own."""
-    table = Table(title=title)
-    cells = [[cell(row.get(key), key in MONEY) for key, _ in columns] for row in rows]
-    width = 1  # the left border; each column adds its padding and the border after it
-    for index, (key, heading) in enumerate(columns):
-        texts = [line[index] for line in cells]
-        numeric = any(isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool) for row in rows)
-        unbroken = whole and all(" " not in text for text in texts)
-        head = heading.split() if stacked or not unbroken else [heading]
-        body = texts if unbroken else [word for text in texts for word in text.split()]
-        width += max(map(cell_len, [*head, *body])) + 3
-        table.add_column(
-            "\n".join(head) if stacked else heading,
-            justify="right" if numeric else "left",
-            no_wrap=unbroken,
-            overflow="fold",
-        )
-    for line in cells:
-        table.add_row(*map(escape, line))
-    return table, width
+def _numeric(rows: Sequence[dict[str, Any]], key: str) -> bool:
+    return any(isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool) for row in rows)
 
 
 MONEY = {
