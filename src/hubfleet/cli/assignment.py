@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hubfleet.cli import exchange
 from hubfleet.cli.output import console, errors, fail
+from hubfleet.cli.tables import Column, print_table
 from hubfleet.edu import assignments as grading  # its parts load on first use (nbformat, the grader)
 
 assignment_app = typer.Typer(
@@ -248,8 +249,6 @@ def nbgrader_scores(
 
 
 def _print_scores(course: Any, assignment: str, *, as_json: bool) -> None:
-    from rich.table import Table
-
     from hubfleet.edu.assignments.course_grading import scores
 
     found = scores(course, assignment)
@@ -257,13 +256,19 @@ def _print_scores(course: Any, assignment: str, *, as_json: bool) -> None:
         for row in found:
             print(json.dumps(dataclasses.asdict(row)))
         return
-    table = Table(title=f"scores of {assignment}", title_justify="left")
-    for column in ("student", "notebook", "score", "max", "manual grading"):
-        table.add_column(column)
-    for row in found:
-        manual = "needed" if row.needs_manual_grade else ""
-        table.add_row(escape(row.student), escape(row.notebook), f"{row.score:g}", f"{row.max_score:g}", manual)
-    console.print(table)
+    columns = [Column("student"), Column("notebook"), Column("score", right=True), Column("max", right=True)]
+    columns.append(Column("manual grading"))
+    rows = [
+        [
+            escape(row.student),
+            escape(row.notebook),
+            f"{row.score:g}",
+            f"{row.max_score:g}",
+            "needed" if row.needs_manual_grade else "",
+        ]
+        for row in found
+    ]
+    print_table(console, f"scores of {escape(assignment)}", columns, rows, note=None)
 
 
 def register(root: typer.Typer) -> None:

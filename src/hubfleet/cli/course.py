@@ -17,7 +17,6 @@ import httpx
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.markup import escape
-from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
 from hubfleet.cli.tables import Column, print_table
@@ -138,13 +137,12 @@ def show(
     console.print(f"  profile: {escape(data['profile'] or 'the hub default')}")
     if data["folder"]:
         console.print(f"  folder: ~/courses/{escape(course)} (staff write, students read)")
-    table = Table(title_justify="left")
-    for column in ("role", "user", "source"):
-        table.add_column(column)
-    for role, members in data["members"].items():
-        for member in members:
-            table.add_row(role, escape(member["name"]), member["source"])
-    console.print(table)
+    rows = [
+        [role, escape(member["name"]), member["source"]]
+        for role, members in data["members"].items()
+        for member in members
+    ]
+    print_table(console, None, [Column("role"), Column("user"), Column("source")], rows, note=None)
     for meeting in data["schedule"]:
         console.print(f"  meets {meeting['day']} {meeting['start'][:5]} to {meeting['end'][:5]}")
     if data["next_prewarm"]:

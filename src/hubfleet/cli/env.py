@@ -13,10 +13,10 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hubfleet import envs
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, print_problems, state_root
+from hubfleet.cli.tables import Column, print_table
 from hubfleet.common.environments import EnvStore, History
 from hubfleet.common.state import FleetState
 from hubfleet.spec import Fleet, SpecError, load, parse
@@ -174,9 +174,8 @@ def list_environments(file: Path | None = FILE_OPTION, state_dir: Path | None = 
     fleet = _fleet(file, state_dir)
     store = envs.store_of(fleet)
     used = _used_by(fleet)
-    table = Table(title=f"environments in {store.root}", title_justify="left")
-    for column in ("environment", "active", "versions", "state", "used by"):
-        table.add_column(column)
+    columns = [Column(heading) for heading in ("environment", "active", "versions", "state", "used by")]
+    rows = []
     keys = sorted(set(fleet.all_environments()) | set(store.environment_keys()))
     for key in keys:
         history = store.history(key)
@@ -186,8 +185,8 @@ def list_environments(file: Path | None = FILE_OPTION, state_dir: Path | None = 
         if key not in fleet.all_environments():
             state += " [dim](not in the fleet file)[/]"
         active_text = f"v{active.number}" if active else "-"
-        table.add_row(escape(key), active_text, versions, state, escape(", ".join(used.get(key, [])) or "-"))
-    console.print(table)
+        rows.append([escape(key), active_text, versions, state, escape(", ".join(used.get(key, [])) or "-")])
+    print_table(console, f"environments in {escape(str(store.root))}", columns, rows, note=None)
     if not keys:
         console.print("No environments: profiles run from paths.user_env.")
 
@@ -211,15 +210,15 @@ def show(name: str = NAME_ARGUMENT, file: Path | None = FILE_OPTION, state_dir: 
         if spec.debian_packages or spec.kernels:
             debs = escape(", ".join(spec.debian_packages))
             console.print(f"  Debian packages: {debs}; kernels: python, {', '.join(spec.kernels)}")
-    table = Table(title_justify="left")
-    for column in ("version", "built", "python", "packages", "build", "state"):
-        table.add_column(column)
+    columns = [Column("version"), Column("built"), Column("python"), Column("packages", right=True)]
+    columns += [Column("build"), Column("state")]
+    rows = []
     for version in reversed(history.versions):
         state = "removed" if version.removed else ("[green]active[/]" if version.number == history.active else "")
         built = version.created.astimezone().strftime("%Y-%m-%d %H:%M")
-        table.add_row(f"v{version.number}", built, version.python, str(version.packages), version.build, state)
+        rows.append([f"v{version.number}", built, version.python, str(version.packages), version.build, state])
     if history.versions:
-        console.print(table)
+        print_table(console, None, columns, rows, note=None)
     active = history.active_version
     if active is not None:
         console.print(f"  active: {store.prefix(active.build)}")

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, console, errors, fail, hub_settings
 from hubfleet.cli.tables import Column, print_table
@@ -301,13 +300,19 @@ def passback_command(
 
     exchange, service = _exchange(hub, state_dir)
     if status:
-        table = Table(title=f"{course}/{name} in the LMS", title_justify="left")
-        for column in ("student", "score", "state", "in the LMS", "why not"):
-            table.add_column(column)
-        for entry in _refused(lambda: score_status(exchange, course, name)):
-            sent = "-" if entry.sent_score is None else f"{entry.sent_score:g}"
-            table.add_row(escape(entry.student), f"{entry.score:g}", entry.state, sent, escape(entry.error or ""))
-        console.print(table)
+        columns = [Column("student"), Column("score", right=True), Column("state"), Column("in the LMS", right=True)]
+        columns.append(Column("why not"))
+        rows = [
+            [
+                escape(entry.student),
+                f"{entry.score:g}",
+                entry.state,
+                "-" if entry.sent_score is None else f"{entry.sent_score:g}",
+                escape(entry.error or ""),
+            ]
+            for entry in _refused(lambda: score_status(exchange, course, name))
+        ]
+        print_table(console, f"{course}/{name} in the LMS", columns, rows, note=None)
         return
     if service is None:
         raise fail(f"hub {hub} has no exchange service settings yet (a hub with courses or LTI, started once)")

@@ -27,7 +27,7 @@ class Column:
 
 def print_table(
     console: Console,
-    title: str,
+    title: str | None,
     columns: Sequence[Column],
     rows: Sequence[Sequence[str]],
     drop: Sequence[int] = (),
@@ -55,7 +55,7 @@ def print_table(
 
 
 def _table(
-    title: str,
+    title: str | None,
     columns: Sequence[Column],
     rows: Sequence[Sequence[str]],
     shown: Sequence[int],
