@@ -82,6 +82,10 @@ def test_scores_are_nbgraders(course: Path) -> None:
     output = cli("scores", str(course), course_files.ASSIGNMENT, "--json")
     scores = {f"{row['student']}/{row['notebook']}": row["score"] for row in map(json.loads, output.splitlines())}
     assert scores == NBGRADER_SCORES
+    table = cli("scores", str(course), course_files.ASSIGNMENT)  # as a person reads it
+    for key, score in NBGRADER_SCORES.items():
+        student, notebook = key.split("/")
+        assert f"│ {student} " in table and f"│ {notebook} " in table and f"{score:g} │" in table, table
 
 
 @needs_sandbox
