@@ -153,6 +153,15 @@ def test_report_tables_fit_the_terminal_and_never_cut_a_number(monkeypatch: pyte
     assert "12,34" in narrow.export_text() and "…" not in narrow.export_text()
 
 
+def test_plan_says_when_no_fleet_is_running(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text("name: t\nhubs:\n  a:\n" + NATIVE)
+    result = hubfleet("plan", "f.yaml", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert f"No fleet is running from {tmp_path / 'state'}; compared with nothing: it never ran." in said
+    assert "+ hub a: added" in said
+
+
 def test_a_fleet_that_does_not_fit_this_machine_is_valid_with_warnings(tmp_path: Path) -> None:
     text = (
         "name: t\ninternal_ports: {start: 30000, end: 40000}\nhubs:\n  a:\n"

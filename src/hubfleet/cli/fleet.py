@@ -97,7 +97,7 @@ def applied_fleet(state: FleetState) -> Fleet | None:
 
 def _print_plan(changes: FleetPlan) -> None:
     if changes.empty:
-        console.print("No changes: the running fleet matches the file.")
+        console.print("No changes: the fleet matches the file.")
         return
     for field in changes.fleet_changed:
         console.print(f"[yellow]![/] fleet setting [bold]{field}[/] changed: needs `hubfleet down` then `hubfleet up`")
@@ -116,7 +116,8 @@ def plan_command(
     state_dir: Path | None = STATE_DIR_OPTION,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Show what `apply` would change on the running fleet."""
+    """Show what `apply` would change on the running fleet (with none running: what `up` would start differently
+    from the last run)."""
     desired = load_or_exit(fleet_file(file))
     state = FleetState(state_root(state_dir, desired))
     current = applied_fleet(state)
@@ -125,6 +126,9 @@ def plan_command(
     if as_json:
         print(json.dumps({**changes.to_dict(), "environments_to_build": to_build}, indent=2))
         return
+    if supervisor_pid(state) is None:
+        against = "the fleet file it last ran" if current is not None else "nothing: it never ran"
+        console.print(f"[dim]No fleet is running from {escape(str(state.root))}; compared with {against}.[/]")
     _print_plan(changes)
     for key in to_build:
         console.print(
