@@ -655,6 +655,18 @@ def test_unknown_keys_without_a_close_match_list_the_allowed_keys(tmp_path: Path
     assert problem.hint.startswith("allowed keys here: name, display_name, community")
 
 
+def test_a_setting_at_the_wrong_level_says_where_it_belongs(tmp_path: Path) -> None:
+    text = (
+        "name: t\nsleep: {after: 1h}\ndefaults:\n  front_door: {port: 80}\nhubs:\n  a:\n"
+        + NATIVE
+        + "    logs: {keep: 3}\n"
+    )
+    found = {problem.path: problem.hint for problem in problems_of(write(tmp_path, text))}
+    assert found["sleep"].startswith("'sleep' is a hub's setting: put it under a hub (hubs: NAME:) or under defaults:")
+    for path, key in (("defaults.front_door", "front_door"), ("hubs.a.logs", "logs")):
+        assert found[path] == f"'{key}' is a setting of the whole fleet: move it to the top level of the file"
+
+
 def test_several_mistakes_are_all_reported_at_once_sorted_by_line(tmp_path: Path) -> None:
     text = (
         "name: t\n"  # 1

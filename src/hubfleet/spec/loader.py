@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from hubfleet.spec import templates
 from hubfleet.spec.auth import SECRET_FILE_FIELDS
 from hubfleet.spec.environments import Environment
-from hubfleet.spec.models import Fleet, HubName, Slug, Username
+from hubfleet.spec.models import Fleet, Hub, HubName, Slug, Username
 
 _PATTERN_HINTS = {
     typing.get_args(alias)[1].pattern: typing.get_args(alias)[2].description for alias in (HubName, Slug, Username)
@@ -301,6 +301,12 @@ def _hint(error: dict[str, Any], loc: Loc) -> str:
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
         if close:
             return f"did you mean '{close[0]}'?"
+        key = str(loc[-1])
+        in_a_hub = (len(loc) == 3 and loc[0] == "hubs") or (len(loc) == 2 and loc[0] == "defaults")
+        if in_a_hub and key in Fleet.model_fields:
+            return f"'{key}' is a setting of the whole fleet: move it to the top level of the file"
+        if len(loc) == 1 and key in Hub.model_fields:
+            return f"'{key}' is a hub's setting: put it under a hub (hubs: NAME:) or under defaults: for every hub"
         return f"allowed keys here: {', '.join(allowed)}" if allowed else ""
     if kind == "missing":
         return f"add '{loc[-1]}:' here"
