@@ -187,8 +187,19 @@ def _check_environment(
 
 
 def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[str]) -> Iterator[Finding]:
-    groups = set(hub.groups)
+    """One hub: its groups, courses, user names, profiles, shared folders and sign-on settings."""
     course_group_names = {group for course in hub.courses for group in course_groups(course.name).values()}
+    known_groups = set(hub.groups) | course_group_names
+    yield from _check_groups(hub, at, course_group_names)
+    yield from _check_courses(hub, at)
+    yield from _check_user_names(hub, at)
+    yield from _check_profiles(hub, at, known_groups, fleet_envs | set(hub.environments))
+    yield from _check_shared_folders(hub, at, known_groups)
+    yield from _check_auth(hub, at, base_dir, known_groups)
+
+
+def _check_groups(hub: Hub, at: tuple[str, ...], course_group_names: set[str]) -> Iterator[Finding]:
+    """No hub group takes a reserved name or the name of a course's group."""
     for group in hub.groups:
         if group == EVERYONE:
             yield (
@@ -202,7 +213,10 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
                 f"group '{group}' is also a group of one of the hub's courses",
                 "rename the group, or list its members in the course",
             )
-    yield from _check_courses(hub, at)
+
+
+def _check_user_names(hub: Hub, at: tuple[str, ...]) -> Iterator[Finding]:
+    """Every user name the hub lists (admins, allowed users, group and course members) is lower-case."""
     course_lists = (
         (getattr(course, field), (*at, "courses", index, field))
         for index, course in enumerate(hub.courses)
@@ -221,6 +235,10 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
                     f"user name '{user}' has upper-case letters",
                     f"JupyterHub lower-cases user names: write '{user.lower()}'",
                 )
+
+
+def _check_profiles(hub: Hub, at: tuple[str, ...], known_groups: set[str], environments: set[str]) -> Iterator[Finding]:
+    """At least one profile, one default, names unique; the groups and environments they name exist."""
     seen_profiles: set[str] = set()
     defaults = 0
     for index, profile in enumerate(hub.profiles):
@@ -229,9 +247,8 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
         seen_profiles.add(profile.name)
         defaults += profile.default
         for g_index, group in enumerate(profile.groups):
-            if group not in groups | course_group_names:
-                yield _unknown_group((*at, "profiles", index, "groups", g_index), group, groups | course_group_names)
-        environments = fleet_envs | set(hub.environments)
+            if group not in known_groups:
+                yield _unknown_group((*at, "profiles", index, "groups", g_index), group, known_groups)
         for e_index, name in enumerate(profile.environments):
             if name not in environments:
                 loc = (*at, "profiles", index, "environment")
@@ -248,6 +265,10 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
             "a hub needs at least one profile",
             "remove 'profiles:' to get the default one",
         )
+
+
+def _check_shared_folders(hub: Hub, at: tuple[str, ...], known_groups: set[str]) -> Iterator[Finding]:
+    """Shared folders: unique names, none reserved, access only for groups that exist."""
     seen_folders: set[str] = set()
     for index, folder in enumerate(hub.storage.shared):
         if folder.name in seen_folders:
@@ -270,15 +291,20 @@ def _check_hub(hub: Hub, at: tuple[str, ...], base_dir: Path, fleet_envs: set[st
                 "rename the shared folder (a course's folder is its `folder: true`)",
             )
         for group in folder.access:
-            if group != EVERYONE and group not in groups | course_group_names:
+            if group != EVERYONE and group not in known_groups:
                 loc = (*at, "storage", "shared", index, "access", group)
-                yield _unknown_group(loc, group, groups | course_group_names)
+                yield _unknown_group(loc, group, known_groups)
+
+
+def _check_auth(hub: Hub, at: tuple[str, ...], base_dir: Path, known_groups: set[str]) -> Iterator[Finding]:
+    """A directory's group map names groups that exist; the secret and CA files are readable, a shared password
+    long enough for JupyterHub."""
     if isinstance(hub.auth, DIRECTORY_AUTH):
         for directory_group, targets in hub.auth.mapped().items():
             for target in targets:
-                if target not in groups | course_group_names:
+                if target not in known_groups:
                     loc = (*at, "auth", "group_map", directory_group)
-                    yield _unknown_group(loc, target, groups | course_group_names)
+                    yield _unknown_group(loc, target, known_groups)
     for field in (*SECRET_FILE_FIELDS, "ca_file"):
         value = getattr(hub.auth, field, None)
         if value is not None:
