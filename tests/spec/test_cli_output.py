@@ -13,10 +13,12 @@ from rich.console import Console
 
 from hubfleet import __version__
 from hubfleet.cli import output, reports
+from hubfleet.cli.check import _report_table
 from hubfleet.cli.fleet import _status_table
 from hubfleet.cli.reports import cell, emit
 from hubfleet.common.status import FleetStatus, HubStatus
 from hubfleet.fleet.fit import Machine, machine_warnings
+from hubfleet.health.check import CheckReport, CheckStep
 from hubfleet.spec import parse
 
 NATIVE = "    auth: {type: native}\n"
@@ -151,6 +153,23 @@ def test_report_tables_fit_the_terminal_and_never_cut_a_number(monkeypatch: pyte
     monkeypatch.setattr(reports, "console", narrow)
     emit(rows[:1], columns[:4], "Cost", False, False)
     assert "12,34" in narrow.export_text() and "…" not in narrow.export_text()
+
+
+def test_check_keeps_each_steps_name_and_time_together() -> None:
+    names = ["login", "start-server", "start-kernel", "run-code", "dask", "stop-kernel", "stop-server"]
+    passed = CheckReport("research", "u", True, [CheckStep(n, True, 0.25 * i) for i, n in enumerate(names)], 5.25)
+    why = "the kernel did not answer within 30 s: " + "its log says nothing " * 4
+    failed_steps = [CheckStep("login", True, 0.61), CheckStep("start-server", True, 1.15)]
+    failed_steps.append(CheckStep("start-kernel", False, 30.0, why))
+    failed = CheckReport("university-physics", "u", False, failed_steps, 31.76)
+    for width in (80, 120):
+        screen = Console(width=width, record=True, emoji=False)
+        screen.print(_report_table([passed, failed], width))
+        lines = screen.export_text().splitlines()
+        assert all(len(line) <= width for line in lines)
+        for step in [*passed.steps, *failed_steps]:
+            assert any(f"{step.name} {step.seconds:.2f}s" in line for line in lines), (step, lines)
+        assert "FAIL" in "".join(lines) and "its log says nothing" in "".join(lines)
 
 
 def test_plan_says_when_no_fleet_is_running(tmp_path: Path) -> None:

@@ -47,20 +47,33 @@ async def check_hubs(
     return reports
 
 
-def _report_table(reports: list[CheckReport]) -> Table:
+def _report_table(reports: list[CheckReport], width: int) -> Table:
+    """One row a hub; its steps flow onto as many lines as `width` needs, each step's name and time together."""
     table = Table(title="hubfleet check", title_justify="left")
-    table.add_column("hub")
-    table.add_column("result")
-    table.add_column("total")
-    table.add_column("steps")
-    for report in reports:
-        steps = "  ".join(
-            f"{'[green]' if s.ok else '[red]'}{s.name}[/] {s.seconds:.2f}s"
-            + (f" [dim]{escape(s.detail)}[/]" if not s.ok and s.detail else "")
-            for s in report.steps
-        )
+    for column in ("hub", "result", "total", "steps"):
+        table.add_column(column)
+    totals = [f"{report.total_seconds:.2f}s" for report in reports]
+    taken = (
+        max(map(len, ["hub", *(report.hub for report in reports)])) + len("result") + max(map(len, ["total", *totals]))
+    )
+    room = width - taken - 13  # four columns: five borders and a space each side of every cell
+    for report, total in zip(reports, totals, strict=True):
+        lines: list[str] = []
+        used = 0
+        for step in report.steps:
+            plain = f"{step.name} {step.seconds:.2f}s"
+            item = f"[{'green' if step.ok else 'red'}]{escape(step.name)}[/] {step.seconds:.2f}s"
+            if not step.ok and step.detail:  # a failure's reason: on a line of its own, wrapped as it needs
+                lines.append(f"{item} [dim]{escape(step.detail)}[/]")
+                used = room
+            elif lines and used + 2 + len(plain) <= room:
+                lines[-1] += f"  {item}"
+                used += 2 + len(plain)
+            else:
+                lines.append(item)
+                used = len(plain)
         result = "[green]pass[/]" if report.ok else "[red]FAIL[/]"
-        table.add_row(report.hub, result, f"{report.total_seconds:.2f}s", steps)
+        table.add_row(escape(report.hub), result, total, "\n".join(lines))
     return table
 
 
@@ -85,7 +98,7 @@ def check(
     if as_json:
         print(json.dumps({"ok": all(r.ok for r in reports), "hubs": [r.to_dict() for r in reports]}, indent=2))
     else:
-        console.print(_report_table(reports))
+        console.print(_report_table(reports, console.width))
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
 
