@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import pwd
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -292,6 +294,19 @@ def test_plan_and_apply_add_a_hub_and_a_user_without_restarting_others(fleet: Ru
 def test_unknown_paths_get_a_clear_404(fleet: RunningFleet) -> None:
     assert httpx.get(fleet.url + "/hubs/no-such-hub/hub/login").status_code == 404
     assert httpx.get(fleet.url + "/nothing-here").status_code == 404
+
+
+def test_a_path_that_is_not_valid_percent_encoding_gets_400_not_500(fleet: RunningFleet) -> None:
+    address = urlsplit(fleet.url)
+    for path in ("/hubs/%ff/", "/hubs/%E0%A4%A/hub/login", "/%", f"/hubs/{A}/hub/%c0"):
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
+            connection.request("GET", path)  # sent as written (httpx would escape the stray %)
+            answer = connection.getresponse()
+            assert answer.status == 400, (path, answer.status, answer.read()[:200])
+        finally:
+            connection.close()
+    assert httpx.get(fleet.hub_url(A) + "hub/api/").status_code == 200  # and the front door serves on
 
 
 def test_secrets_never_reach_the_logs(fleet: RunningFleet) -> None:

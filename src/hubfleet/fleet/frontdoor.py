@@ -26,7 +26,7 @@ from hubfleet.common.settings import LOOPBACK, FrontDoorPorts, ProxyLink, loopba
 from hubfleet.common.state import FleetState
 from hubfleet.common.status import HubStatus
 from hubfleet.console.app import Console
-from hubfleet.fleet import https
+from hubfleet.fleet import door_proxy, https
 from hubfleet.fleet.ports import allocate_ports
 from hubfleet.fleet.processes import ManagedProcess, find_proxy_command, http_ok
 from hubfleet.fleet.routes import RouteTable, route_api
@@ -105,32 +105,15 @@ class FrontDoor:
         token = self._token()
         door = self.fleet.front_door
         chp = find_proxy_command()
-        env = {"CONFIGPROXY_AUTH_TOKEN": token}
-        if self.certificates is not None:  # HTTPS: CHP's proxy from its library (hubfleet.fleet.https)
-            assert self.ports.internal is not None
-            argv = https.proxy_argv(chp)
-            env[https.PROXY_SETTINGS_ENV] = https.proxy_settings(
-                chp,
-                door,
-                self.certificates,
-                self.ports.proxy_api,
-                self.ports.internal,
-                loopback_url(self.ports.landing),
-            )
-        else:
-            argv = [
-                chp,
-                f"--ip={door.host}",
-                f"--port={door.port}",
-                f"--api-ip={LOOPBACK}",
-                f"--api-port={self.ports.proxy_api}",
-                f"--default-target={loopback_url(self.ports.landing)}",
-                "--log-level=warn",
-            ]
+        # With HTTPS (hubfleet.fleet.https), a plain-HTTP side on loopback as well: the internal port.
+        settings = door_proxy.settings(
+            chp, door, self.ports.proxy_api, loopback_url(self.ports.landing), self.certificates, self.ports.internal
+        )
+        env = {"CONFIGPROXY_AUTH_TOKEN": token, door_proxy.SETTINGS_ENV: settings}
         api = loopback_url(self.ports.proxy_api, "/api/routes")
         process = ManagedProcess(
             "front-door",
-            argv,
+            door_proxy.argv(chp),
             cwd=self.state.frontdoor_dir,
             log_path=self.state.frontdoor_dir / "proxy.log",
             env=env,

@@ -15,8 +15,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,51 +327,4 @@ def http_side(door: Callable[[], FrontDoor], challenges: Challenges) -> web.Appl
             (CHALLENGE_PATH + r"([A-Za-z0-9_-]+)", ChallengeHandler, {"challenges": challenges}),
             (r".*", RedirectHandler, {"door": door}),
         ]
-    )
-
-
-PROXY_SETTINGS_ENV = "HUBFLEET_HTTPS_PROXY"
-
-PROXY_SCRIPT = Path(__file__).parent / "https_proxy.mjs"
-"""The front door's configurable-http-proxy with HTTPS (see the script's header)."""
-
-
-def chp_package(command: str) -> Path:
-    """configurable-http-proxy's package folder, from its command (`…/configurable-http-proxy/bin/…`)."""
-    package = Path(os.path.realpath(command)).parents[1]
-    if not (package / "lib" / "configproxy.js").is_file():
-        raise RuntimeError(
-            f"{command} is not configurable-http-proxy's own command (no lib/configproxy.js beside it): the front "
-            "door's HTTPS needs the package as npm installs it (make setup)"
-        )
-    return package
-
-
-def proxy_argv(chp_command: str) -> list[str]:
-    """The command of the HTTPS front door's proxy: CHP's Node.js running the script."""
-    chp_package(chp_command)
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("node not found on the PATH: the front door's proxy runs on Node.js (make setup)")
-    return [node, str(PROXY_SCRIPT)]
-
-
-def proxy_settings(
-    chp_command: str, door: FrontDoor, keeper: CertificateKeeper, api_port: int, internal_port: int, default: str
-) -> str:
-    """`PROXY_SETTINGS_ENV` for the script (JSON; no secrets)."""
-    assert door.tls is not None
-    return json.dumps(
-        {
-            "chp": str(chp_package(chp_command)),
-            "ip": door.host,
-            "port": door.port,
-            "apiPort": api_port,
-            "internalPort": internal_port,
-            "defaultTarget": default,
-            "cert": str(keeper.cert_file),
-            "key": str(keeper.key_file),
-            "hsts": door.tls.hsts,
-            "logLevel": "warn",
-        }
     )
