@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.output import STATE_DIR_OPTION, Steps, console, fail, state_root
+from hubfleet.cli.tables import chrome
 from hubfleet.common.hubapi import HubAPI
 from hubfleet.common.settings import CHECK_USER, HubSettings
 from hubfleet.common.state import FleetState
@@ -56,7 +57,7 @@ def _report_table(reports: list[CheckReport], width: int) -> Table:
     taken = (
         max(map(len, ["hub", *(report.hub for report in reports)])) + len("result") + max(map(len, ["total", *totals]))
     )
-    room = width - taken - 13  # four columns: five borders and a space each side of every cell
+    room = width - taken - chrome(4)
     for report, total in zip(reports, totals, strict=True):
         lines: list[str] = []
         used = 0

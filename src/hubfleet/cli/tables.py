@@ -25,6 +25,12 @@ class Column:
     """Right-aligned (numbers)."""
 
 
+def chrome(columns: int) -> int:
+    """The width a table's borders and padding take: a border left of every column and after the last, and a space
+    each side of every cell (rich's default box)."""
+    return 1 + 3 * columns
+
+
 def print_table(
     console: Console,
     title: str | None,
@@ -38,16 +44,17 @@ def print_table(
     shown = list(range(len(columns)))
     droppable = list(drop)
     left_out: list[str] = []
-    table, least, natural = _table(title, columns, rows, shown)
+    plain = [[Text.from_markup(value).plain for value in row] for row in rows]  # what each cell shows, measured
+    table, least, natural = _table(title, columns, rows, plain, shown)
     if natural > console.width:  # stacked headings leave more room to the values
-        table, least, natural = _table(title, columns, rows, shown, stacked=True)
+        table, least, natural = _table(title, columns, rows, plain, shown, stacked=True)
         while least > console.width and droppable:
             index = droppable.pop(0)
             left_out.append(columns[index].heading)
             shown.remove(index)
-            table, least, natural = _table(title, columns, rows, shown, stacked=True)
+            table, least, natural = _table(title, columns, rows, plain, shown, stacked=True)
         if least > console.width:
-            table, least, natural = _table(title, columns, rows, shown, stacked=True, whole=False)
+            table, least, natural = _table(title, columns, rows, plain, shown, stacked=True, whole=False)
     console.print(table)
     if left_out:
         where = f" ({note})" if note else ""
@@ -58,22 +65,24 @@ def _table(
     title: str | None,
     columns: Sequence[Column],
     rows: Sequence[Sequence[str]],
+    plain: Sequence[Sequence[str]],
     shown: Sequence[int],
     stacked: bool = False,
     whole: bool = True,
 ) -> tuple[Table, int, int]:
-    """The table of the `shown` columns, the least width it needs and the width it takes unwrapped. With `whole`,
-    one-word values are never wrapped; `stacked` puts each heading word on a line of its own."""
+    """The table of the `shown` columns, the least width it needs and the width it takes unwrapped (`plain`: the
+    cells as shown). With `whole`, one-word values are never wrapped; `stacked` puts each heading word on a line of
+    its own."""
     table = Table(title=title, title_justify="left")
-    least = natural = 1  # the left border; each column adds its padding and the border after it
+    least = natural = chrome(len(shown))
     for index in shown:
         column = columns[index]
-        texts = [Text.from_markup(row[index]).plain for row in rows]
+        texts = [row[index] for row in plain]
         unbroken = whole and all(len(text.split()) <= 1 for text in texts)
         head = column.heading.split() if stacked or not unbroken else [column.heading]
         body = texts if unbroken else [word for text in texts for word in text.split()]
-        least += max(map(cell_len, [*head, *body])) + 3
-        natural += max(map(cell_len, [*head, *texts])) + 3
+        least += max(map(cell_len, [*head, *body]))
+        natural += max(map(cell_len, [*head, *texts]))
         table.add_column(
             "\n".join(head) if stacked else column.heading,
             justify="right" if column.right else "left",

@@ -33,9 +33,8 @@ def chp_package(command: str) -> Path:
     return package
 
 
-def argv(chp_command: str) -> list[str]:
-    """The command of the front door's proxy: CHP's Node.js running the script."""
-    chp_package(chp_command)
+def argv() -> list[str]:
+    """The command of the front door's proxy: Node.js running the script (CHP's package comes in `settings`)."""
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node not found on the PATH: the front door's proxy runs on Node.js (make setup)")

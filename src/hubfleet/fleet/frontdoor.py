@@ -113,7 +113,7 @@ class FrontDoor:
         api = loopback_url(self.ports.proxy_api, "/api/routes")
         process = ManagedProcess(
             "front-door",
-            door_proxy.argv(chp),
+            door_proxy.argv(),
             cwd=self.state.frontdoor_dir,
             log_path=self.state.frontdoor_dir / "proxy.log",
             env=env,
